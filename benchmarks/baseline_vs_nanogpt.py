@@ -1,0 +1,99 @@
+"""Baseline health, side by side with nanoGPT's train.py on the same machine, in one run.
+
+    python benchmarks/baseline_vs_nanogpt.py --nanogpt /tmp/nanoGPT --data ../shared/data/tinyshakespeare/input.txt
+
+Both train EXPERIMENTS.md's "Conventions" configuration on TinyShakespeare at character level
+(4 layers, 4 heads, d_model 128, context 64, batch 12, 2000 steps, AdamW 1e-3 -> 1e-4 cosine, 100
+warmup steps, dropout 0) with the same number of threads, one after the other. Printed: the final
+validation loss of each and their training throughput in tokens/s (evaluation time excluded), and
+the ratio. nanoGPT is never part of this project: fetch it into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVENTIONS = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000)
+
+
+def run_nanogpt(nanogpt: Path, data: Path, threads: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="nanogpt-"))
+    shutil.copytree(nanogpt, work / "nanoGPT")
+    repo = work / "nanoGPT"
+    shutil.copy(data, repo / "data/shakespeare_char/input.txt")
+    env = os.environ | {"OMP_NUM_THREADS": str(threads)}
+    subprocess.run(
+        [sys.executable, "data/shakespeare_char/prepare.py"], cwd=repo, check=True, env=env, capture_output=True
+    )
+    c = CONVENTIONS
+    args = [
+        "config/train_shakespeare_char.py",
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=20",
+        "--log_interval=1",
+        f"--block_size={c['block_size']}",
+        f"--batch_size={c['batch_size']}",
+        f"--n_layer={c['n_layer']}",
+        f"--n_head={c['n_head']}",
+        f"--n_embd={c['n_embd']}",
+        f"--max_iters={c['max_iters']}",
+        f"--lr_decay_iters={c['max_iters']}",
+        "--dropout=0.0",
+    ]
+    out = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=repo, check=True, env=env, capture_output=True, text=True
+    )
+    step_ms = {int(i): float(t) for i, t in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", out.stdout)}
+    evals = {int(s): float(v) for s, v in re.findall(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", out.stdout)}
+    # nanoGPT times evaluation inside the step that follows it: leave those steps out.
+    train_ms = [t for i, t in step_ms.items() if i % 250 != 0]
+    tokens_per_sec = c["batch_size"] * c["block_size"] / (sum(train_ms) / len(train_ms) / 1000)
+    shutil.rmtree(work)
+    return {"val_loss": evals[max(evals)], "tokens_per_sec": tokens_per_sec}
+
+
+def run_suite(data: Path, threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as store:
+        env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
+        code = f"""
+import json, torch
+from hydra import compose, initialize_config_dir
+from ablations import tracking
+from ablations.experiment import arm_config, train_arm
+torch.set_num_threads({threads})
+with initialize_config_dir(str(tracking.ROOT / "conf"), version_base="1.3"):
+    cfg = compose("config", ["experiment=attention_heads", "tier=quick", "data=tinyshakespeare", "data.path={data}"])
+client = tracking.client()
+run = train_arm(arm_config(cfg, "baseline", {{}}, 0), client, tracking.experiment_id(client, "baseline"), {{}})
+print(json.dumps({{"val_loss": run.metrics["final_val_loss"], "tokens_per_sec": run.metrics["train_tokens_per_sec"]}}))
+"""
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
+    parser.add_argument("--data", type=Path, required=True, help="TinyShakespeare input.txt")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    suite = run_suite(args.data.resolve(), args.threads)
+    reference = run_nanogpt(args.nanogpt.resolve(), args.data.resolve(), args.threads)
+    print(f"{'':12} {'val loss':>9} {'tokens/s':>10}")
+    print(f"{'suite':12} {suite['val_loss']:9.4f} {suite['tokens_per_sec']:10.0f}")
+    print(f"{'nanoGPT':12} {reference['val_loss']:9.4f} {reference['tokens_per_sec']:10.0f}")
+    print(f"throughput ratio suite / nanoGPT: {suite['tokens_per_sec'] / reference['tokens_per_sec']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

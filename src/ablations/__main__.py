@@ -1,0 +1,3 @@
+from ablations.cli import run
+
+run()

@@ -1,0 +1,44 @@
+"""The one entry point: `python -m ablations experiment=<name> [tier=...] [hydra overrides ...]`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ablations.tracking import ROOT
+
+EXPERIMENTS_DIR = ROOT / "experiments"
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(config_path=str(ROOT / "conf"), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from ablations.data import CorpusError
+    from ablations.experiment import run_experiment
+
+    try:
+        run_experiment(cfg)
+    except (CorpusError, ValueError, KeyError) as err:
+        fail(str(err).strip("'\""))
+
+
+def run() -> None:
+    """Check the experiment name before Hydra composes anything, so a typo lists the valid names."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
+    chosen = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("experiment=")]
+    if not chosen:
+        fail(f"choose an experiment: experiment=<name>; valid: {', '.join(experiment_names())}")
+    if chosen[-1] not in experiment_names():
+        fail(f"unknown experiment {chosen[-1]!r}; valid: {', '.join(experiment_names())}")
+    main()

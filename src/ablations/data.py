@@ -1,0 +1,291 @@
+"""Text corpora behind one interface, byte/char tokenization, an on-disk token cache, and the DataModule.
+
+Corpora:
+- ``stdlib_prose``: English prose from the running Python's standard library (module, class and
+  function docstrings, read with ``ast`` without importing anything, plus ``pydoc_data.topics``).
+- ``stdlib_code``: the standard library's own source, for domain-shift experiments.
+- ``tinyshakespeare``: downloaded once over https and checked against its sha256, or read from a path.
+- ``textfile``: any local UTF-8 text file.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import sys
+import sysconfig
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TOKENIZERS = ("byte", "char")
+TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation (nanoGPT's split)
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be used: missing, empty, binary, too short, or with the wrong hash."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    text: str
+    sha256: str
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file and rename it into place, so no reader ever sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)
+
+
+def _stdlib_sources() -> list[Path]:
+    """The standard library's .py files in a fixed order, without tests, IDLE and third-party packages."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skipped = {"site-packages", "dist-packages", "idlelib", "lib2to3", "__pycache__"}
+
+    def keep(path: Path) -> bool:
+        parts = path.relative_to(root).parts
+        return not any(p in skipped or p.startswith("test") for p in parts)
+
+    return sorted(p for p in root.rglob("*.py") if keep(p))
+
+
+def build_stdlib_prose() -> str:
+    import pydoc_data.topics
+
+    docstrings = []
+    for path in _stdlib_sources():
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if doc := ast.get_docstring(node):
+                    docstrings.append(doc)
+    topics = pydoc_data.topics.topics
+    return "\n\n".join(docstrings + [topics[key] for key in sorted(topics)]) + "\n"
+
+
+def build_stdlib_code() -> str:
+    return "".join(
+        f"# file: {path.name}\n{path.read_text(encoding='utf-8', errors='replace')}\n" for path in _stdlib_sources()
+    )
+
+
+def download(url: str, dest: Path, sha256: str) -> Path:
+    """Fetch `url` to `dest` unless it is already there; refuse anything whose hash is not `sha256`.
+
+    Only https (and file:// for a local mirror) is accepted; nothing is written unless the hash matches.
+    """
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in ("https", "file"):
+        raise CorpusError(f"refusing to download {url!r}: only https:// (or a local file://) is allowed")
+    if dest.exists() and sha256_bytes(dest.read_bytes()) == sha256:
+        return dest
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (scheme checked above)
+        data = response.read()
+    if (actual := sha256_bytes(data)) != sha256:
+        raise CorpusError(f"{url} has sha256 {actual}, expected {sha256}; nothing was saved")
+    _atomic_write(dest, data)
+    return dest
+
+
+def read_text_file(path: str | Path) -> str:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CorpusError(f"corpus file {str(path)!r} does not exist")
+    data = path.read_bytes()
+    if not data.strip():
+        raise CorpusError(f"corpus file {str(path)!r} is empty")
+    if b"\x00" in data:
+        raise CorpusError(f"corpus file {str(path)!r} is binary (contains NUL bytes), not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"corpus file {str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _tinyshakespeare(path: str | None, cache_dir: Path) -> str:
+    if path is None:
+        path = download(TINYSHAKESPEARE_URL, cache_dir / "tinyshakespeare.txt", TINYSHAKESPEARE_SHA256)
+    text = read_text_file(path)
+    if (actual := sha256_bytes(text.encode())) != TINYSHAKESPEARE_SHA256:
+        raise CorpusError(f"{path} is not TinyShakespeare (sha256 {actual}); use data=textfile for other text")
+    return text
+
+
+def _textfile(path: str | None, cache_dir: Path) -> str:
+    if path is None:
+        raise CorpusError("data=textfile needs data.path=/path/to/file.txt")
+    return read_text_file(path)
+
+
+def _built(builder: Callable[[], str], name: str) -> Callable[[str | None, Path], str]:
+    """A corpus built from this Python's standard library, cached per Python version."""
+
+    def load(path: str | None, cache_dir: Path) -> str:
+        cached = cache_dir / f"{name}-py{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}.txt"
+        if not cached.exists():
+            _atomic_write(cached, builder().encode())
+        return cached.read_text(encoding="utf-8")
+
+    return load
+
+
+CORPORA: dict[str, Callable[[str | None, Path], str]] = {
+    "stdlib_prose": _built(build_stdlib_prose, "stdlib_prose"),
+    "stdlib_code": _built(build_stdlib_code, "stdlib_code"),
+    "tinyshakespeare": _tinyshakespeare,
+    "textfile": _textfile,
+}
+
+
+def load_corpus(name: str, path: str | None = None, cache_dir: str | Path = ".cache") -> Corpus:
+    if name not in CORPORA:
+        raise CorpusError(f"unknown corpus {name!r}; valid: {', '.join(sorted(CORPORA))}")
+    text = CORPORA[name](path, Path(cache_dir))
+    return Corpus(name=name, text=text, sha256=sha256_bytes(text.encode()))
+
+
+@dataclass(frozen=True)
+class TokenizedCorpus:
+    corpus: str
+    sha256: str
+    tokenizer: str
+    vocab: str  # the characters of a char-level vocabulary, in id order; empty for bytes
+    train: np.ndarray
+    val: np.ndarray
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 if self.tokenizer == "byte" else len(self.vocab)
+
+    def decode(self, ids: list[int]) -> str:
+        if self.tokenizer == "byte":
+            return bytes(ids).decode("utf-8", errors="replace")
+        return "".join(self.vocab[i] for i in ids)
+
+
+def tokenize(corpus: Corpus, tokenizer: str, cache_dir: str | Path = ".cache") -> TokenizedCorpus:
+    """Token ids of the train and validation splits, read from the cache when present."""
+    if tokenizer not in TOKENIZERS:
+        raise CorpusError(f"unknown tokenizer {tokenizer!r}; valid: {', '.join(TOKENIZERS)}")
+    cached = Path(cache_dir) / f"tokens-{corpus.sha256[:16]}-{tokenizer}.npz"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        if tokenizer == "byte":
+            vocab, ids = "", np.frombuffer(corpus.text.encode(), dtype=np.uint8)
+        else:
+            vocab = "".join(sorted(set(corpus.text)))
+            lookup = {ch: i for i, ch in enumerate(vocab)}
+            ids = np.fromiter((lookup[ch] for ch in corpus.text), dtype=np.uint16, count=len(corpus.text))
+        n_train = int(len(ids) * TRAIN_FRACTION)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, train=ids[:n_train], val=ids[n_train:], vocab=np.array(vocab))
+        os.replace(tmp.name, cached)
+    with np.load(cached) as arrays:
+        return TokenizedCorpus(
+            corpus=corpus.name,
+            sha256=corpus.sha256,
+            tokenizer=tokenizer,
+            vocab=str(arrays["vocab"]),
+            train=arrays["train"],
+            val=arrays["val"],
+        )
+
+
+class RandomWindows(IterableDataset):
+    """An endless stream of batches of random (input, next-token target) windows, as nanoGPT samples them."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int):
+        self.windows = tokens.unfold(0, block_size + 1, 1)  # a view: no copy of the corpus
+        self.batch_size, self.seed = batch_size, seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        while True:
+            batch = self.windows[torch.randint(len(self.windows), (self.batch_size,), generator=generator)]
+            yield batch[:, :-1], batch[:, 1:]
+
+
+def evaluation_windows(tokens: torch.Tensor, block_size: int, limit: int | None = None) -> TensorDataset:
+    """Non-overlapping windows covering the split; with `limit`, that many spread evenly over it."""
+    windows = tokens[: (len(tokens) - 1) // block_size * block_size + 1]
+    starts = torch.arange(0, len(windows) - 1, block_size)
+    if limit is not None and limit < len(starts):
+        starts = starts[torch.linspace(0, len(starts) - 1, limit).long()]
+    batch = torch.stack([tokens[s : s + block_size + 1] for s in starts.tolist()])
+    return TensorDataset(batch[:, :-1], batch[:, 1:])
+
+
+class TextDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        corpus: str,
+        tokenizer: str = "byte",
+        path: str | None = None,
+        block_size: int = 64,
+        batch_size: int = 12,
+        eval_batch_size: int = 64,
+        eval_windows: int = 256,
+        seed: int = 0,
+        cache_dir: str = ".cache",
+    ):
+        super().__init__()
+        self.corpus_name, self.tokenizer, self.path = corpus, tokenizer, path
+        self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
+        self.eval_windows, self.seed, self.cache_dir = eval_windows, seed, cache_dir
+        self.tokens: TokenizedCorpus | None = None
+
+    def prepare_data(self) -> None:
+        self.load()
+
+    def load(self) -> TokenizedCorpus:
+        if self.tokens is None:
+            tokens = tokenize(load_corpus(self.corpus_name, self.path, self.cache_dir), self.tokenizer, self.cache_dir)
+            for split in ("train", "val"):
+                n = len(getattr(tokens, split))
+                if n <= self.block_size:
+                    raise CorpusError(
+                        f"corpus {self.corpus_name!r} is too short: its {split} split has {n} tokens, "
+                        f"fewer than one window of data.block_size+1={self.block_size + 1}"
+                    )
+            self.tokens = tokens
+        return self.tokens
+
+    def setup(self, stage: str | None = None) -> None:
+        tokens = self.load()
+        self.train_ids = torch.from_numpy(tokens.train.astype(np.int64))
+        self.val_ids = torch.from_numpy(tokens.val.astype(np.int64))
+
+    def train_dataloader(self) -> DataLoader:
+        stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed)
+        return DataLoader(stream, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        """A fixed, evenly spread subset of the validation split, for the periodic curve."""
+        windows = evaluation_windows(self.val_ids, self.block_size, self.eval_windows)
+        return DataLoader(windows, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        """The whole validation split, for the final figures that verdicts use."""
+        return DataLoader(evaluation_windows(self.val_ids, self.block_size), batch_size=self.eval_batch_size)

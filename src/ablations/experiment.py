@@ -1,0 +1,284 @@
+"""Run one experiment: every arm x seed as a nested MLflow run, then the pre-registered verdicts.
+
+An experiment file (experiments/<name>.yaml) declares the claim, the hypotheses and the arms; each arm
+is a set of config overrides applied to the resolved base config. Nothing here knows any one
+experiment: a new claim is a new YAML file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from ablations import tracking
+from ablations.data import TextDataModule
+from ablations.figures import arm_comparison_figure
+from ablations.model import ModelConfig
+from ablations.training import LanguageModelTask, OptimConfig
+from ablations.verdict import Hypothesis, Verdict, decide
+
+console = Console(width=None if Console().is_terminal else 140)
+# Config blocks that describe where and how a run executes, not what it computes.
+NOT_IN_RUN_KEY = ("experiment", "seeds", "threads")
+
+
+@dataclass
+class ExperimentSpec:
+    id: str
+    name: str
+    title: str
+    claim: dict[str, Any]
+    hypotheses: list[Hypothesis]
+    arms: dict[str, dict[str, Any]]
+    full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> ExperimentSpec:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        raw["hypotheses"] = [Hypothesis(**h) for h in raw["hypotheses"]]
+        spec = cls(**raw)
+        arms = spec.arms | spec.full_tier_arms
+        for h in spec.hypotheses:
+            missing = {h.treatment, h.control} - set(arms)
+            if missing:
+                raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
+        return spec
+
+    def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
+        return self.arms | self.full_tier_arms if tier == "full" else dict(self.arms)
+
+
+@dataclass
+class ArmRun:
+    arm: str
+    seed: int
+    run_id: str
+    status: str  # "finished" or "diverged"
+    metrics: dict[str, float]
+    reused: bool
+
+
+def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) -> DictConfig:
+    """The base config with the arm's overrides and the seed applied; unknown keys are an error."""
+    run_cfg = cfg.copy()
+    OmegaConf.set_struct(run_cfg, True)
+    for key, value in overrides.items():
+        if OmegaConf.select(run_cfg, key, default="<missing>") == "<missing>":
+            raise KeyError(f"arm {arm!r} overrides {key!r}, which is not a config key")
+        OmegaConf.update(run_cfg, key, value, merge=False)
+    with open_dict(run_cfg):
+        run_cfg.seed = seed
+        run_cfg.arm = arm
+    return run_cfg
+
+
+def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, parent_tags: dict[str, str]) -> ArmRun:
+    """Train and evaluate one arm x seed in its own MLflow run, or reuse the finished run with the same key."""
+    arm, seed = run_cfg.arm, run_cfg.seed
+    started = time.perf_counter()
+    data = TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size, seed=seed)
+    tokens = data.load()
+    # The corpus enters the key by its content hash, not by where it happens to lie on this machine.
+    key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
+    key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "cache_dir")}
+    key = tracking.run_key(key_config | {"corpus_sha256": tokens.sha256})
+    if (done := tracking.find_finished_run(mlflow_client, exp_id, key)) is not None:
+        return ArmRun(arm, seed, done.info.run_id, done.data.tags["ablations.status"], done.data.metrics, reused=True)
+
+    pl.seed_everything(seed, verbose=False)
+    model_cfg = ModelConfig(**{**run_cfg.model, "vocab_size": tokens.vocab_size})
+    task = LanguageModelTask(model_cfg, OptimConfig(**run_cfg.optim), **run_cfg.train)
+
+    run = mlflow_client.create_run(
+        exp_id,
+        run_name=f"{run_cfg.experiment.name}/{arm}/seed{seed}",
+        tags=parent_tags
+        | {
+            tracking.ROLE: tracking.ARM_ROLE,
+            "ablations.run_key": key,
+            "arm": arm,
+            "seed": str(seed),
+            "corpus_sha256": tokens.sha256,
+        },
+    )
+    run_id = run.info.run_id
+    params = tracking.flatten({k: v for k, v in OmegaConf.to_container(run_cfg).items() if k != "experiment"})
+    params |= {"model.vocab_size": str(tokens.vocab_size), "model.n_params": str(task.model.num_params())}
+    items = sorted(params.items())
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        mlflow_client.log_batch(run_id, params=[_param(k, v) for k, v in items[i : i + 100]])
+    try:
+        trainer = instantiate(
+            run_cfg.trainer,
+            logger=tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id),
+            max_steps=run_cfg.optim.max_steps,
+            val_check_interval=run_cfg.val_every,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(task, datamodule=data)
+        diverged = task.diverged_at is not None
+        if not diverged:
+            trainer.test(task, datamodule=data, verbose=False)
+        steps = task.global_step
+        metrics = task.final_metrics | {
+            "n_params": task.model.num_params(),
+            "vocab_size": tokens.vocab_size,
+            "train_tokens": steps * run_cfg.data.batch_size * run_cfg.model.block_size,
+            "train_seconds": task.train_seconds,
+            "train_tokens_per_sec": steps
+            * run_cfg.data.batch_size
+            * run_cfg.model.block_size
+            / max(task.train_seconds, 1e-9),
+            "wall_seconds": time.perf_counter() - started,
+        }
+        if diverged:
+            metrics["diverged_step"] = task.diverged_at
+        status = "diverged" if diverged else "finished"
+        now = int(time.time() * 1000)
+        mlflow_client.log_batch(
+            run_id, metrics=[_metric(k, v, now, steps) for k, v in metrics.items() if math.isfinite(v)]
+        )
+        mlflow_client.set_tag(run_id, "ablations.status", status)
+        mlflow_client.set_terminated(run_id, "FINISHED")
+    except BaseException:  # interrupted or crashed: never leave the run looking finished
+        mlflow_client.set_tag(run_id, "ablations.status", "killed")
+        mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    return ArmRun(arm, seed, run_id, status, metrics, reused=False)
+
+
+def _param(key: str, value: str) -> Param:
+    return Param(key, value[:6000])  # MLflow's limit on a param value
+
+
+def _metric(key: str, value: float, timestamp: int, step: int) -> Metric:
+    return Metric(key, float(value), timestamp, step)
+
+
+def metric_value(run: ArmRun, metric: str) -> float:
+    """A diverged run counts as having learned nothing: its loss is that of the uniform prediction."""
+    if run.status == "diverged" and metric in ("final_val_loss", "final_val_ppl"):
+        uniform_loss = math.log(run.metrics["vocab_size"])
+        return uniform_loss if metric == "final_val_loss" else run.metrics["vocab_size"]
+    return run.metrics[metric]
+
+
+def verdicts_for(spec: ExperimentSpec, runs: list[ArmRun]) -> list[Verdict]:
+    def values(arm: str, metric: str) -> dict[int, float]:
+        return {r.seed: metric_value(r, metric) for r in runs if r.arm == arm}
+
+    return [decide(h, values(h.control, h.metric), values(h.treatment, h.metric)) for h in spec.hypotheses]
+
+
+def run_experiment(cfg: DictConfig) -> list[Verdict]:
+    """Train every arm x seed of cfg.experiment under one parent run and return the verdicts."""
+    spec = ExperimentSpec.from_config(cfg.experiment)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    mlflow_client = tracking.client()
+    exp_id = tracking.experiment_id(mlflow_client, spec.name)
+    arms = spec.arms_for(cfg.tier)
+    seeds = list(range(cfg.seeds))
+    tags = tracking.environment_tags() | {
+        "experiment": spec.name,
+        "experiment_id": spec.id,
+        "tier": cfg.tier,
+        "corpus": cfg.data.corpus,
+        "tokenizer": cfg.data.tokenizer,
+    }
+    parent = mlflow_client.create_run(
+        exp_id,
+        run_name=f"{spec.name} [{cfg.tier}, {cfg.data.corpus}]",
+        tags=tags | {tracking.ROLE: tracking.EXPERIMENT_ROLE, "arms": ",".join(arms), "seeds": str(len(seeds))},
+    )
+    parent_id = parent.info.run_id
+    console.print(
+        f"[bold]{spec.id} {spec.name}[/]: {len(arms)} arms x {len(seeds)} seeds, "
+        f"tier {cfg.tier}, corpus {cfg.data.corpus}"
+    )
+    started, runs = time.perf_counter(), []
+    try:
+        for arm, overrides in arms.items():
+            for seed in seeds:
+                run_cfg = arm_config(cfg, arm, overrides, seed)
+                run = train_arm(run_cfg, mlflow_client, exp_id, tags | {"mlflow.parentRunId": parent_id})
+                runs.append(run)
+                loss = metric_value(run, "final_val_loss")
+                note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
+                console.print(f"  {arm:>10} seed {seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
+        verdicts = verdicts_for(spec, runs)
+        _log_summary(mlflow_client, parent_id, spec, runs, verdicts, time.perf_counter() - started)
+        mlflow_client.set_terminated(parent_id, "FINISHED")
+    except BaseException:
+        mlflow_client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    print_verdicts(spec, verdicts)
+    return verdicts
+
+
+def _log_summary(
+    mlflow_client: MlflowClient,
+    parent_id: str,
+    spec: ExperimentSpec,
+    runs: list[ArmRun],
+    verdicts: list[Verdict],
+    seconds: float,
+) -> None:
+    now = int(time.time() * 1000)
+    metrics = {"wall_seconds": seconds}
+    for v in verdicts:
+        metrics |= {
+            f"{v.hypothesis}.effect": v.effect,
+            f"{v.hypothesis}.ci_low": v.ci_low,
+            f"{v.hypothesis}.ci_high": v.ci_high,
+        }
+    mlflow_client.log_batch(parent_id, metrics=[_metric(k, v, now, 0) for k, v in metrics.items() if math.isfinite(v)])
+    for v in verdicts:
+        mlflow_client.set_tag(parent_id, f"verdict.{v.hypothesis}", v.verdict)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "verdicts.json"
+        summary.write_text(json.dumps([v.as_dict() for v in verdicts], indent=2))
+        mlflow_client.log_artifact(parent_id, str(summary))
+        figure = Path(tmp) / f"{spec.name}.png"
+        metric = spec.hypotheses[0].metric
+        arm_comparison_figure(
+            f"{spec.id} {spec.name}", metric, [(r.arm, r.seed, metric_value(r, metric)) for r in runs], figure
+        )
+        mlflow_client.log_artifact(parent_id, str(figure))
+
+
+def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict]) -> None:
+    table = Table(title=f"{spec.id} {spec.name}: {spec.title}")
+    for column in ("hypothesis", "metric", "treatment vs control", "effect [95% CI]", "min effect", "seeds", "verdict"):
+        table.add_column(column)
+    colour = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
+    for v in verdicts:
+        settle = f" (~{v.seeds_to_settle} seeds would settle it)" if v.seeds_to_settle else ""
+        table.add_row(
+            v.hypothesis,
+            f"{v.metric} ({v.direction})",
+            f"{v.treatment} vs {v.control}",
+            f"{v.effect:+.4g} [{v.ci_low:+.4g}, {v.ci_high:+.4g}]",
+            f"{v.min_effect:g}",
+            str(v.n_seeds),
+            f"[{colour[v.verdict]}]{v.verdict}[/]{settle}",
+        )
+    console.print(table)

@@ -1,0 +1,125 @@
+"""MLflow plumbing: where the store is, what every run is tagged with, and how finished runs are found."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import MLFlowLogger
+
+ROOT = Path(__file__).resolve().parents[2]
+# The modules whose code decides a run's numbers: a change to any of them makes old runs stale.
+NUMERIC_MODULES = ("model.py", "data.py", "training.py")
+
+ROLE, ARM_ROLE, EXPERIMENT_ROLE = "ablations.role", "arm", "experiment"
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set (a shared server), else the SQLite store inside the project."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
+
+
+def client() -> MlflowClient:
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    local = mlflow_client.tracking_uri.startswith("sqlite:///")
+    location = (ROOT / "mlruns" / "artifacts" / name).as_uri() if local else None
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def code_version() -> str:
+    digest = hashlib.sha256()
+    for name in NUMERIC_MODULES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True)
+        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def environment_tags() -> dict[str, str]:
+    return {
+        "git_commit": git_commit(),
+        "code_version": code_version(),
+        "hardware": hardware(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
+    """Dotted keys -> string values, as MLflow params."""
+    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """Identity of a run: its resolved config plus the version of the code that computes its numbers."""
+    blob = json.dumps({"config": config, "code": code_version()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def find_finished_run(mlflow_client: MlflowClient, exp_id: str, key: str) -> Run | None:
+    runs = mlflow_client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`ablations.run_key` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+class RunLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger writing into a run the suite created and will end itself.
+
+    Lightning would mark the run FINISHED as soon as `fit` returns; the suite ends it only once its
+    final metrics are in, so a run interrupted in between never looks finished.
+    """
+
+    def finalize(self, status: str = "success") -> None:
+        pass

@@ -1,0 +1,153 @@
+"""The LightningModule that trains the Transformer as a next-token language model.
+
+Per-step work is kept to what nanoGPT's train.py does: forward, backward, clip, step. Metrics are
+sent to the logger every `log_every` steps only; a non-finite loss stops the run and is recorded as
+a divergence, which is a result, not a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from ablations.model import GPT, ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+
+    def __post_init__(self) -> None:
+        checks = {
+            f"optim.lr={self.lr} must be positive": self.lr > 0,
+            f"optim.min_lr={self.min_lr} must lie in [0, optim.lr]": 0 <= self.min_lr <= self.lr,
+            f"optim.max_steps={self.max_steps} must be positive": self.max_steps > 0,
+            f"optim.warmup_steps={self.warmup_steps} must lie in [0, optim.max_steps]": 0
+            <= self.warmup_steps
+            <= self.max_steps,
+            f"optim.weight_decay={self.weight_decay} must be non-negative": self.weight_decay >= 0,
+            f"optim.grad_clip={self.grad_clip} must be non-negative": self.grad_clip >= 0,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup, then cosine decay from lr to min_lr at max_steps (nanoGPT's schedule)."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / (self.warmup_steps + 1)
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
+
+
+class LanguageModelTask(pl.LightningModule):
+    def __init__(self, model: ModelConfig, optim: OptimConfig, log_every: int = 10, compile: bool = False):
+        super().__init__()
+        self.model_cfg, self.optim_cfg, self.log_every = model, optim, log_every
+        self.model = GPT(model)
+        self.forward_fn = torch.compile(self.model) if compile else self.model
+        self.diverged_at: int | None = None
+        self.grad_norm = torch.tensor(float("nan"))
+        self.final_metrics: dict[str, float] = {}
+        self.train_seconds, self._clock = 0.0, 0.0
+        self._eval_sum, self._eval_count = 0.0, 0
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        logits = self.forward_fn(x)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+    # --- training -------------------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            self.diverged_at = self.global_step
+            self.logger.log_metrics({"diverged_step": self.global_step}, step=self.global_step)
+            self.trainer.should_stop = True
+            return None  # skips backward and the optimizer step
+        self._last_loss = loss.detach()
+        return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # clip_grad_norm_ returns the norm before clipping: the gradient-norm metric comes for free.
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim_cfg.grad_clip or float("inf"))
+
+    def on_train_start(self) -> None:
+        self._clock = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        self.train_seconds += now - self._clock
+        self._clock = now
+        step = self.global_step  # already counts the step just taken
+        if step % self.log_every == 0 and self.diverged_at is None:
+            tokens = step * batch[0].numel()
+            self.logger.log_metrics(
+                {
+                    "train_loss": self._last_loss.item(),
+                    "grad_norm": float(self.grad_norm),
+                    "lr": self.optim_cfg.lr_at(step - 1),
+                    "tokens_per_sec": tokens / self.train_seconds,
+                },
+                step=step,
+            )
+
+    def configure_optimizers(self):
+        decay = [p for p in self.parameters() if p.dim() >= 2]  # matrices and embeddings; not norms or biases
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim_cfg.lr,
+            betas=(self.optim_cfg.beta1, self.optim_cfg.beta2),
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: self.optim_cfg.lr_at(step) / self.optim_cfg.lr
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- evaluation: the mean next-token NLL over every target token ---------------------------
+
+    def _eval_start(self) -> None:
+        self._eval_sum, self._eval_count = 0.0, 0
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        n = batch[1].numel()
+        self._eval_sum += self.loss(batch).item() * n
+        self._eval_count += n
+
+    def _eval_loss(self) -> float:
+        return self._eval_sum / self._eval_count
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self._eval_loss()
+        self.logger.log_metrics({"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}, step=self.global_step)
+        self._clock = time.perf_counter()  # validation time does not count as training time
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        loss = self._eval_loss()
+        self.final_metrics = {"final_val_loss": loss, "final_val_ppl": math.exp(min(loss, 50.0))}
