@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from ablations.tracking import ROOT
 
@@ -24,18 +26,19 @@ def fail(message: str) -> None:
 
 @hydra.main(config_path=str(ROOT / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ablations.data import CorpusError
     from ablations.experiment import run_experiment
 
     try:
         run_experiment(cfg)
-    except (CorpusError, ValueError, KeyError) as err:
-        fail(str(err).strip("'\""))
+    except (ValueError, KeyError, OmegaConfBaseException) as err:  # bad input: one line, no traceback
+        fail(str(err).strip("'\"").splitlines()[0])
 
 
 def run() -> None:
     """Check the experiment name before Hydra composes anything, so a typo lists the valid names."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
+    warnings.filterwarnings("ignore", message=".*training_step.* returned `None`")  # how a divergence stops
+    warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
     chosen = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("experiment=")]
     if not chosen:
         fail(f"choose an experiment: experiment=<name>; valid: {', '.join(experiment_names())}")

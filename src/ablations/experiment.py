@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,13 @@ def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) 
         run_cfg.seed = seed
         run_cfg.arm = arm
     return run_cfg
+
+
+def check_config(run_cfg: DictConfig) -> None:
+    """Raise the first problem of a run's config (a bad value, a corpus that cannot be used)."""
+    TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
+    ModelConfig(**{**run_cfg.model, "vocab_size": 256})
+    OptimConfig(**run_cfg.optim)
 
 
 def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, parent_tags: dict[str, str]) -> ArmRun:
@@ -174,19 +182,26 @@ def _metric(key: str, value: float, timestamp: int, step: int) -> Metric:
     return Metric(key, float(value), timestamp, step)
 
 
-def metric_value(run: ArmRun, metric: str) -> float:
+def metric_value(status: str, metrics: Mapping[str, float], metric: str) -> float:
     """A diverged run counts as having learned nothing: its loss is that of the uniform prediction."""
-    if run.status == "diverged" and metric in ("final_val_loss", "final_val_ppl"):
-        uniform_loss = math.log(run.metrics["vocab_size"])
-        return uniform_loss if metric == "final_val_loss" else run.metrics["vocab_size"]
-    return run.metrics[metric]
+    if status == "diverged" and metric in ("final_val_loss", "final_val_ppl"):
+        vocab_size = metrics["vocab_size"]
+        return math.log(vocab_size) if metric == "final_val_loss" else vocab_size
+    return metrics[metric]
 
 
-def verdicts_for(spec: ExperimentSpec, runs: list[ArmRun]) -> list[Verdict]:
+def verdicts_for(hypotheses: list[Hypothesis], runs: list[ArmRun]) -> list[Verdict]:
+    """The decision rule of every hypothesis, on the per-seed values of its two arms."""
+
     def values(arm: str, metric: str) -> dict[int, float]:
-        return {r.seed: metric_value(r, metric) for r in runs if r.arm == arm}
+        return {r.seed: metric_value(r.status, r.metrics, metric) for r in runs if r.arm == arm}
 
-    return [decide(h, values(h.control, h.metric), values(h.treatment, h.metric)) for h in spec.hypotheses]
+    return [decide(h, values(h.control, h.metric), values(h.treatment, h.metric)) for h in hypotheses]
+
+
+def load_spec(name: str) -> ExperimentSpec:
+    """The experiment file outside of Hydra (for exports and reports)."""
+    return ExperimentSpec.from_config(OmegaConf.load(tracking.ROOT / "experiments" / f"{name}.yaml").experiment)
 
 
 def run_experiment(cfg: DictConfig) -> list[Verdict]:
@@ -204,6 +219,9 @@ def run_experiment(cfg: DictConfig) -> list[Verdict]:
         "corpus": cfg.data.corpus,
         "tokenizer": cfg.data.tokenizer,
     }
+    run_cfgs = [arm_config(cfg, arm, overrides, seed) for arm, overrides in arms.items() for seed in seeds]
+    for run_cfg in run_cfgs[:: len(seeds)]:
+        check_config(run_cfg)  # refuse bad input before anything is written to MLflow
     parent = mlflow_client.create_run(
         exp_id,
         run_name=f"{spec.name} [{cfg.tier}, {cfg.data.corpus}]",
@@ -216,15 +234,15 @@ def run_experiment(cfg: DictConfig) -> list[Verdict]:
     )
     started, runs = time.perf_counter(), []
     try:
-        for arm, overrides in arms.items():
-            for seed in seeds:
-                run_cfg = arm_config(cfg, arm, overrides, seed)
-                run = train_arm(run_cfg, mlflow_client, exp_id, tags | {"mlflow.parentRunId": parent_id})
-                runs.append(run)
-                loss = metric_value(run, "final_val_loss")
-                note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
-                console.print(f"  {arm:>10} seed {seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
-        verdicts = verdicts_for(spec, runs)
+        for run_cfg in run_cfgs:
+            run = train_arm(run_cfg, mlflow_client, exp_id, tags | {"mlflow.parentRunId": parent_id})
+            runs.append(run)
+            loss = metric_value(run.status, run.metrics, "final_val_loss")
+            note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
+            if run.status == "diverged":
+                note += f", diverged at step {run.metrics['diverged_step']:.0f}: counted as the uniform loss"
+            console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
+        verdicts = verdicts_for(spec.hypotheses, runs)
         _log_summary(mlflow_client, parent_id, spec, runs, verdicts, time.perf_counter() - started)
         mlflow_client.set_terminated(parent_id, "FINISHED")
     except BaseException:
@@ -260,7 +278,10 @@ def _log_summary(
         figure = Path(tmp) / f"{spec.name}.png"
         metric = spec.hypotheses[0].metric
         arm_comparison_figure(
-            f"{spec.id} {spec.name}", metric, [(r.arm, r.seed, metric_value(r, metric)) for r in runs], figure
+            f"{spec.id} {spec.name}",
+            metric,
+            [(r.arm, r.seed, metric_value(r.status, r.metrics, metric)) for r in runs],
+            figure,
         )
         mlflow_client.log_artifact(parent_id, str(figure))
 

@@ -38,14 +38,21 @@ class Hypothesis:
     control: str
     direction: str
     min_effect: float
-    source: str = ""  # where the claim comes from: a line of the document or a paper
-    literature: str = ""
+    source: str = ""  # "document, line N" for the handbook's own claims, else the paper it comes from
+    literature: str = ""  # what published work found
+    literature_expects: str = ""  # the verdict the literature predicts: supported | refuted
+
+    @property
+    def from_document(self) -> bool:
+        return self.source.startswith("document")
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"hypothesis {self.id}: direction {self.direction!r} must be one of {DIRECTIONS}")
         if self.min_effect < 0:
             raise ValueError(f"hypothesis {self.id}: min_effect must be non-negative")
+        if self.literature_expects not in ("", "supported", "refuted"):
+            raise ValueError(f"hypothesis {self.id}: literature_expects must be supported or refuted")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,45 @@
+# Every `key=value` given to make, other than name=, goes to Hydra as an override:
+#   make experiment name=attention_heads tier=smoke seeds=1 data=tinyshakespeare data.path=/path/input.txt
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SETUP  := $(VENV)/.setup-done
+PORT   ?= 5000
+OVERRIDES := $(filter-out name=% PYTHON=% PORT=%,$(MAKEOVERRIDES))
+
+.PHONY: setup experiment results ui test lint bench clean-cache
+
+# torch is pinned first and on its own: 2.13.0 is the CPU build on this machine's disk; an unpinned
+# torch would pull a multi-GB CUDA build.
+$(SETUP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(SETUP)
+
+experiment: $(SETUP)
+	@if [ -z "$(name)" ]; then echo "usage: make experiment name=<experiment> [tier=smoke|quick|full] [hydra overrides]"; \
+	  echo "experiments: $$(ls experiments | sed -n 's/\.yaml$$//p' | tr '\n' ' ')"; exit 2; fi
+	$(PY) -m ablations experiment=$(name) $(OVERRIDES)
+
+results: $(SETUP)  ## runs.csv, verdicts.csv, curves.csv from the MLflow store
+	$(PY) -m ablations.results --out results
+
+ui: $(SETUP)  ## the MLflow UI on the project's store, on loopback only
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+test: $(SETUP)
+	$(PY) -m pytest
+
+lint: $(SETUP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: $(SETUP)  ## needs NANOGPT=/path/to/nanoGPT DATA=/path/to/tinyshakespeare/input.txt
+	$(PY) benchmarks/baseline_vs_nanogpt.py --nanogpt $(NANOGPT) --data $(DATA)
+
+clean-cache:
+	rm -rf .cache

@@ -1,0 +1,141 @@
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ablations import data
+from ablations.data import CorpusError, RandomWindows, TextDataModule, evaluation_windows, load_corpus, tokenize
+
+
+def write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def test_stdlib_prose_is_english_prose_of_about_two_megabytes_and_deterministic(tmp_path):
+    text = data.build_stdlib_prose()
+    assert 1_000_000 < len(text) < 5_000_000
+    assert "Return" in text and "def " not in text[:10_000]
+    assert data.build_stdlib_prose() == text  # same Python, same bytes
+
+
+def test_corpus_hash_is_the_sha256_of_its_text_and_the_built_text_is_cached(tmp_path):
+    corpus = load_corpus("stdlib_prose", cache_dir=tmp_path)
+    assert corpus.sha256 == hashlib.sha256(corpus.text.encode()).hexdigest()
+    assert len(list(tmp_path.glob("stdlib_prose-py*.txt"))) == 1
+    assert load_corpus("stdlib_prose", cache_dir=tmp_path).sha256 == corpus.sha256
+
+
+def test_stdlib_code_is_python_source(tmp_path):
+    text = data.build_stdlib_code()
+    assert len(text) > 5_000_000 and "def " in text and "import " in text
+
+
+def test_split_is_first_ninety_percent_then_the_rest(tmp_path):
+    text = "abcdefghij" * 100
+    corpus = data.Corpus("t", text, data.sha256_bytes(text.encode()))
+    tokens = tokenize(corpus, "char", tmp_path)
+    assert len(tokens.train) == 900 and len(tokens.val) == 100
+    assert tokens.vocab == "abcdefghij" and tokens.vocab_size == 10
+    assert tokens.decode(list(tokens.val[:10])) == "abcdefghij"
+    byte_tokens = tokenize(corpus, "byte", tmp_path)
+    assert byte_tokens.vocab_size == 256 and bytes(byte_tokens.train[:3]) == b"abc"
+
+
+def test_tokenized_arrays_are_cached_and_reused(tmp_path, monkeypatch):
+    text = "hello world\n" * 200
+    corpus = data.Corpus("t", text, data.sha256_bytes(text.encode()))
+    first = tokenize(corpus, "char", tmp_path)
+    cached = list(tmp_path.glob("tokens-*-char.npz"))
+    assert len(cached) == 1
+    # A second call must read the cache, not re-tokenize: make tokenizing impossible and call again.
+    monkeypatch.setattr(data.np, "fromiter", lambda *a, **k: pytest.fail("re-tokenized despite the cache"))
+    second = tokenize(corpus, "char", tmp_path)
+    np.testing.assert_array_equal(first.train, second.train)
+
+
+def test_local_text_file_corpus(tmp_path):
+    path = write(tmp_path / "a.txt", b"some text here\n" * 100)
+    corpus = load_corpus("textfile", str(path), tmp_path)
+    assert corpus.text.startswith("some text")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"\x00\x01\x02binary", "binary"),
+        (b"\xff\xfe\xfa text", "not UTF-8"),
+    ],
+)
+def test_bad_corpus_files_are_refused_with_a_clear_message(tmp_path, content, message):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        load_corpus("textfile", str(path), tmp_path)
+
+
+def test_a_corpus_too_short_for_one_window_is_refused(tmp_path):
+    path = write(tmp_path / "short.txt", b"too short for a window of 64\n")
+    module = TextDataModule("textfile", path=str(path), block_size=64, cache_dir=str(tmp_path))
+    with pytest.raises(CorpusError, match="too short"):
+        module.load()
+
+
+def test_unknown_corpus_and_tokenizer_list_the_valid_ones(tmp_path):
+    with pytest.raises(CorpusError, match="valid: .*stdlib_prose"):
+        load_corpus("wikipedia", cache_dir=tmp_path)
+    corpus = data.Corpus("t", "abc" * 100, "0" * 64)
+    with pytest.raises(CorpusError, match="valid: byte, char"):
+        tokenize(corpus, "bpe", tmp_path)
+
+
+def test_download_checks_the_hash_and_saves_nothing_on_a_mismatch(tmp_path):
+    source = write(tmp_path / "source.txt", b"First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    dest = tmp_path / "cache" / "corpus.txt"
+    with pytest.raises(CorpusError, match="expected"):
+        data.download(source.as_uri(), dest, "0" * 64)
+    assert not dest.parent.exists() or not any(dest.parent.iterdir())  # nothing cached, not even a temp file
+    assert data.download(source.as_uri(), dest, digest) == dest
+    assert dest.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("url", ["http://example.com/input.txt", "ftp://example.com/input.txt"])
+def test_download_refuses_anything_but_https(tmp_path, url):
+    with pytest.raises(CorpusError, match="only https"):
+        data.download(url, tmp_path / "x.txt", "0" * 64)
+
+
+def test_tinyshakespeare_from_a_path_must_match_its_hash(tmp_path):
+    wrong = write(tmp_path / "input.txt", b"not shakespeare at all\n" * 100)
+    with pytest.raises(CorpusError, match="is not TinyShakespeare"):
+        load_corpus("tinyshakespeare", str(wrong), tmp_path)
+
+
+def test_tinyshakespeare_address_is_the_documented_https_one():
+    assert data.TINYSHAKESPEARE_URL.startswith("https://raw.githubusercontent.com/karpathy/char-rnn/")
+
+
+def test_random_windows_are_deterministic_per_seed_and_targets_are_shifted_inputs():
+    tokens = torch.arange(1000)
+    a = next(iter(RandomWindows(tokens, 8, 4, seed=1)))
+    b = next(iter(RandomWindows(tokens, 8, 4, seed=1)))
+    c = next(iter(RandomWindows(tokens, 8, 4, seed=2)))
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a[0], c[0])
+    x, y = a
+    assert x.shape == (4, 8) and torch.equal(y, x + 1)
+
+
+def test_evaluation_windows_cover_the_split_without_overlap():
+    tokens = torch.arange(1001)
+    windows = evaluation_windows(tokens, block_size=10)
+    assert len(windows) == 100
+    x, y = windows.tensors
+    assert torch.equal(x.flatten(), torch.arange(1000)) and torch.equal(y.flatten(), torch.arange(1, 1001))
+    assert len(evaluation_windows(tokens, block_size=10, limit=7)) == 7

@@ -1,0 +1,137 @@
+"""The smoke tier through the real entry point into a real (temporary) MLflow store."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablations import results
+
+ARMS = {"h1", "h8", "h32"}
+
+
+def run_cli(*overrides: str, cache_dir: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"ABLATIONS_CACHE": cache_dir}
+    return subprocess.run(
+        [sys.executable, "-m", "ablations", *overrides, "threads=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def arm_runs(client: MlflowClient):
+    experiment = client.get_experiment_by_name("attention_heads")
+    return client.search_runs([experiment.experiment_id], filter_string="tags.`ablations.role` = 'arm'")
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory, cache_dir):
+    """One smoke experiment, run once for the module, then run again to check that it resumes."""
+    store = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    first = run_cli("experiment=attention_heads", "tier=smoke", cache_dir=cache_dir)
+    second = run_cli("experiment=attention_heads", "tier=smoke", cache_dir=cache_dir)
+    return uri, first, second
+
+
+def test_smoke_tier_trains_every_arm_and_seed_and_prints_the_verdicts(smoke_store):
+    _, first, _ = smoke_store
+    assert first.returncode == 0, first.stderr[-3000:]
+    for arm in ARMS:
+        assert f"{arm} seed 0" in first.stdout and f"{arm} seed 1" in first.stdout
+    for hypothesis in ("H1", "H2", "H3"):
+        assert hypothesis in first.stdout
+    assert "verdict" in first.stdout
+
+
+def test_runs_land_in_mlflow_nested_under_a_parent_with_params_metrics_and_tags(smoke_store):
+    uri, _, _ = smoke_store
+    client = MlflowClient(uri)
+    runs = arm_runs(client)
+    assert {(r.data.tags["arm"], r.data.tags["seed"]) for r in runs} == {(a, s) for a in ARMS for s in ("0", "1")}
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    parent = client.get_run(parents.pop())
+    assert parent.data.tags["ablations.role"] == "experiment"
+    assert {f"verdict.H{i}" for i in (1, 2, 3)} <= set(parent.data.tags)
+    assert {"verdicts.json", "attention_heads.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    for run in runs:
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED" and tags["ablations.status"] == "finished"
+        assert {"experiment", "tier", "corpus", "corpus_sha256", "git_commit", "hardware", "seed"} <= set(tags)
+        assert tags["tier"] == "smoke" and len(tags["corpus_sha256"]) == 64
+        assert params["model.n_head"] == tags["arm"].removeprefix("h")
+        assert {"final_val_loss", "final_val_ppl", "n_params", "train_tokens_per_sec", "wall_seconds"} <= set(metrics)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == [5, 10, 15, 20]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [10, 20]
+        assert len(client.get_metric_history(run.info.run_id, "grad_norm")) == 4
+
+
+def test_running_it_again_reuses_every_finished_run(smoke_store):
+    uri, _, second = smoke_store
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("reused finished run") == 6
+    assert len(arm_runs(MlflowClient(uri))) == 6
+
+
+def test_export_writes_runs_and_verdicts_and_is_deterministic(smoke_store, tmp_path):
+    uri, _, _ = smoke_store
+    client = MlflowClient(uri)
+    results.export(tmp_path / "a", client)
+    results.export(tmp_path / "b", client)
+    for name in ("runs.csv", "verdicts.csv", "curves.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    runs = pd.read_csv(tmp_path / "a" / "runs.csv")
+    assert len(runs) == 6 and set(runs.arm) == ARMS and set(runs.status) == {"finished"}
+    verdicts = pd.read_csv(tmp_path / "a" / "verdicts.csv")
+    assert list(verdicts.hypothesis) == ["H1", "H2", "H3"]
+    assert set(verdicts.verdict) <= {"supported", "refuted", "inconclusive"}
+    # Anyone can recompute an effect from runs.csv: H1 is mean(h1) - mean(h8) of final_val_loss.
+    h1 = verdicts.set_index("hypothesis").loc["H1"]
+    by_arm = runs.groupby("arm").final_val_loss.mean()
+    assert h1.effect == pytest.approx(by_arm["h1"] - by_arm["h8"])
+
+
+def test_an_unknown_experiment_exits_non_zero_and_lists_the_valid_ones(cache_dir):
+    result = run_cli("experiment=attention_head", cache_dir=cache_dir)
+    assert result.returncode != 0
+    assert "unknown experiment 'attention_head'" in result.stderr and "attention_heads" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_diverging_run_is_recorded_as_diverged_and_the_experiment_finishes(cache_dir, tmp_path):
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    result = run_cli(
+        "experiment=attention_heads", "tier=smoke", "seeds=1", "optim.lr=1e5", "optim.min_lr=0", cache_dir=cache_dir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "diverged at step" in result.stdout
+    runs = arm_runs(MlflowClient(uri))
+    assert {r.data.tags["ablations.status"] for r in runs} == {"diverged"}
+    assert all(r.info.status == "FINISHED" and "diverged_step" in r.data.metrics for r in runs)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.d_model=36", "must divide"),
+        ("optim.lr=-1", "optim.lr"),
+        ("model.n_heads=4", "n_heads"),
+        ("data=textfile", "data.path"),
+    ],
+)
+def test_bad_overrides_fail_with_one_clear_line(cache_dir, override, message):
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    result = run_cli("experiment=attention_heads", "tier=smoke", "seeds=1", override, cache_dir=cache_dir)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    experiment = MlflowClient(uri).get_experiment_by_name("attention_heads")
+    assert experiment is None or not MlflowClient(uri).search_runs([experiment.experiment_id])  # nothing half-written

@@ -1,0 +1,129 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ablations.model import GPT, CausalSelfAttention, ModelConfig, reference_attention
+
+
+def tiny(**overrides) -> ModelConfig:
+    return ModelConfig(**{"vocab_size": 50, "block_size": 16, "n_layer": 2, "n_head": 4, "d_model": 32} | overrides)
+
+
+SWITCHES = [
+    {},
+    {"norm": "rmsnorm"},
+    {"norm": "batchnorm"},
+    {"norm_position": "post"},
+    {"pos_encoding": "sinusoidal"},
+    {"pos_encoding": "none"},
+    {"tie_embeddings": False},
+    {"attn_scale": "none"},
+    {"attn_scale": 0.5},
+    {"n_head": 1},
+    {"n_head": 32},
+    {"d_ff": 48, "dropout": 0.1, "bias": True},
+]
+
+
+@pytest.mark.parametrize("overrides", SWITCHES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_every_switch_gives_logits_of_the_right_shape(overrides):
+    model = GPT(tiny(**overrides))
+    logits = model(torch.randint(50, (3, 16)))
+    assert logits.shape == (3, 16, 50)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("overrides", [o for o in SWITCHES if o.get("norm") != "batchnorm"] + [{"norm": "batchnorm"}])
+def test_causal_mask_leaks_nothing_from_the_future(overrides):
+    torch.manual_seed(0)
+    model = GPT(tiny(**overrides)).eval()  # eval: dropout off, BatchNorm on running statistics
+    x = torch.randint(50, (2, 16))
+    changed = x.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 50
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    torch.testing.assert_close(a[:, :10], b[:, :10])
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_batchnorm_in_train_mode_mixes_positions():
+    """BatchNorm's batch statistics pool over time: in train mode the future does leak (E03 measures it)."""
+    torch.manual_seed(0)
+    model = GPT(tiny(norm="batchnorm")).train()
+    x = torch.randint(50, (2, 16))
+    changed = x.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 50
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    assert not torch.allclose(a[:, :10], b[:, :10])
+
+
+@pytest.mark.parametrize("scale", ["sqrt_dk", "none", 0.3])
+@pytest.mark.parametrize("n_head", [1, 4, 8])
+def test_sdpa_equals_the_reference_attention(scale, n_head):
+    torch.manual_seed(0)
+    cfg = tiny(attn_scale=scale, n_head=n_head)
+    attention = CausalSelfAttention(cfg).eval()
+    x = torch.randn(2, 16, 32)
+    q, k, v = attention.heads(x)
+    expected, weights = reference_attention(q, k, v, cfg.attention_scale())
+    actual = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=cfg.attention_scale())
+    torch.testing.assert_close(actual, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, n_head, 16))
+    assert (weights.triu(diagonal=1) == 0).all()
+
+
+def test_attention_scale_values():
+    assert tiny(n_head=4).attention_scale() == pytest.approx(1 / math.sqrt(8))
+    assert tiny(attn_scale="none").attention_scale() == 1.0
+    assert tiny(attn_scale=0.25).attention_scale() == 0.25
+
+
+def test_parameter_count_does_not_depend_on_the_number_of_heads():
+    counts = {h: GPT(tiny(n_head=h)).num_params() for h in (1, 2, 4, 8, 16, 32)}
+    assert len(set(counts.values())) == 1, counts
+
+
+def test_tied_embeddings_share_one_matrix():
+    tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
+    assert tied.lm_head.weight is tied.token_embedding.weight
+    assert untied.num_params() - tied.num_params() == 50 * 32
+
+
+def test_post_ln_has_no_final_norm_and_pre_ln_has_one():
+    assert isinstance(GPT(tiny(norm_position="post")).final_norm, torch.nn.Identity)
+    assert isinstance(GPT(tiny()).final_norm, torch.nn.LayerNorm)
+
+
+def test_same_seed_same_loss_and_different_seed_different_loss():
+    def loss(seed: int) -> float:
+        torch.manual_seed(seed)
+        model = GPT(tiny())
+        x = torch.randint(50, (4, 16), generator=torch.Generator().manual_seed(123))
+        return F.cross_entropy(model(x).flatten(0, 1), x.roll(-1, 1).flatten()).item()
+
+    assert loss(0) == loss(0)
+    assert loss(0) != loss(1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"n_head": 3}, "must divide"),
+        ({"norm": "groupnorm"}, "model.norm"),
+        ({"norm_position": "middle"}, "norm_position"),
+        ({"pos_encoding": "rope"}, "pos_encoding"),
+        ({"attn_scale": "half"}, "attn_scale"),
+        ({"dropout": 1.5}, "dropout"),
+    ],
+)
+def test_invalid_configs_are_refused_with_a_clear_message(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**overrides)
+
+
+def test_sequences_longer_than_the_context_are_refused():
+    with pytest.raises(ValueError, match="exceeds model.block_size"):
+        GPT(tiny())(torch.zeros(1, 17, dtype=torch.long))
