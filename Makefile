@@ -7,7 +7,7 @@ SETUP  := $(VENV)/.setup-done
 PORT   ?= 5000
 OVERRIDES := $(filter-out name=% PYTHON=% PORT=%,$(MAKEOVERRIDES))
 
-.PHONY: setup experiment results ui test lint bench clean-cache
+.PHONY: setup experiment results report ui test lint bench clean-cache
 
 # torch is pinned first and on its own: 2.13.0 is the CPU build on this machine's disk; an unpinned
 # torch would pull a multi-GB CUDA build.
@@ -27,6 +27,9 @@ experiment: $(SETUP)
 
 results: $(SETUP)  ## runs.csv, verdicts.csv, curves.csv from the MLflow store
 	$(PY) -m ablations.results --out results
+
+report: $(SETUP)  ## reports/evidence-report.pdf from results/, logged to MLflow
+	$(PY) -m ablations.report
 
 ui: $(SETUP)  ## the MLflow UI on the project's store, on loopback only
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)

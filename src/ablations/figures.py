@@ -13,13 +13,15 @@ import seaborn as sns  # noqa: E402
 
 
 def arm_comparison_figure(title: str, metric: str, values: list[tuple[str, int, float]], path: Path) -> Path:
-    """Every seed as a dot, and the arm mean with a bootstrap 95% interval."""
+    """Every seed as a dot, and the arm mean with a bootstrap 95% interval; arms in the order given."""
     frame = pd.DataFrame(values, columns=["arm", "seed", metric])
+    order = list(dict.fromkeys(frame.arm))
     fig, ax = plt.subplots(figsize=(5.5, 3.5), layout="constrained")
     sns.pointplot(
         frame,
         x="arm",
         y=metric,
+        order=order,
         errorbar=("ci", 95),
         estimator="mean",
         color="black",
@@ -27,7 +29,7 @@ def arm_comparison_figure(title: str, metric: str, values: list[tuple[str, int, 
         capsize=0.15,
         ax=ax,
     )
-    sns.stripplot(frame, x="arm", y=metric, hue="seed", palette="deep", size=6, alpha=0.7, ax=ax)
+    sns.stripplot(frame, x="arm", y=metric, order=order, hue="seed", palette="deep", size=6, alpha=0.7, ax=ax)
     ax.set_title(title)
     ax.legend(title="seed", fontsize=8, title_fontsize=8)
     fig.savefig(path, dpi=150)

@@ -22,6 +22,8 @@ CURVE_METRICS = ("train_loss", "val_loss", "val_ppl", "grad_norm", "lr", "tokens
 EXPORTED_CURVES = ("train_loss", "val_loss")
 KEY = ["experiment", "tier", "corpus", "arm", "seed"]
 RUN_COLUMNS = KEY + ["status", "corpus_sha256", "tokenizer"]
+# The params a reader needs beside the metrics (the full config stays in MLflow).
+EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "trainer.precision", "trainer.accelerator")
 PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time"]
 
 
@@ -40,6 +42,7 @@ def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
         for run in runs:
             tags = run.data.tags
             summary = {k: v for k, v in run.data.metrics.items() if k not in CURVE_METRICS}
+            params = {k: v for k, v in run.data.params.items() if k.startswith(EXPORTED_PARAMS)}
             rows.append(
                 {
                     "experiment": tags["experiment"],
@@ -51,6 +54,7 @@ def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
                     "corpus_sha256": tags["corpus_sha256"],
                     "tokenizer": tags["tokenizer"],
                     **summary,
+                    **params,
                     "run_id": run.info.run_id,
                     "parent_run_id": tags.get("mlflow.parentRunId", ""),
                     "git_commit": tags["git_commit"],

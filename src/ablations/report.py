@@ -1,0 +1,379 @@
+"""Compile `results/` into the evidence report, reports/evidence-report.pdf, and log it to MLflow.
+
+    python -m ablations.report [--results results] [--out reports/evidence-report.pdf] [--no-mlflow]
+
+Every number comes from results/*.csv (exported from the MLflow store); the hypotheses and claims come
+from experiments/*.yaml. Python computes everything and writes it to JSON; the Typst template
+(report.typ) only lays it out, so no text is ever pasted into markup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import typst  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ablations import tracking  # noqa: E402
+from ablations.experiment import ExperimentSpec, load_spec  # noqa: E402
+from ablations.figures import arm_comparison_figure  # noqa: E402
+
+TEMPLATE = Path(__file__).with_name("report.typ")
+# Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
+CJK_FONTS = ("Noto Serif CJK SC", "Noto Sans CJK SC", "Source Han Serif SC", "WenQuanYi Micro Hei")
+CJK_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".local/share/fonts"))
+
+
+def cjk_font() -> str | None:
+    """The first installed CJK font, or None (the report then leaves the Chinese out and says so)."""
+    try:
+        installed = subprocess.run(["fc-list", ":", "family"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return next((font for font in CJK_FONTS if font in installed), None)
+
+
+def mean_interval(values: pd.Series) -> tuple[float, float, float]:
+    """Mean and 95% t interval of one arm's per-seed values."""
+    mean = float(values.mean())
+    if len(values) < 2 or values.std(ddof=1) == 0:
+        half = math.inf if len(values) < 2 else 0.0
+    else:
+        half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    if isinstance(x, float) and not math.isfinite(x):
+        return "∞" if x > 0 else "−∞" if x < 0 else "n/a"
+    return f"{x:+.{digits}g}".replace("-", "−")
+
+
+def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
+    effect = f"{fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}]"
+    rule = {
+        "lower": f"{v.treatment} lower than {v.control}",
+        "higher": f"{v.treatment} higher than {v.control}",
+        "equal": f"{v.treatment} equal to {v.control}",
+    }[v.direction]
+    text = (
+        f"{h.id} ({v.metric}, {rule} by at least {v.min_effect:g}): effect {effect} over {v.n_seeds} seeds "
+        f"({v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}). "
+    )
+    if v.verdict == "supported":
+        text += "The whole interval lies above the minimum effect: supported."
+    elif v.verdict == "refuted":
+        text += "The whole interval lies below the minimum effect: refuted."
+        if h.from_document:
+            text += f" The document's claim ({h.source}) is false in this setting."
+    else:
+        settle = f"about {int(v.seeds_to_settle)} seeds per arm" if pd.notna(v.seeds_to_settle) else "many more seeds"
+        text += f"The interval contains the minimum effect: inconclusive; {settle} would likely settle it."
+    return text
+
+
+def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
+    """Validation and training loss per step: the arm mean with its 95% band over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    for ax, metric in zip(axes, ("val_loss", "train_loss"), strict=True):
+        frame = curves[curves.metric == metric]
+        sns.lineplot(frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("ci", 95), ax=ax)
+        # The first tenth of training is a steep drop that would flatten everything after it.
+        later = frame[frame.step >= frame.step.max() * 0.1].value
+        ax.set(title=f"{metric} ({title})", ylabel=metric, ylim=(later.min() * 0.98, later.max() * 1.02))
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
+    """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect."""
+    colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange"}
+    hypotheses = list(dict.fromkeys(verdicts.hypothesis))
+    fig, axes = plt.subplots(
+        len(hypotheses),
+        1,
+        figsize=(7, 0.4 + 1.0 * len(hypotheses) + 0.25 * len(verdicts)),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, hypothesis in zip(axes[:, 0], hypotheses, strict=True):
+        rows = verdicts[verdicts.hypothesis == hypothesis]
+        for i, v in enumerate(rows.itertuples()):
+            low, high = (v.ci_low, v.ci_high) if math.isfinite(v.ci_low) else (v.effect, v.effect)
+            ax.plot([low, high], [i, i], color=colours[v.verdict], linewidth=3, solid_capstyle="butt")
+            ax.plot(v.effect, i, "o", color=colours[v.verdict])
+        ax.axvline(rows.min_effect.iloc[0], color="black", linewidth=1.5, label="minimum effect")
+        ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier})" for v in rows.itertuples()])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_title(f"{hypothesis}: {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), effect and 95% CI", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel("effect (positive = as the hypothesis predicts)")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def setup_line(group: pd.DataFrame) -> str:
+    first = group.iloc[0]
+    model = (
+        f"{first['model.n_layer']} layers, d_model {first['model.d_model']}, context {first['model.block_size']}, "
+        f"batch {first['data.batch_size']}, {first['optim.max_steps']} steps, lr {first['optim.lr']:g}, "
+        f"{first['trainer.precision']}"
+        if "model.n_layer" in group
+        else ""
+    )
+    return model
+
+
+def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.DataFrame, curves, work: Path) -> dict:
+    hypotheses = {h.id: h for h in spec.hypotheses}
+    primary = spec.hypotheses[0].metric
+    settings, tables, verdict_texts, figures, run_ids = [], [], [], [], []
+    for (tier, corpus), group in runs.groupby(["tier", "corpus"], sort=True):
+        first = group.iloc[0]
+        settings.append(
+            {
+                "tier": tier,
+                "corpus": corpus,
+                "sha256": first.corpus_sha256[:16],
+                "tokenizer": first.tokenizer,
+                "setup": setup_line(group),
+                "params": f"{int(first.n_params):,}",
+                "tokens": f"{int(first.train_tokens):,}",
+                "seeds": int(group.seed.nunique()),
+                "arms": int(group.arm.nunique()),
+                "hardware": first.hardware,
+                "wall": f"{group.wall_seconds.sum() / 60:.1f} min",
+            }
+        )
+        rows = []
+        for arm in spec.arms_for(tier):
+            arm_runs = group[group.arm == arm]
+            if arm_runs.empty:
+                continue
+            values = arm_runs[primary].where(arm_runs.status == "finished", math.log(first.vocab_size))
+            mean, low, high = mean_interval(values)
+            rows.append(
+                {
+                    "arm": arm,
+                    "overrides": ", ".join(f"{k}={v}" for k, v in spec.arms_for(tier)[arm].items()),
+                    "n": len(arm_runs),
+                    "mean": f"{mean:.4f}",
+                    "ci": f"[{low:.4f}, {high:.4f}]",
+                    "params": f"{int(arm_runs.n_params.iloc[0]):,}",
+                    "tok_s": f"{arm_runs.train_tokens_per_sec.mean():,.0f}",
+                    "diverged": int((arm_runs.status == "diverged").sum()),
+                }
+            )
+        tables.append({"tier": tier, "corpus": corpus, "metric": primary, "rows": rows})
+        tag = f"{spec.name}-{tier}-{corpus}"
+        figures.append(
+            {
+                "path": arm_comparison_figure(
+                    f"{spec.id} [{tier}, {corpus}]",
+                    primary,
+                    [
+                        (r.arm, r.seed, getattr(r, primary))
+                        for arm in spec.arms_for(tier)
+                        for r in group[group.arm == arm].itertuples()
+                    ],
+                    work / f"{tag}-arms.png",
+                ).name,
+                "caption": f"{primary} per seed (dots) and arm mean with a bootstrap 95% interval; "
+                f"{corpus}, {tier} tier.",
+            }
+        )
+        run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
+        if not run_curves.empty:
+            figures.append(
+                {
+                    "path": curves_figure(
+                        run_curves, list(spec.arms_for(tier)), f"{corpus}, {tier}", work / f"{tag}-curves.png"
+                    ).name,
+                    "caption": "Loss per step: arm mean and 95% band over seeds (validation on a fixed subset).",
+                }
+            )
+        run_ids.append(
+            {
+                "tier": tier,
+                "corpus": corpus,
+                "parents": sorted(set(group.parent_run_id)),
+                "runs": [f"{r.arm}/seed{r.seed}: {r.run_id}" for r in group.itertuples()],
+            }
+        )
+    exp_verdicts = verdicts[verdicts.experiment == spec.name]
+    for v in exp_verdicts.itertuples():
+        verdict_texts.append(
+            {
+                "corpus": v.corpus,
+                "tier": v.tier,
+                "hypothesis": v.hypothesis,
+                "verdict": v.verdict,
+                "text": verdict_sentence(pd.Series(v._asdict()), hypotheses[v.hypothesis], spec),
+            }
+        )
+    if not exp_verdicts.empty:
+        figures.append(
+            {
+                "path": effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects.png").name,
+                "caption": "Effect of each hypothesis with its paired-t 95% CI (colour = verdict) "
+                "and the minimum effect.",
+            }
+        )
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "title": spec.title,
+        "claim": spec.claim,
+        "hypotheses": [
+            {
+                "id": h.id,
+                "source": h.source,
+                "statement": h.statement,
+                "metric": h.metric,
+                "direction": h.direction,
+                "arms": f"{h.treatment} vs {h.control}",
+                "min_effect": f"{h.min_effect:g}",
+                "literature": h.literature,
+                "literature_expects": h.literature_expects or "—",
+            }
+            for h in spec.hypotheses
+        ],
+        "settings": settings,
+        "tables": tables,
+        "verdicts": verdict_texts,
+        "figures": figures,
+        "run_ids": run_ids,
+    }
+
+
+def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> list[dict]:
+    rows = []
+    for v in verdicts.itertuples():
+        h = next(h for h in specs[v.experiment].hypotheses if h.id == v.hypothesis)
+        agrees = (
+            "—"
+            if v.verdict == "inconclusive" or not h.literature_expects
+            else ("yes" if v.verdict == h.literature_expects else "no")
+        )
+        rows.append(
+            {
+                "experiment": f"{v.experiment_id} {v.experiment}",
+                "hypothesis": f"{v.hypothesis}: {h.statement}",
+                "corpus": v.corpus,
+                "tier": v.tier,
+                "seeds": int(v.n_seeds),
+                "effect": f"{fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}]",
+                "min_effect": f"{v.min_effect:g}",
+                "verdict": v.verdict,
+                "literature": agrees,
+            }
+        )
+    return rows
+
+
+def environment(runs: pd.DataFrame) -> dict:
+    import mlflow
+    import pytorch_lightning
+    import torch
+
+    return {
+        "hardware": sorted(set(runs.hardware)) if not runs.empty else [],
+        "run_commits": sorted(set(runs.git_commit)) if not runs.empty else [],
+        "report_commit": tracking.git_commit(),
+        "versions": f"Python {tracking.platform.python_version()}, torch {torch.__version__}, "
+        f"Lightning {pytorch_lightning.__version__}, MLflow {mlflow.__version__}, Typst (typst-py) {typst.__version__}",
+    }
+
+
+def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full")) -> Path:
+    """The PDF from results/*.csv, for the runs of the given tiers (smoke runs say nothing about claims)."""
+    runs, verdicts, curves = (pd.read_csv(results_dir / f"{name}.csv") for name in ("runs", "verdicts", "curves"))
+    runs, verdicts, curves = (frame[frame.tier.isin(tiers)] for frame in (runs, verdicts, curves))
+    if runs.empty:
+        raise SystemExit(
+            f"error: {results_dir}/runs.csv has no runs of the tiers {', '.join(tiers)}; nothing to report"
+        )
+    names = sorted(set(runs.experiment), key=lambda n: (load_spec(n).id, n))
+    specs = {name: load_spec(name) for name in names}
+    font = cjk_font()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = {
+            "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cjk_font": font or "",
+            "summary": summary_rows(verdicts, specs),
+            "experiments": [
+                experiment_section(specs[n], runs[runs.experiment == n], verdicts, curves, work) for n in names
+            ],
+            "environment": environment(runs),
+            "commands": [
+                "make results                      # results/*.csv from the MLflow store",
+                "make report                       # this PDF from results/",
+            ]
+            + [
+                f"make experiment name={n} tier={t} data={c}"
+                + (" data.path=/path/to/input.txt" if c == "tinyshakespeare" else "")
+                for n, t, c in sorted(set(zip(runs.experiment, runs.tier, runs.corpus, strict=True)))
+            ],
+        }
+        (work / "report.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
+        shutil.copy(TEMPLATE, work / "report.typ")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pdf = typst.compile(str(work / "report.typ"), root=str(work), font_paths=list(CJK_FONT_DIRS))
+        tmp_out = out.with_suffix(".pdf.tmp")
+        tmp_out.write_bytes(pdf)
+        tmp_out.replace(out)
+    return out
+
+
+def log_to_mlflow(pdf: Path, results_dir: Path) -> str:
+    client = tracking.client()
+    exp_id = tracking.experiment_id(client, "evidence_report")
+    run = client.create_run(
+        exp_id, run_name="evidence report", tags=tracking.environment_tags() | {"ablations.role": "report"}
+    )
+    client.log_artifact(run.info.run_id, str(pdf))
+    for name in ("runs.csv", "verdicts.csv"):
+        client.log_artifact(run.info.run_id, str(results_dir / name), artifact_path="results")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=tracking.ROOT / "results")
+    parser.add_argument("--out", type=Path, default=tracking.ROOT / "reports" / "evidence-report.pdf")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the PDF as an MLflow artifact")
+    parser.add_argument(
+        "--tiers", nargs="+", default=["quick", "full"], help="the tiers to report (default: quick full)"
+    )
+    args = parser.parse_args()
+    if not cjk_font():
+        print(
+            "note: no CJK font found (Debian/Ubuntu: apt-get install fonts-noto-cjk); the Chinese quotes are left out"
+        )
+    pdf = build(args.results, args.out, tuple(args.tiers))
+    print(f"wrote {pdf}")
+    if not args.no_mlflow:
+        print(f"logged to MLflow run {log_to_mlflow(pdf, args.results)}")
+
+
+if __name__ == "__main__":
+    main()
