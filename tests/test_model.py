@@ -127,3 +127,58 @@ def test_invalid_configs_are_refused_with_a_clear_message(overrides, message):
 def test_sequences_longer_than_the_context_are_refused():
     with pytest.raises(ValueError, match="exceeds model.block_size"):
         GPT(tiny())(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_t5_init_gives_the_same_logits_at_init_as_scaling():
+    """Folding 1/sqrt(d_k) into W_Q's init, unscaled, equals scaling the logits, at initialization."""
+    from ablations.probes import attention
+
+    x = torch.randint(50, (4, 16))
+    stats = {}
+    for name, overrides in {"scaled": {}, "t5": {"attn_scale": "none", "fold_scale_into_q_init": True}}.items():
+        torch.manual_seed(0)
+        model = GPT(tiny(**overrides))
+        stats[name] = attention(model, (x, x.roll(-1, 1)))
+        stats[name]["logits"] = model(x)
+    torch.testing.assert_close(stats["scaled"]["logits"], stats["t5"]["logits"])
+    assert stats["scaled"]["attn_logit_std"] == pytest.approx(stats["t5"]["attn_logit_std"], rel=1e-5)
+    assert stats["scaled"]["attn_entropy"] == pytest.approx(stats["t5"]["attn_entropy"], rel=1e-5)
+
+
+def test_unscaled_logits_grow_with_the_square_root_of_d_k():
+    from ablations.probes import attention
+
+    x = torch.randint(50, (8, 16))
+    std = {}
+    for n_head in (16, 1):  # d_k = 4 and 64 at d_model 64
+        torch.manual_seed(0)
+        model = GPT(tiny(d_model=64, n_head=n_head, attn_scale="none"))
+        std[n_head] = attention(model, (x, x))["attn_logit_std"]
+    assert 2 < std[1] / std[16] < 8  # sqrt(64 / 4) = 4, up to sampling noise
+
+
+def test_attention_entropy_is_one_for_uniform_attention_and_probes_leave_no_gradients():
+    from ablations.probes import attention, layer_grad_norms
+
+    model = GPT(tiny(attn_scale=0.0))  # zero logits: uniform attention over the visible keys
+    x = torch.randint(50, (2, 16))
+    assert attention(model, (x, x))["attn_entropy"] == pytest.approx(1.0, abs=1e-5)
+    norms = layer_grad_norms(model, (x, x))
+    assert set(norms) == {"grad_norm_layer0", "grad_norm_layer1", "grad_norm_last_over_first"}
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_batchnorm_in_eval_mode_uses_its_running_statistics():
+    torch.manual_seed(0)
+    model = GPT(tiny(norm="batchnorm"))
+    bn = model.blocks[0].norm1.bn
+    model.train()
+    model(torch.randint(50, (4, 16)))
+    running = bn.running_mean.clone()
+    assert not torch.equal(running, torch.zeros_like(running))  # train mode updated them
+    model.eval()
+    x = torch.randint(50, (4, 16))
+    with torch.no_grad():
+        alone, in_batch = model(x[:1]), model(x)[:1]
+    torch.testing.assert_close(alone, in_batch)  # no batch statistics: one sequence scores the same alone
+    torch.testing.assert_close(bn.running_mean, running)

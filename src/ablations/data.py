@@ -277,6 +277,10 @@ class TextDataModule(pl.LightningDataModule):
         self.train_ids = torch.from_numpy(tokens.train.astype(np.int64))
         self.val_ids = torch.from_numpy(tokens.val.astype(np.int64))
 
+    def probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One fixed training batch, the same for every arm and seed, for probes to measure on."""
+        return next(iter(RandomWindows(self.train_ids, self.block_size, self.batch_size, seed=2**31 - 1)))
+
     def train_dataloader(self) -> DataLoader:
         stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed)
         return DataLoader(stream, batch_size=None)

@@ -7,6 +7,7 @@ experiment: a new claim is a new YAML file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -28,8 +29,9 @@ from rich.table import Table
 
 from ablations import tracking
 from ablations.data import TextDataModule
-from ablations.figures import arm_comparison_figure
+from ablations.figures import arm_comparison_figure, grid_figure
 from ablations.model import ModelConfig
+from ablations.probes import PROBES
 from ablations.training import LanguageModelTask, OptimConfig
 from ablations.verdict import Hypothesis, Verdict, decide
 
@@ -40,28 +42,55 @@ NOT_IN_RUN_KEY = ("experiment", "seeds", "threads")
 
 @dataclass
 class ExperimentSpec:
+    """What an experiment file declares. Arms come from `arms` (name -> overrides) and from `grid`,
+    whose axes multiply: {axis: {label: overrides}} gives one arm per combination of labels, named
+    by the labels joined with "-" (e.g. post-L24-nowarmup)."""
+
     id: str
     name: str
     title: str
     claim: dict[str, Any]
     hypotheses: list[Hypothesis]
-    arms: dict[str, dict[str, Any]]
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    figures: list[dict[str, Any]] = field(default_factory=list)  # {x, hue, y, title}: axes of the grid, a metric
+    tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ExperimentSpec:
         raw = OmegaConf.to_container(cfg, resolve=True)
         raw["hypotheses"] = [Hypothesis(**h) for h in raw["hypotheses"]]
         spec = cls(**raw)
-        arms = spec.arms | spec.full_tier_arms
+        arms = spec.arms_for("full")
+        if not arms:
+            raise ValueError(f"experiment {spec.name} defines no arms")
         for h in spec.hypotheses:
             missing = {h.treatment, h.control} - set(arms)
             if missing:
                 raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
+        for figure in spec.figures:
+            if unknown := {figure["x"], *figure.get("hue", [])} - set(spec.grid):
+                raise ValueError(f"figure of {spec.name} uses axes {sorted(unknown)} that its grid does not define")
         return spec
 
+    def grid_arms(self) -> dict[str, dict[str, Any]]:
+        arms = {}
+        for combination in itertools.product(*(options.items() for options in self.grid.values())):
+            name = "-".join(label for label, _ in combination)
+            arms[name] = {key: value for _, overrides in combination for key, value in overrides.items()}
+        return arms
+
+    def axes_of(self, arm: str) -> dict[str, str]:
+        """The grid label of each axis for a grid arm ({} for an explicit arm)."""
+        labels = arm.split("-")
+        if len(labels) != len(self.grid):
+            return {}
+        return dict(zip(self.grid, labels, strict=True))
+
     def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
-        return self.arms | self.full_tier_arms if tier == "full" else dict(self.arms)
+        arms = self.arms | self.grid_arms()
+        return arms | self.full_tier_arms if tier == "full" else arms
 
 
 @dataclass
@@ -90,6 +119,8 @@ def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) 
 
 def check_config(run_cfg: DictConfig) -> None:
     """Raise the first problem of a run's config (a bad value, a corpus that cannot be used)."""
+    if unknown := set(run_cfg.train.probes) - set(PROBES):
+        raise ValueError(f"unknown probes {sorted(unknown)} in train.probes; valid: {', '.join(PROBES)}")
     TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
     ModelConfig(**{**run_cfg.model, "vocab_size": 256})
     OptimConfig(**run_cfg.optim)
@@ -138,6 +169,7 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             val_check_interval=run_cfg.val_every,
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
+            inference_mode=False,  # evaluation under no_grad instead, so that probes can take gradients
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -219,7 +251,8 @@ def run_experiment(cfg: DictConfig) -> list[Verdict]:
         "corpus": cfg.data.corpus,
         "tokenizer": cfg.data.tokenizer,
     }
-    run_cfgs = [arm_config(cfg, arm, overrides, seed) for arm, overrides in arms.items() for seed in seeds]
+    base = spec.tier_overrides.get(cfg.tier, {})
+    run_cfgs = [arm_config(cfg, arm, base | overrides, seed) for arm, overrides in arms.items() for seed in seeds]
     for run_cfg in run_cfgs[:: len(seeds)]:
         check_config(run_cfg)  # refuse bad input before anything is written to MLflow
     parent = mlflow_client.create_run(
@@ -284,6 +317,32 @@ def _log_summary(
             figure,
         )
         mlflow_client.log_artifact(parent_id, str(figure))
+        for spec_figure in spec.figures:
+            path = Path(tmp) / f"{spec.name}-{spec_figure['y']}-vs-{spec_figure['x']}.png"
+            figure_from_spec(spec, spec_figure, [(r.arm, r.seed, r.status, r.metrics) for r in runs], path)
+            mlflow_client.log_artifact(parent_id, str(path))
+
+
+def figure_from_spec(
+    spec: ExperimentSpec, figure: dict[str, Any], runs: list[tuple[str, int, str, Mapping[str, float]]], path: Path
+) -> Path | None:
+    """Draw one of the experiment file's `figures` from (arm, seed, status, metrics) of its runs."""
+    values = [
+        (spec.axes_of(arm), seed, metric_value(status, metrics, figure["y"]))
+        for arm, seed, status, metrics in runs
+        if spec.axes_of(arm) and (figure["y"] in metrics or status == "diverged")
+    ]
+    if not values:
+        return None
+    return grid_figure(
+        figure.get("title", f"{spec.id}: {figure['y']}"),
+        figure["y"],
+        figure["x"],
+        list(spec.grid[figure["x"]]),
+        figure.get("hue", []),
+        values,
+        path,
+    )
 
 
 def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict]) -> None:

@@ -35,3 +35,33 @@ def arm_comparison_figure(title: str, metric: str, values: list[tuple[str, int, 
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
+
+
+def grid_figure(
+    title: str,
+    y: str,
+    x_axis: str,
+    x_order: list[str],
+    hue_axes: list[str],
+    values: list[tuple[dict[str, str], int, float]],
+    path: Path,
+) -> Path:
+    """A metric against one axis of an experiment's grid, one line per combination of the hue axes.
+
+    values: (grid labels of the arm, seed, value). Points are means over seeds with a bootstrap 95% band.
+    """
+    frame = pd.DataFrame(
+        [
+            {x_axis: axes[x_axis], "arm group": ", ".join(axes[h] for h in hue_axes) or "all", "seed": seed, y: value}
+            for axes, seed, value in values
+        ]
+    )
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
+    sns.pointplot(
+        frame, x=x_axis, y=y, order=x_order, hue="arm group", errorbar=("ci", 95), dodge=0.25, capsize=0.1, ax=ax
+    )
+    ax.set_title(title)
+    ax.legend(title=", ".join(hue_axes), fontsize=8, title_fontsize=8)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

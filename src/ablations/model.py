@@ -35,6 +35,8 @@ class ModelConfig:
     pos_encoding: str = "learned"
     tie_embeddings: bool = True
     bias: bool = False
+    # T5's alternative to scaling: initialize W_Q with std / sqrt(d_k) (use with attn_scale="none").
+    fold_scale_into_q_init: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -106,6 +108,9 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        # Probes set `record = True` to run the explicit attention and keep its logits and weights.
+        self.record = False
+        self.recorded: dict[str, torch.Tensor] = {}
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v of shape (B, n_head, T, d_head)."""
@@ -116,9 +121,13 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.heads(x)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
-        )
+        if self.record:
+            y, weights = reference_attention(q, k, v, self.scale)
+            self.recorded = {"logits": (q @ k.transpose(-2, -1)) * self.scale, "weights": weights}
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
+            )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -178,6 +187,10 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale the residual projections by depth
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.fold_scale_into_q_init:
+            with torch.no_grad():
+                for block in self.blocks:
+                    block.attn.qkv.weight[: cfg.d_model] /= math.sqrt(cfg.d_head)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

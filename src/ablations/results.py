@@ -41,7 +41,9 @@ def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
         )
         for run in runs:
             tags = run.data.tags
-            summary = {k: v for k, v in run.data.metrics.items() if k not in CURVE_METRICS}
+            summary = {
+                k: v for k, v in run.data.metrics.items() if k not in CURVE_METRICS and not k.startswith("probe/")
+            }
             params = {k: v for k, v in run.data.params.items() if k.startswith(EXPORTED_PARAMS)}
             rows.append(
                 {

@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 ROOT = Path(__file__).resolve().parents[2]
 # The modules whose code decides a run's numbers: a change to any of them makes old runs stale.
-NUMERIC_MODULES = ("model.py", "data.py", "training.py")
+NUMERIC_MODULES = ("model.py", "data.py", "training.py", "probes.py")
 
 ROLE, ARM_ROLE, EXPERIMENT_ROLE = "ablations.role", "arm", "experiment"
 
@@ -41,16 +41,28 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    local = mlflow_client.tracking_uri.startswith("sqlite:///")
-    location = (ROOT / "mlruns" / "artifacts" / name).as_uri() if local else None
+    uri = mlflow_client.tracking_uri
+    # A local SQLite store keeps its artifacts beside the database; a server decides for itself.
+    location = (
+        (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / name).as_uri()
+        if uri.startswith("sqlite:///")
+        else None
+    )
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
-def code_version() -> str:
+def _hash_numeric_modules() -> str:
     digest = hashlib.sha256()
     for name in NUMERIC_MODULES:
         digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()[:12]
+
+
+CODE_VERSION = _hash_numeric_modules()  # of the code this process loaded, even if the files change later
+
+
+def code_version() -> str:
+    return CODE_VERSION
 
 
 def git_commit() -> str:

@@ -7,6 +7,7 @@ a divergence, which is a result, not a crash.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ablations.model import GPT, ModelConfig
+from ablations.probes import run_probes
 
 
 @dataclass
@@ -53,9 +55,26 @@ class OptimConfig:
 
 
 class LanguageModelTask(pl.LightningModule):
-    def __init__(self, model: ModelConfig, optim: OptimConfig, log_every: int = 10, compile: bool = False):
+    """Next-token training of GPT(model).
+
+    probes: names from ablations.probes, measured at init (`init_<metric>`), at every validation
+        (`probe/<metric>`) and at the end (`final_<metric>`).
+    eval_train_mode: also score the validation split with the model in train mode, where BatchNorm
+        uses the statistics of the batch itself (`final_val_loss_train_mode`, `train_eval_gap`).
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        optim: OptimConfig,
+        log_every: int = 10,
+        compile: bool = False,
+        probes: list[str] | None = None,
+        eval_train_mode: bool = False,
+    ):
         super().__init__()
         self.model_cfg, self.optim_cfg, self.log_every = model, optim, log_every
+        self.probes, self.eval_train_mode = list(probes or []), eval_train_mode
         self.model = GPT(model)
         self.forward_fn = torch.compile(self.model) if compile else self.model
         self.diverged_at: int | None = None
@@ -85,7 +104,14 @@ class LanguageModelTask(pl.LightningModule):
         # clip_grad_norm_ returns the norm before clipping: the gradient-norm metric comes for free.
         self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim_cfg.grad_clip or float("inf"))
 
+    def probe(self) -> dict[str, float]:
+        return run_probes(self.probes, self.model, self.trainer.datamodule.probe_batch()) if self.probes else {}
+
     def on_train_start(self) -> None:
+        if self.probes:
+            at_init = self.probe()
+            self.final_metrics |= {f"init_{k}": v for k, v in at_init.items()}
+            self.logger.log_metrics({f"probe/{k}": v for k, v in at_init.items()}, step=0)
         self._clock = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -139,15 +165,33 @@ class LanguageModelTask(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         loss = self._eval_loss()
-        self.logger.log_metrics({"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}, step=self.global_step)
+        probed = {f"probe/{k}": v for k, v in self.probe().items()}
+        self.logger.log_metrics(
+            {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))} | probed, step=self.global_step
+        )
         self._clock = time.perf_counter()  # validation time does not count as training time
 
     def on_test_epoch_start(self) -> None:
         self._eval_start()
+        # A copy, so that train-mode BatchNorm updating its running statistics cannot touch the model.
+        self._train_mode_model = copy.deepcopy(self.model).train() if self.eval_train_mode else None
+        self._train_mode_sum = 0.0
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch)
+        if self._train_mode_model is not None:
+            x, y = batch
+            loss = F.cross_entropy(self._train_mode_model(x).flatten(0, 1).float(), y.flatten())
+            self._train_mode_sum += loss.item() * y.numel()
 
     def on_test_epoch_end(self) -> None:
         loss = self._eval_loss()
-        self.final_metrics = {"final_val_loss": loss, "final_val_ppl": math.exp(min(loss, 50.0))}
+        self.final_metrics |= {"final_val_loss": loss, "final_val_ppl": math.exp(min(loss, 50.0))}
+        self.final_metrics |= {f"final_{k}": v for k, v in self.probe().items()}
+        if self._train_mode_model is not None:
+            train_mode_loss = self._train_mode_sum / self._eval_count
+            self.final_metrics |= {
+                "final_val_loss_train_mode": train_mode_loss,
+                "train_eval_gap": loss - train_mode_loss,
+            }
+            self._train_mode_model = None

@@ -1,0 +1,78 @@
+"""Every experiment file is a complete, consistent pre-registration."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from ablations.cli import experiment_names
+from ablations.experiment import ExperimentSpec, arm_config, load_spec
+
+NAMES = experiment_names()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_experiment_file_declares_claim_hypotheses_and_arms(name):
+    spec = load_spec(name)
+    assert spec.name == name and spec.id.startswith("E")
+    assert spec.claim["lines"] and spec.claim["zh"] and spec.claim["en"]
+    assert spec.hypotheses and len({h.id for h in spec.hypotheses}) == len(spec.hypotheses)
+    for h in spec.hypotheses:
+        assert h.statement and h.source and h.literature_expects in ("supported", "refuted")
+        assert {h.treatment, h.control} <= set(spec.arms_for("quick")), "hypotheses compare quick-tier arms"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_arm_override_is_a_real_config_key(name):
+    from hydra import compose, initialize_config_dir
+
+    from ablations.tracking import ROOT
+
+    spec = load_spec(name)
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", [f"experiment={name}", "tier=quick"])
+    for arm, overrides in spec.arms_for("full").items():
+        arm_config(cfg, arm, spec.tier_overrides.get("quick", {}) | overrides, seed=0)
+
+
+def test_grid_axes_multiply_into_named_arms():
+    spec = ExperimentSpec.from_config(
+        OmegaConf.create(
+            {
+                "id": "E00",
+                "name": "x",
+                "title": "t",
+                "claim": {"lines": "1", "zh": "z", "en": "e"},
+                "grid": {
+                    "a": {"a1": {"model.n_layer": 1}, "a2": {"model.n_layer": 2}},
+                    "b": {"b1": {"model.n_head": 1}},
+                },
+                "hypotheses": [
+                    {"id": "H", "statement": "s", "metric": "m", "treatment": "a2-b1", "control": "a1-b1",
+                     "direction": "lower", "min_effect": 0}
+                ],
+            }
+        )
+    )  # fmt: skip
+    assert spec.arms_for("quick") == {
+        "a1-b1": {"model.n_layer": 1, "model.n_head": 1},
+        "a2-b1": {"model.n_layer": 2, "model.n_head": 1},
+    }
+    assert spec.axes_of("a2-b1") == {"a": "a2", "b": "b1"}
+
+
+def test_a_hypothesis_naming_a_missing_arm_is_refused():
+    with pytest.raises(ValueError, match="names arms"):
+        ExperimentSpec.from_config(
+            OmegaConf.create(
+                {
+                    "id": "E00", "name": "x", "title": "t", "claim": {}, "arms": {"a": {}},
+                    "hypotheses": [{"id": "H", "statement": "s", "metric": "m", "treatment": "a", "control": "b",
+                                    "direction": "lower", "min_effect": 0}],
+                }
+            )
+        )  # fmt: skip
+
+
+def test_an_arm_overriding_a_missing_key_is_refused():
+    cfg = OmegaConf.create({"model": {"n_head": 1}})
+    with pytest.raises(KeyError, match="not a config key"):
+        arm_config(cfg, "bad", {"model.n_heads": 2}, seed=0)
