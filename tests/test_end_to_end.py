@@ -135,3 +135,58 @@ def test_bad_overrides_fail_with_one_clear_line(cache_dir, override, message):
     assert "Traceback" not in result.stderr
     experiment = MlflowClient(uri).get_experiment_by_name("attention_heads")
     assert experiment is None or not MlflowClient(uri).search_runs([experiment.experiment_id])  # nothing half-written
+
+
+def test_an_unreachable_tracking_server_is_one_clear_error(cache_dir, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    result = run_cli("experiment=attention_heads", "tier=smoke", "seeds=1", cache_dir=cache_dir)
+    assert result.returncode != 0
+    assert "is unreachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_same_config_and_seed_give_bit_identical_metrics(smoke_store, cache_dir, tmp_path, monkeypatch):
+    uri, _, _ = smoke_store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'again.db'}")
+    assert run_cli("experiment=attention_heads", "tier=smoke", "seeds=1", cache_dir=cache_dir).returncode == 0
+    first, again = MlflowClient(uri), MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    for arm in ARMS:
+        a = next(r for r in arm_runs(first) if r.data.tags["arm"] == arm and r.data.tags["seed"] == "0")
+        b = next(r for r in arm_runs(again) if r.data.tags["arm"] == arm)
+        for metric in ("train_loss", "val_loss", "grad_norm"):
+            history = [(m.step, m.value) for m in first.get_metric_history(a.info.run_id, metric)]
+            assert history == [(m.step, m.value) for m in again.get_metric_history(b.info.run_id, metric)]
+        assert a.data.metrics["final_val_loss"] == b.data.metrics["final_val_loss"]
+
+
+def test_a_terminated_experiment_marks_its_run_killed_and_resumes_without_duplicates(cache_dir, tmp_path, monkeypatch):
+    import signal
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'killed.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    args = ["experiment=attention_heads", "tier=smoke", "seeds=1", "optim.max_steps=400", "threads=1"]
+    env = os.environ | {"ABLATIONS_CACHE": cache_dir}
+    process = subprocess.Popen([sys.executable, "-m", "ablations", *args], env=env, stdout=subprocess.PIPE, text=True)
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until the second arm is training
+        experiment = client.get_experiment_by_name("attention_heads") if (tmp_path / "killed.db").exists() else None
+        if experiment and any(r.data.tags.get("arm") == "h8" and r.info.status == "RUNNING" for r in arm_runs(client)):
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    assert process.returncode != 0
+    statuses = {(r.data.tags["arm"], r.info.status) for r in arm_runs(client)}
+    assert ("h1", "FINISHED") in statuses and ("h8", "KILLED") in statuses
+
+    resumed = run_cli(*args[:-1], cache_dir=cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("reused finished run") == 1  # h1 is not trained again
+    finished = [(r.data.tags["arm"], r.data.tags["seed"]) for r in arm_runs(client) if r.info.status == "FINISHED"]
+    assert sorted(finished) == [("h1", "0"), ("h32", "0"), ("h8", "0")]

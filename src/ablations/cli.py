@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 
@@ -36,6 +37,8 @@ def main(cfg: DictConfig) -> None:
 
 def run() -> None:
     """Check the experiment name before Hydra composes anything, so a typo lists the valid names."""
+    # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so the current run is marked KILLED, not left RUNNING.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
     warnings.filterwarnings("ignore", message=".*training_step.* returned `None`")  # how a divergence stops
     warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")

@@ -75,6 +75,8 @@ class ExperimentSpec:
         return spec
 
     def grid_arms(self) -> dict[str, dict[str, Any]]:
+        if not self.grid:
+            return {}  # the product of no axes would be one nameless arm
         arms = {}
         for combination in itertools.product(*(options.items() for options in self.grid.values())):
             name = "-".join(label for label, _ in combination)
@@ -138,6 +140,7 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
     key = tracking.run_key(key_config | {"corpus_sha256": tokens.sha256})
     if (done := tracking.find_finished_run(mlflow_client, exp_id, key)) is not None:
         return ArmRun(arm, seed, done.info.run_id, done.data.tags["ablations.status"], done.data.metrics, reused=True)
+    tracking.mark_abandoned_runs(mlflow_client, exp_id, key)  # one process trains a given key at a time
 
     pl.seed_everything(seed, verbose=False)
     model_cfg = ModelConfig(**{**run_cfg.model, "vocab_size": tokens.vocab_size})

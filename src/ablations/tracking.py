@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,23 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
 
 
+class TrackingServerError(ValueError):
+    """MLFLOW_TRACKING_URI names a server that does not answer."""
+
+
 def client() -> MlflowClient:
+    """A client of the store, checked first: a server that does not answer is a clear error, not minutes of retries."""
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:  # noqa: S310
+                response.read()
+        except OSError as err:
+            raise TrackingServerError(
+                f"the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) is unreachable: {err}"
+            ) from None
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 
@@ -114,6 +128,15 @@ def run_key(config: dict[str, Any]) -> str:
     """Identity of a run: its resolved config plus the version of the code that computes its numbers."""
     blob = json.dumps({"config": config, "code": code_version()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def mark_abandoned_runs(mlflow_client: MlflowClient, exp_id: str, key: str) -> None:
+    """Runs with this key still RUNNING were killed before they could end (SIGKILL, power loss): say so."""
+    for run in mlflow_client.search_runs(
+        [exp_id], filter_string=f"tags.`ablations.run_key` = '{key}' and attributes.status = 'RUNNING'"
+    ):
+        mlflow_client.set_tag(run.info.run_id, "ablations.status", "killed")
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")
 
 
 def find_finished_run(mlflow_client: MlflowClient, exp_id: str, key: str) -> Run | None:
