@@ -7,7 +7,7 @@ SETUP  := $(VENV)/.setup-done
 PORT   ?= 5000
 OVERRIDES := $(filter-out name=% PYTHON=% PORT=%,$(MAKEOVERRIDES))
 
-.PHONY: setup experiment results report ui test lint bench clean-cache
+.PHONY: setup experiment suite results report ui test lint bench clean-cache
 
 # torch is pinned first and on its own: 2.13.0 is the CPU build on this machine's disk; an unpinned
 # torch would pull a multi-GB CUDA build.
@@ -24,6 +24,9 @@ experiment: $(SETUP)
 	@if [ -z "$(name)" ]; then echo "usage: make experiment name=<experiment> [tier=smoke|quick|full] [hydra overrides]"; \
 	  echo "experiments: $$(ls experiments | sed -n 's/\.yaml$$//p' | tr '\n' ' ')"; exit 2; fi
 	$(PY) -m ablations experiment=$(name) $(OVERRIDES)
+
+suite: $(SETUP)  ## every experiment of a tier (experiments=a,b for a list), resumable
+	$(PY) -m ablations.suite $(OVERRIDES)
 
 results: $(SETUP)  ## runs.csv, verdicts.csv, curves.csv from the MLflow store
 	$(PY) -m ablations.results --out results

@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,8 +239,15 @@ def load_spec(name: str) -> ExperimentSpec:
     return ExperimentSpec.from_config(OmegaConf.load(tracking.ROOT / "experiments" / f"{name}.yaml").experiment)
 
 
-def run_experiment(cfg: DictConfig) -> list[Verdict]:
-    """Train every arm x seed of cfg.experiment under one parent run and return the verdicts."""
+def planned_runs(cfg: DictConfig) -> int:
+    return len(ExperimentSpec.from_config(cfg.experiment).arms_for(cfg.tier)) * cfg.seeds
+
+
+def run_experiment(cfg: DictConfig, on_run: Callable[[ArmRun], None] | None = None) -> list[Verdict]:
+    """Train every arm x seed of cfg.experiment under one parent run and return the verdicts.
+
+    on_run is called after each arm x seed (trained or reused), e.g. to advance a progress display.
+    """
     spec = ExperimentSpec.from_config(cfg.experiment)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     mlflow_client = tracking.client()
@@ -278,6 +285,8 @@ def run_experiment(cfg: DictConfig) -> list[Verdict]:
             if run.status == "diverged":
                 note += f", diverged at step {run.metrics['diverged_step']:.0f}: counted as the uniform loss"
             console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
+            if on_run:
+                on_run(run)
         verdicts = verdicts_for(spec.hypotheses, runs)
         _log_summary(mlflow_client, parent_id, spec, runs, verdicts, time.perf_counter() - started)
         mlflow_client.set_terminated(parent_id, "FINISHED")
