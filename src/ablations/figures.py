@@ -16,7 +16,7 @@ def arm_comparison_figure(title: str, metric: str, values: list[tuple[str, int, 
     """Every seed as a dot, and the arm mean with a bootstrap 95% interval; arms in the order given."""
     frame = pd.DataFrame(values, columns=["arm", "seed", metric])
     order = list(dict.fromkeys(frame.arm))
-    fig, ax = plt.subplots(figsize=(5.5, 3.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.7 * len(order)), 3.5), layout="constrained")
     sns.pointplot(
         frame,
         x="arm",
@@ -32,6 +32,8 @@ def arm_comparison_figure(title: str, metric: str, values: list[tuple[str, int, 
     sns.stripplot(frame, x="arm", y=metric, order=order, hue="seed", palette="deep", size=6, alpha=0.7, ax=ax)
     ax.set_title(title)
     ax.legend(title="seed", fontsize=8, title_fontsize=8)
+    if len(order) > 4:
+        ax.tick_params(axis="x", labelrotation=35)
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path

@@ -28,7 +28,7 @@ import typst  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ablations import tracking  # noqa: E402
-from ablations.experiment import ExperimentSpec, load_spec  # noqa: E402
+from ablations.experiment import ExperimentSpec, figure_from_spec, load_spec  # noqa: E402
 from ablations.figures import arm_comparison_figure  # noqa: E402
 
 TEMPLATE = Path(__file__).with_name("report.typ")
@@ -90,10 +90,15 @@ def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
     for ax, metric in zip(axes, ("val_loss", "train_loss"), strict=True):
         frame = curves[curves.metric == metric]
-        sns.lineplot(frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("ci", 95), ax=ax)
+        sns.lineplot(
+            frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("ci", 95), ax=ax, legend=ax is axes[1]
+        )
         # The first tenth of training is a steep drop that would flatten everything after it.
         later = frame[frame.step >= frame.step.max() * 0.1].value
         ax.set(title=f"{metric} ({title})", ylabel=metric, ylim=(later.min() * 0.98, later.max() * 1.02))
+    sns.move_legend(
+        axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8, ncols=1 + len(arms) // 10
+    )
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
@@ -172,7 +177,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
             rows.append(
                 {
                     "arm": arm,
-                    "overrides": ", ".join(f"{k}={v}" for k, v in spec.arms_for(tier)[arm].items()),
+                    "overrides": [f"{k}={v}" for k, v in spec.arms_for(tier)[arm].items()],
                     "n": len(arm_runs),
                     "mean": f"{mean:.4f}",
                     "ci": f"[{low:.4f}, {high:.4f}]",
@@ -209,6 +214,22 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                     "caption": "Loss per step: arm mean and 95% band over seeds (validation on a fixed subset).",
                 }
             )
+        as_runs = [
+            (
+                r["arm"],
+                r["seed"],
+                r["status"],
+                {k: v for k, v in r.items() if isinstance(v, float) and math.isfinite(v)},
+            )
+            for r in group.to_dict("records")
+        ]
+        for i, spec_figure in enumerate(spec.figures):
+            path = figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}.png")
+            if path is not None:
+                title = spec_figure.get("title", spec_figure["y"])
+                figures.append(
+                    {"path": path.name, "caption": f"{title}; {corpus}, {tier} tier (mean, bootstrap 95% CI)."}
+                )
         run_ids.append(
             {
                 "tier": tier,
