@@ -125,16 +125,26 @@ def test_a_diverging_run_is_recorded_as_diverged_and_the_experiment_finishes(cac
         ("optim.lr=-1", "optim.lr"),
         ("model.n_heads=4", "n_heads"),
         ("data=textfile", "data.path"),
+        ("data=textfile data.path=/nonexistent/corpus.txt", "does not exist"),
+        ("trainer._target_=os.system", "trainer._target_ must be"),
+        ("train.probes=[telepathy]", "unknown probes"),
     ],
 )
 def test_bad_overrides_fail_with_one_clear_line(cache_dir, override, message):
     uri = os.environ["MLFLOW_TRACKING_URI"]
-    result = run_cli("experiment=attention_heads", "tier=smoke", "seeds=1", override, cache_dir=cache_dir)
+    result = run_cli("experiment=attention_heads", "tier=smoke", "seeds=1", *override.split(), cache_dir=cache_dir)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     experiment = MlflowClient(uri).get_experiment_by_name("attention_heads")
     assert experiment is None or not MlflowClient(uri).search_runs([experiment.experiment_id])  # nothing half-written
+
+
+def test_servers_the_suite_starts_bind_to_loopback_only():
+    from ablations.tracking import ROOT
+
+    dry_run = subprocess.run(["make", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "--host 127.0.0.1" in dry_run
 
 
 def test_an_unreachable_tracking_server_is_one_clear_error(cache_dir, monkeypatch):

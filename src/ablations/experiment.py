@@ -119,8 +119,14 @@ def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) 
     return run_cfg
 
 
+# The only class a config may instantiate: `_target_` must never become a way to run arbitrary code.
+TRAINER_TARGETS = ("pytorch_lightning.Trainer", "lightning.pytorch.Trainer")
+
+
 def check_config(run_cfg: DictConfig) -> None:
     """Raise the first problem of a run's config (a bad value, a corpus that cannot be used)."""
+    if run_cfg.trainer.get("_target_") not in TRAINER_TARGETS:
+        raise ValueError(f"trainer._target_ must be one of {TRAINER_TARGETS}, not {run_cfg.trainer.get('_target_')!r}")
     if unknown := set(run_cfg.train.probes) - set(PROBES):
         raise ValueError(f"unknown probes {sorted(unknown)} in train.probes; valid: {', '.join(PROBES)}")
     TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
