@@ -369,7 +369,13 @@ def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict]) -> None:
         table.add_column(column)
     colour = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
     for v in verdicts:
-        settle = f" (~{v.seeds_to_settle} seeds would settle it)" if v.seeds_to_settle else ""
+        settle = ""
+        if v.verdict == "inconclusive":
+            settle = (
+                f" (~{v.seeds_to_settle} seeds per arm would settle it)"
+                if v.seeds_to_settle
+                else " (the effect sits at the threshold: hundreds of seeds or a larger budget)"
+            )
         table.add_row(
             v.hypothesis,
             f"{v.metric} ({v.direction})",
