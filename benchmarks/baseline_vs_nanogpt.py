@@ -73,7 +73,7 @@ def run_nanogpt(nanogpt: Path, data: Path, threads: int) -> dict:
     ]
     run = dict(cwd=repo, check=True, env=env, capture_output=True, text=True)
     out = subprocess.run([sys.executable, "train.py", *args], **run)
-    full_split_loss = float(subprocess.run([sys.executable, "-c", FULL_SPLIT_EVAL], **run).stdout.strip())
+    full_split_loss = float(subprocess.run([sys.executable, "-c", FULL_SPLIT_EVAL], **run).stdout.split()[-1])
     step_ms = {int(i): float(t) for i, t in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", out.stdout)}
     evals = {int(s): float(v) for s, v in re.findall(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", out.stdout)}
     # nanoGPT times evaluation inside the step that follows it: leave those steps out.
