@@ -89,6 +89,34 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     return text
 
 
+def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
+    """What the verdicts say taken together: per hypothesis, across corpora, against the literature."""
+    sentences = []
+    for h in spec.hypotheses:
+        rows = exp_verdicts[exp_verdicts.hypothesis == h.id]
+        if rows.empty:
+            continue
+        by_corpus = {r.corpus: r.verdict for r in rows.itertuples()}
+        if len(set(by_corpus.values())) == 1:
+            verdict = next(iter(by_corpus.values()))
+            where = "on every corpus" if len(by_corpus) > 1 else f"on {next(iter(by_corpus))}"
+            text = f"{h.id} is {verdict} {where}"
+        else:
+            text = f"{h.id} depends on the corpus (" + ", ".join(f"{v} on {c}" for c, v in by_corpus.items()) + ")"
+        decided = {v for v in by_corpus.values() if v != "inconclusive"}
+        if h.literature_expects and decided:
+            agree = decided == {h.literature_expects}
+            text += (
+                "; this agrees with the literature" if agree else f"; the literature expected {h.literature_expects}"
+            )
+        sentences.append(text + ".")
+        if h.from_document and (refuted := [c for c, v in by_corpus.items() if v == "refuted"]):
+            sentences.append(
+                f"The handbook's statement behind {h.id} ({h.source}) does not hold on {', '.join(refuted)}."
+            )
+    return " ".join(sentences)
+
+
 def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
     """Validation and training loss per step: the arm mean with its 95% band over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
@@ -283,6 +311,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
         "settings": settings,
         "tables": tables,
         "verdicts": verdict_texts,
+        "meaning": meaning(spec, exp_verdicts),
         "figures": figures,
         "run_ids": run_ids,
     }
