@@ -136,6 +136,25 @@ def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path)
     return path
 
 
+def reliability_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
+    """Accuracy against confidence per confidence bin, pooled over seeds; the diagonal is perfect calibration."""
+    wide = curves.pivot_table(index=["arm", "seed", "step"], columns="metric", values="value").reset_index()
+    wide["hits"] = wide.reliability_accuracy * wide.reliability_count
+    wide["confidence_sum"] = wide.reliability_confidence * wide.reliability_count
+    pooled = wide.groupby(["arm", "step"])[["hits", "confidence_sum", "reliability_count"]].sum().reset_index()
+    pooled = pooled[pooled.reliability_count > 0]
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), layout="constrained")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for arm in arms:
+        rows = pooled[pooled.arm == arm]
+        ax.plot(rows.confidence_sum / rows.reliability_count, rows.hits / rows.reliability_count, "o-", label=arm)
+    ax.set(xlabel="confidence (bin mean)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
 def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
     """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect."""
     colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange"}
@@ -237,7 +256,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
             }
         )
         run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
-        if not run_curves.empty:
+        if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
             figures.append(
                 {
                     "path": curves_figure(
@@ -262,6 +281,16 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                 figures.append(
                     {"path": path.name, "caption": f"{title}; {corpus}, {tier} tier (mean, bootstrap 95% CI)."}
                 )
+        reliability = run_curves[run_curves.metric.str.startswith("reliability_")]
+        if not reliability.empty:
+            figures.append(
+                {
+                    "path": reliability_figure(
+                        reliability, list(spec.arms_for(tier)), f"{corpus}, {tier}", work / f"{tag}-reliability.png"
+                    ).name,
+                    "caption": "Reliability diagram: validation accuracy against confidence in 15 bins, seeds pooled.",
+                }
+            )
         run_ids.append(
             {
                 "tier": tier,

@@ -18,8 +18,9 @@ from mlflow.tracking import MlflowClient
 from ablations import tracking
 from ablations.experiment import ArmRun, load_spec, verdicts_for
 
-CURVE_METRICS = ("train_loss", "val_loss", "val_ppl", "grad_norm", "lr", "tokens_per_sec")
-EXPORTED_CURVES = ("train_loss", "val_loss")
+RELIABILITY = ("reliability_accuracy", "reliability_confidence", "reliability_count")  # step = bin
+CURVE_METRICS = ("train_loss", "val_loss", "val_ppl", "grad_norm", "lr", "tokens_per_sec", *RELIABILITY)
+EXPORTED_CURVES = ("train_loss", "val_loss", *RELIABILITY)
 KEY = ["experiment", "tier", "corpus", "arm", "seed"]
 RUN_COLUMNS = KEY + ["status", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).

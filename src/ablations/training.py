@@ -15,9 +15,12 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics.classification import MulticlassCalibrationError
 
 from ablations.model import GPT, ModelConfig
 from ablations.probes import run_probes
+
+CALIBRATION_BINS = 15
 
 
 @dataclass
@@ -61,6 +64,11 @@ class LanguageModelTask(pl.LightningModule):
         (`probe/<metric>`) and at the end (`final_<metric>`).
     eval_train_mode: also score the validation split with the model in train mode, where BatchNorm
         uses the statistics of the batch itself (`final_val_loss_train_mode`, `train_eval_gap`).
+    label_smoothing: epsilon of the training loss, PyTorch's definition: the target is (1 - eps) on
+        the true token plus eps / V on every token (V = vocabulary, the true one included).
+        Evaluation is always the unsmoothed NLL.
+    calibration: at the end, also top-1 accuracy, mean confidence, expected calibration error (15
+        equal-width bins, torchmetrics) and the reliability diagram (`reliability_*`, step = bin).
     """
 
     def __init__(
@@ -71,10 +79,15 @@ class LanguageModelTask(pl.LightningModule):
         compile: bool = False,
         probes: list[str] | None = None,
         eval_train_mode: bool = False,
+        label_smoothing: float = 0.0,
+        calibration: bool = False,
     ):
         super().__init__()
         self.model_cfg, self.optim_cfg, self.log_every = model, optim, log_every
         self.probes, self.eval_train_mode = list(probes or []), eval_train_mode
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"train.label_smoothing={label_smoothing} must lie in [0, 1)")
+        self.label_smoothing, self.calibration = label_smoothing, calibration
         self.model = GPT(model)
         self.forward_fn = torch.compile(self.model) if compile else self.model
         self.diverged_at: int | None = None
@@ -83,15 +96,15 @@ class LanguageModelTask(pl.LightningModule):
         self.train_seconds, self._clock = 0.0, 0.0
         self._eval_sum, self._eval_count = 0.0, 0
 
-    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
         x, y = batch
         logits = self.forward_fn(x)
-        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), label_smoothing=label_smoothing)
 
     # --- training -------------------------------------------------------------------------------
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        loss = self.loss(batch)
+        loss = self.loss(batch, self.label_smoothing)
         if not torch.isfinite(loss):
             self.diverged_at = self.global_step
             self.logger.log_metrics({"diverged_step": self.global_step}, step=self.global_step)
@@ -173,12 +186,25 @@ class LanguageModelTask(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._eval_start()
+        self._calibration = (
+            MulticlassCalibrationError(self.model_cfg.vocab_size, n_bins=CALIBRATION_BINS, norm="l1")
+            if self.calibration
+            else None
+        )
+        self._confidence, self._correct = [], []
         # A copy, so that train-mode BatchNorm updating its running statistics cannot touch the model.
         self._train_mode_model = copy.deepcopy(self.model).train() if self.eval_train_mode else None
         self._train_mode_sum = 0.0
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch)
+        if self._calibration is not None:
+            x, y = batch
+            probs = self.forward_fn(x).flatten(0, 1).float().softmax(-1)
+            self._calibration.update(probs, y.flatten())
+            confidence, prediction = probs.max(-1)
+            self._confidence.append(confidence)
+            self._correct.append(prediction == y.flatten())
         if self._train_mode_model is not None:
             x, y = batch
             loss = F.cross_entropy(self._train_mode_model(x).flatten(0, 1).float(), y.flatten())
@@ -195,3 +221,22 @@ class LanguageModelTask(pl.LightningModule):
                 "train_eval_gap": loss - train_mode_loss,
             }
             self._train_mode_model = None
+        if self._calibration is not None:
+            self.final_metrics |= self._calibration_metrics()
+
+    def _calibration_metrics(self) -> dict[str, float]:
+        confidence, correct = torch.cat(self._confidence), torch.cat(self._correct).float()
+        bins = torch.bucketize(confidence, torch.linspace(0, 1, CALIBRATION_BINS + 1)[1:-1])
+        count = torch.bincount(bins, minlength=CALIBRATION_BINS).float()
+        per_bin = {
+            "reliability_accuracy": torch.bincount(bins, correct, CALIBRATION_BINS) / count.clamp_min(1),
+            "reliability_confidence": torch.bincount(bins, confidence, CALIBRATION_BINS) / count.clamp_min(1),
+            "reliability_count": count,
+        }
+        for i in range(CALIBRATION_BINS):  # the diagram: one point per bin, the bin index as step
+            self.logger.log_metrics({name: values[i].item() for name, values in per_bin.items()}, step=i)
+        return {
+            "final_top1_acc": correct.mean().item(),
+            "final_mean_confidence": confidence.mean().item(),
+            "final_ece": self._calibration.compute().item(),
+        }
