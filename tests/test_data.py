@@ -139,3 +139,52 @@ def test_evaluation_windows_cover_the_split_without_overlap():
     x, y = windows.tensors
     assert torch.equal(x.flatten(), torch.arange(1000)) and torch.equal(y.flatten(), torch.arange(1, 1001))
     assert len(evaluation_windows(tokens, block_size=10, limit=7)) == 7
+
+
+def test_documents_are_paragraphs_cut_at_the_context():
+    from ablations.data import documents
+
+    ids = np.frombuffer(b"one para\n\ntwo\nlines here\n\nthree is a long paragraph", dtype=np.uint8)
+    docs = [bytes(d) for d in documents(ids, ord("\n"), max_tokens=12)]
+    assert docs == [b"one para\n\n", b"two\nlines he", b"three is a l"]
+
+
+def test_padded_batches_ignore_padding_in_the_targets():
+    from ablations.data import IGNORE, pad_batch
+
+    x, y = pad_batch([torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6])])
+    assert x.tolist() == [[1, 2, 3], [5, 0, 0]]
+    assert y.tolist() == [[2, 3, 4], [6, IGNORE, IGNORE]]
+
+
+def test_padding_does_not_change_the_loss():
+    """A causal model never attends to the padding after a document, and the loss ignores it."""
+    import torch.nn.functional as F
+
+    from ablations.data import pad_batch
+    from ablations.model import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, d_model=16)).eval()
+    short = torch.randint(20, (5,))
+    alone = pad_batch([short])
+    padded = pad_batch([short, torch.randint(20, (12,))])
+    loss = {name: F.cross_entropy(model(x[:1]).flatten(0, 1), y[:1].flatten()) for name, (x, y) in
+            {"alone": alone, "padded": padded}.items()}  # fmt: skip
+    torch.testing.assert_close(loss["alone"], loss["padded"])
+
+
+def test_document_packing_serves_padded_variable_length_batches(tmp_path):
+    from ablations.data import IGNORE
+
+    text = "".join(f"paragraph {i} " + "word " * (i % 9) + "\n\n" for i in range(400))
+    path = write(tmp_path / "docs.txt", text.encode())
+    module = TextDataModule("textfile", path=str(path), block_size=32, batch_size=8, packing="documents",
+                            cache_dir=str(tmp_path))  # fmt: skip
+    module.setup()
+    x, y = next(iter(module.train_dataloader()))
+    assert x.shape[0] == 8 and x.shape[1] <= 32 and (y == IGNORE).any()
+    total = sum(int((yb != IGNORE).sum()) for _, yb in module.test_dataloader())
+    assert total == sum(len(d) - 1 for d in module.val_docs)  # every real validation target, once
+    with pytest.raises(ValueError, match="packing"):
+        TextDataModule("textfile", path=str(path), packing="bags")

@@ -237,6 +237,55 @@ def evaluation_windows(tokens: torch.Tensor, block_size: int, limit: int | None 
     return TensorDataset(batch[:, :-1], batch[:, 1:])
 
 
+IGNORE = -100  # target id of padding: cross_entropy's ignore_index, so padding never enters a loss
+PACKINGS = ("windows", "documents")
+
+
+def documents(ids: np.ndarray, newline: int, max_tokens: int) -> list[np.ndarray]:
+    """The paragraphs of a token stream (split where two newlines meet), each cut to max_tokens."""
+    is_newline = ids == newline
+    starts = np.flatnonzero(is_newline[:-1] & is_newline[1:]) + 2
+    return [doc[:max_tokens] for doc in np.split(ids, starts) if len(doc) >= 2]
+
+
+def pad_batch(docs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs padded with 0 and targets with IGNORE, to the longest document of the batch."""
+    width = max(len(d) for d in docs) - 1
+    x = torch.zeros(len(docs), width, dtype=torch.long)
+    y = torch.full((len(docs), width), IGNORE, dtype=torch.long)
+    for i, doc in enumerate(docs):
+        x[i, : len(doc) - 1], y[i, : len(doc) - 1] = doc[:-1], doc[1:]
+    return x, y
+
+
+class RandomDocuments(IterableDataset):
+    """An endless stream of padded batches of documents drawn at random (variable-length training)."""
+
+    def __init__(self, docs: list[torch.Tensor], batch_size: int, seed: int):
+        self.docs, self.batch_size, self.seed = docs, batch_size, seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        while True:
+            picks = torch.randint(len(self.docs), (self.batch_size,), generator=generator).tolist()
+            yield pad_batch([self.docs[i] for i in picks])
+
+
+class PaddedDocuments(torch.utils.data.Dataset):
+    """Every document once, in order, as padded batches (evaluation)."""
+
+    def __init__(self, docs: list[torch.Tensor], batch_size: int, limit: int | None = None):
+        if limit is not None and limit < len(docs):
+            docs = [docs[i] for i in torch.linspace(0, len(docs) - 1, limit).long().tolist()]
+        self.batches = [pad_batch(docs[i : i + batch_size]) for i in range(0, len(docs), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batches[i]
+
+
 class TextDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -249,8 +298,14 @@ class TextDataModule(pl.LightningDataModule):
         eval_windows: int = 256,
         seed: int = 0,
         cache_dir: str = ".cache",
+        packing: str = "windows",
     ):
+        """packing: "windows" cuts the stream into fixed-length windows; "documents" keeps paragraphs
+        at their natural length (cut at block_size + 1 tokens) in batches padded to their longest."""
         super().__init__()
+        if packing not in PACKINGS:
+            raise ValueError(f"data.packing={packing!r} must be one of {PACKINGS}")
+        self.packing = packing
         self.corpus_name, self.tokenizer, self.path = corpus, tokenizer, path
         self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
         self.eval_windows, self.seed, self.cache_dir = eval_windows, seed, cache_dir
@@ -276,20 +331,32 @@ class TextDataModule(pl.LightningDataModule):
         tokens = self.load()
         self.train_ids = torch.from_numpy(tokens.train.astype(np.int64))
         self.val_ids = torch.from_numpy(tokens.val.astype(np.int64))
+        if self.packing == "documents":
+            newline = ord("\n") if tokens.tokenizer == "byte" else tokens.vocab.index("\n")
+            self.train_docs, self.val_docs = (
+                [torch.from_numpy(d.astype(np.int64)) for d in documents(split, newline, self.block_size + 1)]
+                for split in (tokens.train, tokens.val)
+            )
 
     def probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One fixed training batch, the same for every arm and seed, for probes to measure on."""
         return next(iter(RandomWindows(self.train_ids, self.block_size, self.batch_size, seed=2**31 - 1)))
 
     def train_dataloader(self) -> DataLoader:
+        if self.packing == "documents":
+            return DataLoader(RandomDocuments(self.train_docs, self.batch_size, self.seed), batch_size=None)
         stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed)
         return DataLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         """A fixed, evenly spread subset of the validation split, for the periodic curve."""
+        if self.packing == "documents":
+            return DataLoader(PaddedDocuments(self.val_docs, self.eval_batch_size, self.eval_windows), batch_size=None)
         windows = evaluation_windows(self.val_ids, self.block_size, self.eval_windows)
         return DataLoader(windows, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """The whole validation split, for the final figures that verdicts use."""
+        if self.packing == "documents":
+            return DataLoader(PaddedDocuments(self.val_docs, self.eval_batch_size), batch_size=None)
         return DataLoader(evaluation_windows(self.val_ids, self.block_size), batch_size=self.eval_batch_size)

@@ -88,6 +88,8 @@ class ExperimentSpec:
         labels = arm.split("-")
         if len(labels) != len(self.grid):
             return {}
+        if any(label not in options for label, options in zip(labels, self.grid.values(), strict=True)):
+            return {}
         return dict(zip(self.grid, labels, strict=True))
 
     def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
@@ -187,16 +189,13 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         diverged = task.diverged_at is not None
         if not diverged:
             trainer.test(task, datamodule=data, verbose=False)
-        steps = task.global_step
+        steps, train_tokens = task.global_step, int(task.train_tokens)
         metrics = task.final_metrics | {
             "n_params": task.model.num_params(),
             "vocab_size": tokens.vocab_size,
-            "train_tokens": steps * run_cfg.data.batch_size * run_cfg.model.block_size,
+            "train_tokens": train_tokens,
             "train_seconds": task.train_seconds,
-            "train_tokens_per_sec": steps
-            * run_cfg.data.batch_size
-            * run_cfg.model.block_size
-            / max(task.train_seconds, 1e-9),
+            "train_tokens_per_sec": train_tokens / max(task.train_seconds, 1e-9),
             "wall_seconds": time.perf_counter() - started,
         }
         if diverged:

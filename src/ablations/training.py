@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassCalibrationError
 
+from ablations.data import IGNORE
 from ablations.model import GPT, ModelConfig
 from ablations.probes import run_probes
 
@@ -94,6 +95,7 @@ class LanguageModelTask(pl.LightningModule):
         self.grad_norm = torch.tensor(float("nan"))
         self.final_metrics: dict[str, float] = {}
         self.train_seconds, self._clock = 0.0, 0.0
+        self.train_tokens = torch.tensor(0)
         self._eval_sum, self._eval_count = 0.0, 0
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
@@ -111,6 +113,7 @@ class LanguageModelTask(pl.LightningModule):
             self.trainer.should_stop = True
             return None  # skips backward and the optimizer step
         self._last_loss = loss.detach()
+        self.train_tokens += (batch[1] != IGNORE).sum()  # real tokens, padding excluded; a tensor: no sync
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -133,7 +136,7 @@ class LanguageModelTask(pl.LightningModule):
         self._clock = now
         step = self.global_step  # already counts the step just taken
         if step % self.log_every == 0 and self.diverged_at is None:
-            tokens = step * batch[0].numel()
+            tokens = int(self.train_tokens)
             self.logger.log_metrics(
                 {
                     "train_loss": self._last_loss.item(),
@@ -163,7 +166,7 @@ class LanguageModelTask(pl.LightningModule):
         self._eval_sum, self._eval_count = 0.0, 0
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        n = batch[1].numel()
+        n = int((batch[1] != IGNORE).sum())  # real target tokens: padding has target IGNORE
         self._eval_sum += self.loss(batch).item() * n
         self._eval_count += n
 
@@ -200,15 +203,16 @@ class LanguageModelTask(pl.LightningModule):
         self._eval_step(batch)
         if self._calibration is not None:
             x, y = batch
-            probs = self.forward_fn(x).flatten(0, 1).float().softmax(-1)
-            self._calibration.update(probs, y.flatten())
+            real = y.flatten() != IGNORE
+            probs, target = self.forward_fn(x).flatten(0, 1).float().softmax(-1)[real], y.flatten()[real]
+            self._calibration.update(probs, target)
             confidence, prediction = probs.max(-1)
             self._confidence.append(confidence)
-            self._correct.append(prediction == y.flatten())
+            self._correct.append(prediction == target)
         if self._train_mode_model is not None:
             x, y = batch
             loss = F.cross_entropy(self._train_mode_model(x).flatten(0, 1).float(), y.flatten())
-            self._train_mode_sum += loss.item() * y.numel()
+            self._train_mode_sum += loss.item() * int((y != IGNORE).sum())
 
     def on_test_epoch_end(self) -> None:
         loss = self._eval_loss()
