@@ -188,3 +188,44 @@ def test_document_packing_serves_padded_variable_length_batches(tmp_path):
     assert total == sum(len(d) - 1 for d in module.val_docs)  # every real validation target, once
     with pytest.raises(ValueError, match="packing"):
         TextDataModule("textfile", path=str(path), packing="bags")
+
+
+@pytest.mark.parametrize("mode", ["fixed", "buckets", "sorted"])
+def test_document_batches_visit_every_document_once_per_epoch_within_the_budget(mode):
+    from ablations.data import DocumentBatches
+
+    lengths = torch.randint(2, 66, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = DocumentBatches(lengths, mode, batch_size=16, max_tokens=512, seed=3)
+    epochs = [list(sampler), list(sampler)]
+    for batches in epochs:
+        assert sorted(i for batch in batches for i in batch) == list(range(1000))  # once each, none lost
+        if mode == "fixed":
+            assert all(len(b) == 16 for b in batches[:-1])
+        else:
+            assert all(len(b) * max(lengths[i] - 1 for i in b) <= 512 for b in batches)  # the token budget
+    assert len(sampler) == len(epochs[0])
+    if mode == "sorted":
+        widths = [max(lengths[i] for i in b) for b in epochs[0]]
+        assert widths == sorted(widths)  # shortest first, every epoch
+    else:
+        assert epochs[0] != epochs[1]  # reshuffled each epoch
+
+
+def test_token_budget_batches_pad_less_than_fixed_batches():
+    from ablations.data import DocumentBatches
+
+    lengths = torch.randint(2, 66, (2000,), generator=torch.Generator().manual_seed(1)).tolist()
+
+    def padding(mode: str) -> float:
+        batches = list(DocumentBatches(lengths, mode, batch_size=32, max_tokens=2048, seed=0))
+        slots = sum(len(b) * max(lengths[i] - 1 for i in b) for b in batches)
+        return 1 - sum(lengths[i] - 1 for b in batches for i in b) / slots
+
+    assert padding("buckets") < 0.05 < 0.3 < padding("fixed")
+
+
+def test_a_token_budget_below_one_document_is_refused():
+    from ablations.data import DocumentBatches
+
+    with pytest.raises(ValueError, match="max_tokens"):
+        DocumentBatches([10, 65], "buckets", batch_size=4, max_tokens=32, seed=0)

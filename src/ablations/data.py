@@ -238,7 +238,8 @@ def evaluation_windows(tokens: torch.Tensor, block_size: int, limit: int | None 
 
 
 IGNORE = -100  # target id of padding: cross_entropy's ignore_index, so padding never enters a loss
-PACKINGS = ("windows", "documents")
+PACKINGS = ("windows", "documents", "fixed", "buckets", "sorted")
+EPOCH_PACKINGS = ("fixed", "buckets", "sorted")  # finite passes over the documents, batched by DocumentBatches
 
 
 def documents(ids: np.ndarray, newline: int, max_tokens: int) -> list[np.ndarray]:
@@ -271,6 +272,58 @@ class RandomDocuments(IterableDataset):
             yield pad_batch([self.docs[i] for i in picks])
 
 
+class DocumentBatches(torch.utils.data.Sampler[list[int]]):
+    """Batches of document indices covering every document once per epoch, redrawn each epoch.
+
+    fixed:   a random permutation cut into batches of `batch_size` documents (padded to the longest)
+    buckets: documents sorted by length (random order among equal lengths) and cut greedily into
+             batches whose padded size, documents x longest input, stays within `max_tokens`; the
+             batches are then shuffled, so consecutive batches come from different length buckets
+    sorted:  the same token-budget batches, shortest first, never shuffled
+    """
+
+    def __init__(self, lengths: list[int], mode: str, batch_size: int, max_tokens: int, seed: int):
+        if mode not in EPOCH_PACKINGS:
+            raise ValueError(f"batching mode {mode!r} must be one of {EPOCH_PACKINGS}")
+        if mode != "fixed" and max_tokens < max(lengths) - 1:
+            raise ValueError(f"data.max_tokens={max_tokens} is below the longest input ({max(lengths) - 1} tokens)")
+        self.lengths, self.mode, self.batch_size, self.max_tokens, self.seed = (
+            lengths,
+            mode,
+            batch_size,
+            max_tokens,
+            seed,
+        )
+        self.epoch = 0
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        if self.mode == "fixed":
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        order.sort(key=lambda i: self.lengths[i])  # stable: equal lengths keep their random order
+        batches, batch, longest = [], [], 0
+        for i in order:
+            width = max(longest, self.lengths[i] - 1)  # a document of n tokens is n - 1 inputs
+            if batch and (len(batch) + 1) * width > self.max_tokens:
+                batches.append(batch)
+                batch, width = [], self.lengths[i] - 1
+            batch.append(i)
+            longest = width
+        batches.append(batch)
+        if self.mode == "buckets":
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches(self.epoch)
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self.batches(0))
+
+
 class PaddedDocuments(torch.utils.data.Dataset):
     """Every document once, in order, as padded batches (evaluation)."""
 
@@ -299,13 +352,19 @@ class TextDataModule(pl.LightningDataModule):
         seed: int = 0,
         cache_dir: str = ".cache",
         packing: str = "windows",
+        max_tokens: int = 2048,
+        epochs: int | None = None,
     ):
         """packing: "windows" cuts the stream into fixed-length windows; "documents" keeps paragraphs
-        at their natural length (cut at block_size + 1 tokens) in batches padded to their longest."""
+        at their natural length (cut at block_size + 1 tokens), `batch_size` drawn at random per batch
+        and padded to the longest; "fixed", "buckets" and "sorted" pass over every paragraph once per
+        epoch in batches from DocumentBatches (max_tokens: the padded-size budget of a batch)."""
         super().__init__()
         if packing not in PACKINGS:
             raise ValueError(f"data.packing={packing!r} must be one of {PACKINGS}")
-        self.packing = packing
+        self.packing, self.max_tokens, self.epochs = packing, max_tokens, epochs
+        if epochs is not None and packing not in EPOCH_PACKINGS:
+            raise ValueError(f"data.epochs needs an epoch-based data.packing ({', '.join(EPOCH_PACKINGS)})")
         self.corpus_name, self.tokenizer, self.path = corpus, tokenizer, path
         self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
         self.eval_windows, self.seed, self.cache_dir = eval_windows, seed, cache_dir
@@ -331,7 +390,7 @@ class TextDataModule(pl.LightningDataModule):
         tokens = self.load()
         self.train_ids = torch.from_numpy(tokens.train.astype(np.int64))
         self.val_ids = torch.from_numpy(tokens.val.astype(np.int64))
-        if self.packing == "documents":
+        if self.packing != "windows":
             newline = ord("\n") if tokens.tokenizer == "byte" else tokens.vocab.index("\n")
             self.train_docs, self.val_docs = (
                 [torch.from_numpy(d.astype(np.int64)) for d in documents(split, newline, self.block_size + 1)]
@@ -342,7 +401,17 @@ class TextDataModule(pl.LightningDataModule):
         """One fixed training batch, the same for every arm and seed, for probes to measure on."""
         return next(iter(RandomWindows(self.train_ids, self.block_size, self.batch_size, seed=2**31 - 1)))
 
+    def document_batches(self) -> DocumentBatches:
+        lengths = [len(d) for d in self.train_docs]
+        return DocumentBatches(lengths, self.packing, self.batch_size, self.max_tokens, self.seed)
+
+    def steps_per_epoch(self) -> int:
+        self.setup()
+        return len(self.document_batches())
+
     def train_dataloader(self) -> DataLoader:
+        if self.packing in EPOCH_PACKINGS:
+            return DataLoader(self.train_docs, batch_sampler=self.document_batches(), collate_fn=pad_batch)
         if self.packing == "documents":
             return DataLoader(RandomDocuments(self.train_docs, self.batch_size, self.seed), batch_size=None)
         stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed)
@@ -350,13 +419,13 @@ class TextDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """A fixed, evenly spread subset of the validation split, for the periodic curve."""
-        if self.packing == "documents":
+        if self.packing != "windows":
             return DataLoader(PaddedDocuments(self.val_docs, self.eval_batch_size, self.eval_windows), batch_size=None)
         windows = evaluation_windows(self.val_ids, self.block_size, self.eval_windows)
         return DataLoader(windows, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """The whole validation split, for the final figures that verdicts use."""
-        if self.packing == "documents":
+        if self.packing != "windows":
             return DataLoader(PaddedDocuments(self.val_docs, self.eval_batch_size), batch_size=None)
         return DataLoader(evaluation_windows(self.val_ids, self.block_size), batch_size=self.eval_batch_size)

@@ -142,6 +142,8 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
     started = time.perf_counter()
     data = TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size, seed=seed)
     tokens = data.load()
+    if run_cfg.data.epochs is not None:  # a number of passes over the documents fixes the step count
+        run_cfg.optim.max_steps = run_cfg.data.epochs * data.steps_per_epoch()
     # The corpus enters the key by its content hash, not by where it happens to lie on this machine.
     key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
     key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "cache_dir")}
@@ -196,6 +198,8 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             "train_tokens": train_tokens,
             "train_seconds": task.train_seconds,
             "train_tokens_per_sec": train_tokens / max(task.train_seconds, 1e-9),
+            "log_train_tokens_per_sec": math.log(max(train_tokens, 1) / max(task.train_seconds, 1e-9)),
+            "train_padding_fraction": 1 - train_tokens / max(task.train_slots, 1),
             "wall_seconds": time.perf_counter() - started,
         }
         if diverged:

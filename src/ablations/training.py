@@ -95,7 +95,7 @@ class LanguageModelTask(pl.LightningModule):
         self.grad_norm = torch.tensor(float("nan"))
         self.final_metrics: dict[str, float] = {}
         self.train_seconds, self._clock = 0.0, 0.0
-        self.train_tokens = torch.tensor(0)
+        self.train_tokens, self.train_slots = torch.tensor(0), 0
         self._eval_sum, self._eval_count = 0.0, 0
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
@@ -114,6 +114,7 @@ class LanguageModelTask(pl.LightningModule):
             return None  # skips backward and the optimizer step
         self._last_loss = loss.detach()
         self.train_tokens += (batch[1] != IGNORE).sum()  # real tokens, padding excluded; a tensor: no sync
+        self.train_slots += batch[1].numel()
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
