@@ -213,3 +213,42 @@ def test_training_loss_is_smoothed_and_evaluation_is_not():
     )
     with pytest.raises(ValueError, match="label_smoothing"):
         LanguageModelTask(tiny(), OptimConfig(), label_smoothing=1.0)
+
+
+def test_noise_scale_estimator_recovers_a_known_gradient_and_covariance():
+    from ablations.probes import noise_scale
+
+    generator = torch.Generator().manual_seed(0)
+    P, k, b, sigma = 200_000, 8, 4, 0.05  # noise scale P sigma^2 / |G|^2 = 25 sequences
+    true_grad = torch.randn(P, generator=generator) * 0.01  # |G|^2 about P * 1e-4 = 20
+    # Per-example covariance sigma^2 I: tr(Sigma) = P sigma^2; a micro-batch mean has covariance Sigma / b.
+    micro = true_grad + torch.randn(k, P, generator=generator) * sigma / b**0.5
+    estimate = noise_scale(micro, micro_batch=b)
+    assert estimate["grad_sq_norm"] == pytest.approx(true_grad.pow(2).sum().item(), rel=0.1)
+    assert estimate["grad_trace_cov"] == pytest.approx(P * sigma**2, rel=0.05)
+    assert estimate["noise_scale"] == pytest.approx(P * sigma**2 / true_grad.pow(2).sum().item(), rel=0.15)
+
+
+def test_gradient_noise_probe_runs_on_a_model():
+    from ablations.probes import gradient_noise
+
+    torch.manual_seed(0)
+    x = torch.randint(50, (16, 16))
+    metrics = gradient_noise(GPT(tiny()), (x, x.roll(-1, 1)))
+    assert metrics["grad_trace_cov"] > 0 and math.isfinite(metrics["noise_scale"])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        gradient_noise(GPT(tiny()), (x[:12], x[:12]))
+
+
+def test_token_budgets_and_batch_scaled_learning_rates():
+    from ablations.training import OptimConfig
+
+    cfg = OptimConfig(lr=1e-3, min_lr=1e-4, max_steps=500, warmup_steps=50, max_tokens=1_000_000, lr_scaling="sqrt")
+    big = cfg.for_batch(batch_size=128, tokens_per_batch=128 * 64)
+    assert (
+        big.max_steps == 1_000_000 // (128 * 64) and big.lr == pytest.approx(2e-3) and big.min_lr == pytest.approx(2e-4)
+    )
+    assert OptimConfig(max_steps=500).for_batch(8, 512) == OptimConfig(max_steps=500)  # no budget, no scaling
+    assert OptimConfig(lr_scaling="linear").for_batch(8, 512).lr == pytest.approx(1e-3 / 4)
+    with pytest.raises(ValueError, match="lr_scaling"):
+        OptimConfig(lr_scaling="cubic")

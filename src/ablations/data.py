@@ -397,9 +397,9 @@ class TextDataModule(pl.LightningDataModule):
                 for split in (tokens.train, tokens.val)
             )
 
-    def probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One fixed training batch, the same for every arm and seed, for probes to measure on."""
-        return next(iter(RandomWindows(self.train_ids, self.block_size, self.batch_size, seed=2**31 - 1)))
+    def probe_batch(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed training batch, the same for every arm and seed, for probes to measure on."""
+        return next(iter(RandomWindows(self.train_ids, self.block_size, size or self.batch_size, seed=2**31 - 1)))
 
     def document_batches(self) -> DocumentBatches:
         lengths = [len(d) for d in self.train_docs]

@@ -144,6 +144,11 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
     tokens = data.load()
     if run_cfg.data.epochs is not None:  # a number of passes over the documents fixes the step count
         run_cfg.optim.max_steps = run_cfg.data.epochs * data.steps_per_epoch()
+    # Budgets and learning rates that depend on the batch: the params record the values actually used.
+    optim = OptimConfig(**run_cfg.optim).for_batch(
+        run_cfg.data.batch_size, run_cfg.data.batch_size * run_cfg.model.block_size
+    )
+    run_cfg.optim.update(max_steps=optim.max_steps, lr=optim.lr, min_lr=optim.min_lr, warmup_steps=optim.warmup_steps)
     # The corpus enters the key by its content hash, not by where it happens to lie on this machine.
     key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
     key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "cache_dir")}
@@ -154,7 +159,7 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
 
     pl.seed_everything(seed, verbose=False)
     model_cfg = ModelConfig(**{**run_cfg.model, "vocab_size": tokens.vocab_size})
-    task = LanguageModelTask(model_cfg, OptimConfig(**run_cfg.optim), **run_cfg.train)
+    task = LanguageModelTask(model_cfg, optim, **run_cfg.train)
 
     run = mlflow_client.create_run(
         exp_id,
@@ -374,11 +379,12 @@ def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict]) -> None:
     for v in verdicts:
         settle = ""
         if v.verdict == "inconclusive":
-            settle = (
-                f" (~{v.seeds_to_settle} seeds per arm would settle it)"
-                if v.seeds_to_settle
-                else " (the effect sits at the threshold: hundreds of seeds or a larger budget)"
-            )
+            if v.n_seeds < 2:
+                settle = " (one seed gives no interval: run at least 3)"
+            elif v.seeds_to_settle:
+                settle = f" (~{v.seeds_to_settle} seeds per arm would settle it)"
+            else:
+                settle = " (the effect sits at the threshold: hundreds of seeds or a larger budget)"
         table.add_row(
             v.hypothesis,
             f"{v.metric} ({v.direction})",

@@ -1,8 +1,8 @@
 """Measurements of a model beyond its loss, taken at initialization and at every validation.
 
 A probe is a function (model, batch) -> {metric: value}; experiments choose probes by name in
-`train.probes`. Probes run on one fixed training batch, outside the training step, and leave the
-model's gradients and mode as they found them.
+`train.probes`. Probes run on a fixed training batch (the same for every arm and seed), outside the
+training step, and leave the model's gradients and mode as they found them.
 """
 
 from __future__ import annotations
@@ -74,13 +74,53 @@ def layer_grad_norms(model: GPT, batch: Batch) -> dict[str, float]:
     return metrics
 
 
+NOISE_MICRO_BATCHES = 8
+
+
+def gradient_noise(model: GPT, batch: Batch) -> dict[str, float]:
+    """The simple gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, App. A.1).
+
+    Unbiased |G|^2 and tr(Sigma) from the squared gradient norm at two batch sizes: the whole probe
+    batch (B sequences) and its NOISE_MICRO_BATCHES micro-batches (b = B / 8 sequences each); the
+    whole-batch gradient is the mean of the micro-batch gradients. B_simple is in sequences.
+    """
+    x, y = batch
+    if x.size(0) % NOISE_MICRO_BATCHES or x.size(0) < 2 * NOISE_MICRO_BATCHES:
+        raise ValueError(
+            f"the gradient_noise probe needs a batch of a multiple of {NOISE_MICRO_BATCHES} sequences, >= 16"
+        )
+    grads = []
+    for xs, ys in zip(x.chunk(NOISE_MICRO_BATCHES), y.chunk(NOISE_MICRO_BATCHES), strict=True):
+        _loss_and_grads(model, (xs, ys))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    model.zero_grad(set_to_none=True)
+    return noise_scale(torch.stack(grads), micro_batch=x.size(0) // NOISE_MICRO_BATCHES)
+
+
+def noise_scale(micro_grads: torch.Tensor, micro_batch: int) -> dict[str, float]:
+    """|G|^2, tr(Sigma) and B_simple from k micro-batch gradients (k x P) of micro_batch examples each."""
+    grads = micro_grads.double()
+    small, big = micro_batch, micro_batch * grads.size(0)
+    small_sq, big_sq = grads.pow(2).sum(1).mean().item(), grads.mean(0).pow(2).sum().item()
+    grad_sq = (big * big_sq - small * small_sq) / (big - small)
+    trace = (small_sq - big_sq) / (1 / small - 1 / big)
+    return {
+        "grad_sq_norm": grad_sq,
+        "grad_trace_cov": trace,
+        "noise_scale": trace / grad_sq if grad_sq > 0 else math.inf,
+    }
+
+
 PROBES: dict[str, Callable[[GPT, Batch], dict[str, float]]] = {
     "attention": attention,
     "layer_grad_norms": layer_grad_norms,
+    "gradient_noise": gradient_noise,
 }
+PROBE_BATCH = {"gradient_noise": 64}  # probes that need a batch of their own size (sequences)
 
 
-def run_probes(names: list[str], model: GPT, batch: Batch) -> dict[str, float]:
+def run_probes(names: list[str], model: GPT, batch_of: Callable[[int | None], Batch]) -> dict[str, float]:
+    """Run the named probes; batch_of(size) gives the fixed probe batch (size None: the training batch size)."""
     unknown = set(names) - set(PROBES)
     if unknown:
         raise ValueError(f"unknown probes {sorted(unknown)}; valid: {', '.join(PROBES)}")
@@ -90,7 +130,7 @@ def run_probes(names: list[str], model: GPT, batch: Batch) -> dict[str, float]:
         with torch.enable_grad():  # validation runs under no_grad; probes need gradients
             metrics: dict[str, float] = {}
             for name in names:
-                metrics |= PROBES[name](model, batch)
+                metrics |= PROBES[name](model, batch_of(PROBE_BATCH.get(name)))
             return metrics
     finally:
         model.train(was_training)

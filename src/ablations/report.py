@@ -80,11 +80,12 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
         if h.from_document:
             text += f" The document's claim ({h.source}) is false in this setting."
     else:
-        settle = (
-            f"about {int(v.seeds_to_settle)} seeds per arm"
-            if pd.notna(v.seeds_to_settle)
-            else "no affordable number of seeds (the mean sits at the threshold; more than 1000 per arm)"
-        )
+        if v.n_seeds < 2:
+            settle = "at least 3 seeds per arm (one seed gives no interval)"
+        elif pd.notna(v.seeds_to_settle):
+            settle = f"about {int(v.seeds_to_settle)} seeds per arm"
+        else:
+            settle = "no affordable number of seeds (the mean sits at the threshold; more than 1000 per arm)"
         text += f"The interval contains the minimum effect: inconclusive; {settle} would likely settle it."
     return text
 

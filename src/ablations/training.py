@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytorch_lightning as pl
 import torch
@@ -22,6 +22,7 @@ from ablations.model import GPT, ModelConfig
 from ablations.probes import run_probes
 
 CALIBRATION_BINS = 15
+LR_SCALING = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # exponent of batch / reference batch
 
 
 @dataclass
@@ -34,6 +35,11 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
+    # A token budget instead of a step count: max_steps = max_tokens / tokens per batch.
+    max_tokens: int | None = None
+    # Learning rate (and min_lr) scaled with the batch size: none, sqrt or linear in batch / reference.
+    lr_scaling: str = "none"
+    lr_reference_batch: int = 32
 
     def __post_init__(self) -> None:
         checks = {
@@ -45,10 +51,19 @@ class OptimConfig:
             <= self.max_steps,
             f"optim.weight_decay={self.weight_decay} must be non-negative": self.weight_decay >= 0,
             f"optim.grad_clip={self.grad_clip} must be non-negative": self.grad_clip >= 0,
+            f"optim.lr_scaling={self.lr_scaling!r} must be none, sqrt or linear": self.lr_scaling in LR_SCALING,
+            f"optim.max_tokens={self.max_tokens} must be positive": self.max_tokens is None or self.max_tokens > 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
             raise ValueError("; ".join(failed))
+
+    def for_batch(self, batch_size: int, tokens_per_batch: int) -> OptimConfig:
+        """This config with max_steps from max_tokens and the learning rates scaled for this batch size."""
+        factor = (batch_size / self.lr_reference_batch) ** LR_SCALING[self.lr_scaling]
+        max_steps = self.max_steps if self.max_tokens is None else max(1, self.max_tokens // tokens_per_batch)
+        return replace(self, lr=self.lr * factor, min_lr=self.min_lr * factor, max_steps=max_steps,
+                       warmup_steps=min(self.warmup_steps, max_steps))  # fmt: skip
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine decay from lr to min_lr at max_steps (nanoGPT's schedule)."""
@@ -122,7 +137,7 @@ class LanguageModelTask(pl.LightningModule):
         self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim_cfg.grad_clip or float("inf"))
 
     def probe(self) -> dict[str, float]:
-        return run_probes(self.probes, self.model, self.trainer.datamodule.probe_batch()) if self.probes else {}
+        return run_probes(self.probes, self.model, self.trainer.datamodule.probe_batch) if self.probes else {}
 
     def on_train_start(self) -> None:
         if self.probes:
