@@ -59,8 +59,9 @@ def grid_figure(
         ]
     )
     fig, ax = plt.subplots(figsize=(6.5, 3.8), layout="constrained")
+    dodge = 0.25 if frame["arm group"].nunique() > 1 else False  # seaborn divides by (hue levels - 1)
     sns.pointplot(
-        frame, x=x_axis, y=y, order=x_order, hue="arm group", errorbar=("ci", 95), dodge=0.25, capsize=0.1, ax=ax
+        frame, x=x_axis, y=y, order=x_order, hue="arm group", errorbar=("ci", 95), dodge=dodge, capsize=0.1, ax=ax
     )
     ax.set_title(title)
     ax.legend(title=", ".join(hue_axes), fontsize=8, title_fontsize=8)
