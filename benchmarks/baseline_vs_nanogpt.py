@@ -83,7 +83,7 @@ def run_nanogpt(nanogpt: Path, data: Path, threads: int) -> dict:
     return {"val_loss": full_split_loss, "val_loss_20_batches": evals[max(evals)], "tokens_per_sec": tokens_per_sec}
 
 
-def run_suite(data: Path, threads: int) -> dict:
+def run_suite(data: Path, threads: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as store:
         env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
         code = f"""
@@ -95,7 +95,7 @@ torch.set_num_threads({threads})
 with initialize_config_dir(str(tracking.ROOT / "conf"), version_base="1.3"):
     cfg = compose("config", ["experiment=attention_heads", "tier=quick", "data=tinyshakespeare", "data.path={data}"])
 client = tracking.client()
-run = train_arm(arm_config(cfg, "baseline", {{}}, 0), client, tracking.experiment_id(client, "baseline"), {{}})
+run = train_arm(arm_config(cfg, "baseline", {{}}, {seed}), client, tracking.experiment_id(client, "baseline"), {{}})
 print(json.dumps({{"val_loss": run.metrics["final_val_loss"], "tokens_per_sec": run.metrics["train_tokens_per_sec"]}}))
 """
         out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
@@ -107,14 +107,19 @@ def main() -> None:
     parser.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
     parser.add_argument("--data", type=Path, required=True, help="TinyShakespeare input.txt")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--seeds", type=int, default=3, help="suite seeds (nanoGPT's train.py has one fixed seed)")
     args = parser.parse_args()
-    suite = run_suite(args.data.resolve(), args.threads)
+    suite = [run_suite(args.data.resolve(), args.threads, seed) for seed in range(args.seeds)]
     reference = run_nanogpt(args.nanogpt.resolve(), args.data.resolve(), args.threads)
-    print(f"{'':12} {'val loss':>9} {'tokens/s':>10}")
-    print(f"{'suite':12} {suite['val_loss']:9.4f} {suite['tokens_per_sec']:10.0f}")
-    print(f"{'nanoGPT':12} {reference['val_loss']:9.4f} {reference['tokens_per_sec']:10.0f}")
+    print(f"{'':16} {'val loss':>9} {'tokens/s':>10}")
+    for seed, run in enumerate(suite):
+        print(f"{f'suite, seed {seed}':16} {run['val_loss']:9.4f} {run['tokens_per_sec']:10.0f}")
+    mean_loss = sum(r["val_loss"] for r in suite) / len(suite)
+    mean_speed = sum(r["tokens_per_sec"] for r in suite) / len(suite)
+    print(f"{'suite, mean':16} {mean_loss:9.4f} {mean_speed:10.0f}")
+    print(f"{'nanoGPT':16} {reference['val_loss']:9.4f} {reference['tokens_per_sec']:10.0f}")
     print(f"(nanoGPT's own estimate on 20 random validation batches: {reference['val_loss_20_batches']:.4f})")
-    print(f"throughput ratio suite / nanoGPT: {suite['tokens_per_sec'] / reference['tokens_per_sec']:.2f}")
+    print(f"throughput ratio suite / nanoGPT: {mean_speed / reference['tokens_per_sec']:.2f}")
 
 
 if __name__ == "__main__":

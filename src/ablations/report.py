@@ -29,7 +29,7 @@ from scipy import stats  # noqa: E402
 
 from ablations import tracking  # noqa: E402
 from ablations.experiment import ExperimentSpec, figure_from_spec, load_spec  # noqa: E402
-from ablations.figures import arm_comparison_figure  # noqa: E402
+from ablations.figures import FIGURE_DPI, arm_comparison_figure  # noqa: E402
 
 TEMPLATE = Path(__file__).with_name("report.typ")
 # Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
@@ -132,7 +132,7 @@ def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path)
     sns.move_legend(
         axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8, ncols=1 + len(arms) // 10
     )
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path
 
@@ -151,7 +151,7 @@ def reliability_figure(curves: pd.DataFrame, arms: list[str], title: str, path: 
         ax.plot(rows.confidence_sum / rows.reliability_count, rows.hits / rows.reliability_count, "o-", label=arm)
     ax.set(xlabel="confidence (bin mean)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path
 
@@ -181,7 +181,7 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
     axes[0, 0].legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("effect (positive = as the hypothesis predicts)")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path
 
