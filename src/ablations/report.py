@@ -119,12 +119,12 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
 
 
 def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
-    """Validation and training loss per step: the arm mean with its 95% band over seeds."""
+    """Validation and training loss per step: the arm mean, and a band from the lowest to the highest seed."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
     for ax, metric in zip(axes, ("val_loss", "train_loss"), strict=True):
         frame = curves[curves.metric == metric]
         sns.lineplot(
-            frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("ci", 95), ax=ax, legend=ax is axes[1]
+            frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("pi", 100), ax=ax, legend=ax is axes[1]
         )
         # The first tenth of training is a steep drop that would flatten everything after it.
         later = frame[frame.step >= frame.step.max() * 0.1].value
@@ -263,7 +263,8 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                     "path": curves_figure(
                         run_curves, list(spec.arms_for(tier)), f"{corpus}, {tier}", work / f"{tag}-curves.png"
                     ).name,
-                    "caption": "Loss per step: arm mean and 95% band over seeds (validation on a fixed subset).",
+                    "caption": "Loss per step: arm mean and the band from the lowest to the highest seed "
+                    "(validation on a fixed subset of windows).",
                 }
             )
         as_runs = [
