@@ -35,13 +35,18 @@ def main(cfg: DictConfig) -> None:
         fail(str(err).strip("'\"").splitlines()[0])
 
 
-def run() -> None:
-    """Check the experiment name before Hydra composes anything, so a typo lists the valid names."""
+def prepare_process() -> None:
+    """What every entry point sets up: SIGTERM handling and output limited to runs and verdicts."""
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so the current run is marked KILLED, not left RUNNING.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
     warnings.filterwarnings("ignore", message=".*training_step.* returned `None`")  # how a divergence stops
     warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
+
+
+def run() -> None:
+    """Check the experiment name before Hydra composes anything, so a typo lists the valid names."""
+    prepare_process()
     chosen = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("experiment=")]
     if not chosen:
         fail(f"choose an experiment: experiment=<name>; valid: {', '.join(experiment_names())}")

@@ -9,24 +9,19 @@ nothing and duplicates nothing.
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
-import warnings
 
 from hydra import compose, initialize_config_dir
 from omegaconf.errors import OmegaConfBaseException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ablations.cli import experiment_names, fail
+from ablations.cli import experiment_names, fail, prepare_process
 from ablations.experiment import ArmRun, console, planned_runs, run_experiment
 from ablations.tracking import ROOT
 
 
 def main(argv: list[str]) -> None:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*training_step.* returned `None`")
+    prepare_process()
     chosen = [a.split("=", 1)[1] for a in argv if a.startswith("experiments=")]
     overrides = [a for a in argv if not a.startswith("experiments=")]
     names = chosen[-1].split(",") if chosen else experiment_names()
