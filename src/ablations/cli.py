@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -42,6 +43,7 @@ def prepare_process() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
     warnings.filterwarnings("ignore", message=".*training_step.* returned `None`")  # how a divergence stops
     warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one per checkpoint download
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import math
 import os
 import sys
 import sysconfig
@@ -227,6 +228,46 @@ class RandomWindows(IterableDataset):
             yield batch[:, :-1], batch[:, 1:]
 
 
+def parse_mix(mix: str) -> float:
+    """The domain share of a "domain:general" ratio ("1:5" -> 1/6 of the windows from the domain corpus)."""
+    try:
+        domain, general = (float(part) for part in mix.split(":"))
+    except ValueError:
+        raise ValueError(f"data.mix={mix!r} must be a ratio domain:general such as 1:5") from None
+    if domain < 0 or general < 0 or domain + general == 0:
+        raise ValueError(f"data.mix={mix!r} must have non-negative parts, not both 0")
+    return domain / (domain + general)
+
+
+class MixedWindows(IterableDataset):
+    """Batches of random windows from two token streams, `share` of them from the first.
+
+    The split is exact over the run rather than drawn at random: after k batches, floor(k * batch_size *
+    share) windows have come from the first stream, so the realized ratio never drifts from its target.
+    """
+
+    def __init__(self, first: torch.Tensor, second: torch.Tensor, block_size: int, batch_size: int, share: float,
+                 seed: int):  # fmt: skip
+        self.first, self.second = first.unfold(0, block_size + 1, 1), second.unfold(0, block_size + 1, 1)
+        self.batch_size, self.share, self.seed = batch_size, share, seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        step = 0
+        while True:
+            n_first = math.floor((step + 1) * self.batch_size * self.share) - math.floor(
+                step * self.batch_size * self.share
+            )
+            batch = torch.cat(
+                [
+                    self.first[torch.randint(len(self.first), (n_first,), generator=generator)],
+                    self.second[torch.randint(len(self.second), (self.batch_size - n_first,), generator=generator)],
+                ]
+            )
+            step += 1
+            yield batch[:, :-1], batch[:, 1:]
+
+
 def evaluation_windows(tokens: torch.Tensor, block_size: int, limit: int | None = None) -> TensorDataset:
     """Non-overlapping windows covering the split; with `limit`, that many spread evenly over it."""
     windows = tokens[: (len(tokens) - 1) // block_size * block_size + 1]
@@ -354,12 +395,31 @@ class TextDataModule(pl.LightningDataModule):
         packing: str = "windows",
         max_tokens: int = 2048,
         epochs: int | None = None,
+        domain: str | None = None,
+        domain_path: str | None = None,
+        mix: str | None = None,
     ):
         """packing: "windows" cuts the stream into fixed-length windows; "documents" keeps paragraphs
         at their natural length (cut at block_size + 1 tokens), `batch_size` drawn at random per batch
         and padded to the longest; "fixed", "buckets" and "sorted" pass over every paragraph once per
-        epoch in batches from DocumentBatches (max_tokens: the padded-size budget of a batch)."""
+        epoch in batches from DocumentBatches (max_tokens: the padded-size budget of a batch).
+
+        domain: a second corpus for continued training (`domain_path` if it needs a path). Training
+        windows then mix it with `corpus` at `mix` = "domain:general" (MixedWindows), and validation
+        scores both: `corpus` as val_loss, the domain as domain_val_loss. Both corpora must share the
+        byte vocabulary."""
         super().__init__()
+        self.domain_share = 0.0
+        if domain is not None:
+            if tokenizer != "byte":
+                raise ValueError("data.domain needs data.tokenizer=byte, so that both corpora share one vocabulary")
+            if packing != "windows":
+                raise ValueError("data.domain needs data.packing=windows")
+            self.domain_share = parse_mix(mix or "1:0")
+        elif mix is not None:
+            raise ValueError("data.mix needs data.domain, the corpus mixed with data.corpus")
+        self.domain_name, self.domain_path = domain, domain_path
+        self.domain_tokens: TokenizedCorpus | None = None
         if packing not in PACKINGS:
             raise ValueError(f"data.packing={packing!r} must be one of {PACKINGS}")
         self.packing, self.max_tokens, self.epochs = packing, max_tokens, epochs
@@ -384,12 +444,20 @@ class TextDataModule(pl.LightningDataModule):
                         f"fewer than one window of data.block_size+1={self.block_size + 1}"
                     )
             self.tokens = tokens
+        if self.domain_name is not None and self.domain_tokens is None:
+            corpus = load_corpus(self.domain_name, self.domain_path, self.cache_dir)
+            self.domain_tokens = tokenize(corpus, self.tokenizer, self.cache_dir)
+            if min(len(self.domain_tokens.train), len(self.domain_tokens.val)) <= self.block_size:
+                raise CorpusError(f"domain corpus {self.domain_name!r} is too short for one window")
         return self.tokens
 
     def setup(self, stage: str | None = None) -> None:
         tokens = self.load()
         self.train_ids = torch.from_numpy(tokens.train.astype(np.int64))
         self.val_ids = torch.from_numpy(tokens.val.astype(np.int64))
+        if self.domain_tokens is not None:
+            self.domain_train_ids = torch.from_numpy(self.domain_tokens.train.astype(np.int64))
+            self.domain_val_ids = torch.from_numpy(self.domain_tokens.val.astype(np.int64))
         if self.packing != "windows":
             newline = ord("\n") if tokens.tokenizer == "byte" else tokens.vocab.index("\n")
             self.train_docs, self.val_docs = (
@@ -414,18 +482,28 @@ class TextDataModule(pl.LightningDataModule):
             return DataLoader(self.train_docs, batch_sampler=self.document_batches(), collate_fn=pad_batch)
         if self.packing == "documents":
             return DataLoader(RandomDocuments(self.train_docs, self.batch_size, self.seed), batch_size=None)
-        stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed)
+        if self.domain_tokens is not None:
+            stream = MixedWindows(self.domain_train_ids, self.train_ids, self.block_size, self.batch_size,
+                                  self.domain_share, self.seed)  # fmt: skip
+        else:
+            stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed)
         return DataLoader(stream, batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """A fixed, evenly spread subset of the validation split, for the periodic curve."""
-        if self.packing != "windows":
-            return DataLoader(PaddedDocuments(self.val_docs, self.eval_batch_size, self.eval_windows), batch_size=None)
-        windows = evaluation_windows(self.val_ids, self.block_size, self.eval_windows)
-        return DataLoader(windows, batch_size=self.eval_batch_size)
+        return self._evaluation(self.eval_windows)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
         """The whole validation split, for the final figures that verdicts use."""
+        return self._evaluation(None)
+
+    def _evaluation(self, limit: int | None) -> DataLoader | list[DataLoader]:
+        """The validation split (limit: that many windows or documents); with a domain, [corpus, domain]."""
         if self.packing != "windows":
-            return DataLoader(PaddedDocuments(self.val_docs, self.eval_batch_size), batch_size=None)
-        return DataLoader(evaluation_windows(self.val_ids, self.block_size), batch_size=self.eval_batch_size)
+            return DataLoader(PaddedDocuments(self.val_docs, self.eval_batch_size, limit), batch_size=None)
+        splits = [self.val_ids] + ([self.domain_val_ids] if self.domain_tokens is not None else [])
+        loaders = [
+            DataLoader(evaluation_windows(ids, self.block_size, limit), batch_size=self.eval_batch_size)
+            for ids in splits
+        ]
+        return loaders if self.domain_tokens is not None else loaders[0]

@@ -28,10 +28,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ablations import tracking
-from ablations.data import TextDataModule
-from ablations.figures import arm_comparison_figure, grid_figure
+from ablations.data import TextDataModule, evaluation_windows
+from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
 from ablations.model import ModelConfig
 from ablations.probes import PROBES
+from ablations.quantization import QuantizeConfig, quantized_evaluation
 from ablations.training import LanguageModelTask, OptimConfig
 from ablations.verdict import Hypothesis, Verdict, decide
 
@@ -44,7 +45,12 @@ NOT_IN_RUN_KEY = ("experiment", "seeds", "threads")
 class ExperimentSpec:
     """What an experiment file declares. Arms come from `arms` (name -> overrides) and from `grid`,
     whose axes multiply: {axis: {label: overrides}} gives one arm per combination of labels, named
-    by the labels joined with "-" (e.g. post-L24-nowarmup)."""
+    by the labels joined with "-" (e.g. post-L24-nowarmup).
+
+    Two stages: with `base` (overrides, possibly {}), an arm named "base" is trained first for every
+    seed and its weights kept as an MLflow artifact; every other arm of that seed starts from them
+    (`init_from`) and is keyed by them, so a base is trained once and reused across arms, seeds'
+    reruns and invocations."""
 
     id: str
     name: str
@@ -56,6 +62,8 @@ class ExperimentSpec:
     full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     figures: list[dict[str, Any]] = field(default_factory=list)  # {x, hue, y, title}: axes of the grid, a metric
     tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm
+    base: dict[str, Any] | None = None  # overrides of the first stage, the arm "base"
+    design: str = ""  # how the arms are built and measured, in words, for the report
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ExperimentSpec:
@@ -70,6 +78,10 @@ class ExperimentSpec:
             if missing:
                 raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
         for figure in spec.figures:
+            if figure.get("kind") == "scatter":
+                if not {"x", "y"} <= set(figure):
+                    raise ValueError(f"scatter figure of {spec.name} needs the metrics x and y")
+                continue
             if unknown := {figure["x"], *figure.get("hue", [])} - set(spec.grid):
                 raise ValueError(f"figure of {spec.name} uses axes {sorted(unknown)} that its grid does not define")
         return spec
@@ -93,7 +105,8 @@ class ExperimentSpec:
         return dict(zip(self.grid, labels, strict=True))
 
     def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
-        arms = self.arms | self.grid_arms()
+        base = {} if self.base is None else {"base": self.base | {"save_checkpoint": True}}
+        arms = base | self.arms | self.grid_arms()
         return arms | self.full_tier_arms if tier == "full" else arms
 
 
@@ -105,6 +118,7 @@ class ArmRun:
     status: str  # "finished" or "diverged"
     metrics: dict[str, float]
     reused: bool
+    key: str = ""  # the run key: config, corpus and code version
 
 
 def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) -> DictConfig:
@@ -134,6 +148,7 @@ def check_config(run_cfg: DictConfig) -> None:
     TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
     ModelConfig(**{**run_cfg.model, "vocab_size": 256})
     OptimConfig(**run_cfg.optim)
+    QuantizeConfig(**run_cfg.quantize)
 
 
 def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, parent_tags: dict[str, str]) -> ArmRun:
@@ -145,21 +160,37 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
     if run_cfg.data.epochs is not None:  # a number of passes over the documents fixes the step count
         run_cfg.optim.max_steps = run_cfg.data.epochs * data.steps_per_epoch()
     # Budgets and learning rates that depend on the batch: the params record the values actually used.
-    optim = OptimConfig(**run_cfg.optim).for_batch(
-        run_cfg.data.batch_size, run_cfg.data.batch_size * run_cfg.model.block_size
-    )
+    # With a domain corpus a token budget counts domain tokens, so that every mix sees the same domain data.
+    tokens_per_batch = run_cfg.data.batch_size * run_cfg.model.block_size
+    if data.domain_tokens is not None and run_cfg.optim.max_tokens is not None:
+        if data.domain_share == 0:
+            raise ValueError("optim.max_tokens counts domain tokens, and data.mix has none: set optim.max_steps")
+        tokens_per_batch *= data.domain_share
+    optim = OptimConfig(**run_cfg.optim).for_batch(run_cfg.data.batch_size, tokens_per_batch)
     run_cfg.optim.update(max_steps=optim.max_steps, lr=optim.lr, min_lr=optim.min_lr, warmup_steps=optim.warmup_steps)
     # The corpus enters the key by its content hash, not by where it happens to lie on this machine.
     key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
-    key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "cache_dir")}
-    key = tracking.run_key(key_config | {"corpus_sha256": tokens.sha256})
+    key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "domain_path", "cache_dir")}
+    hashes = {"corpus_sha256": tokens.sha256}
+    if data.domain_tokens is not None:
+        hashes["domain_sha256"] = data.domain_tokens.sha256
+    key = tracking.run_key(key_config | hashes)
     if (done := tracking.find_finished_run(mlflow_client, exp_id, key)) is not None:
-        return ArmRun(arm, seed, done.info.run_id, done.data.tags["ablations.status"], done.data.metrics, reused=True)
+        status = done.data.tags["ablations.status"]
+        return ArmRun(arm, seed, done.info.run_id, status, done.data.metrics, reused=True, key=key)
     tracking.mark_abandoned_runs(mlflow_client, exp_id, key)  # one process trains a given key at a time
 
+    start_weights = None
+    if run_cfg.init_from is not None:
+        if (start := tracking.find_finished_run(mlflow_client, exp_id, run_cfg.init_from)) is None:
+            raise tracking.CheckpointError(f"no finished run with key {run_cfg.init_from} to start {arm} from")
+        start_weights = tracking.load_checkpoint(mlflow_client, start)
     pl.seed_everything(seed, verbose=False)
     model_cfg = ModelConfig(**{**run_cfg.model, "vocab_size": tokens.vocab_size})
     task = LanguageModelTask(model_cfg, optim, **run_cfg.train)
+    if start_weights is not None:
+        task.model.load_state_dict(start_weights)
+    quantize_cfg = QuantizeConfig(**run_cfg.quantize)
 
     run = mlflow_client.create_run(
         exp_id,
@@ -170,7 +201,7 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             "ablations.run_key": key,
             "arm": arm,
             "seed": str(seed),
-            "corpus_sha256": tokens.sha256,
+            **hashes,
         },
     )
     run_id = run.info.run_id
@@ -192,27 +223,45 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             enable_progress_bar=False,
             enable_model_summary=False,
         )
-        trainer.fit(task, datamodule=data)
+        if run_cfg.optim.max_steps > 0:
+            trainer.fit(task, datamodule=data)
         diverged = task.diverged_at is not None
+        measured, profiles = {}, {}
         if not diverged:
+            if quantize_cfg.method is not None:
+                quantized, measured, profiles = _quantize_for_evaluation(task, data, quantize_cfg)
+                task.evaluate_with(quantized)
             trainer.test(task, datamodule=data, verbose=False)
+            if run_cfg.save_checkpoint:
+                tracking.save_checkpoint(mlflow_client, run_id, task.model.state_dict())
         steps, train_tokens = task.global_step, int(task.train_tokens)
-        metrics = task.final_metrics | {
-            "n_params": task.model.num_params(),
-            "vocab_size": tokens.vocab_size,
-            "train_tokens": train_tokens,
-            "train_seconds": task.train_seconds,
-            "train_tokens_per_sec": train_tokens / max(task.train_seconds, 1e-9),
-            "log_train_tokens_per_sec": math.log(max(train_tokens, 1) / max(task.train_seconds, 1e-9)),
-            "train_padding_fraction": 1 - train_tokens / max(task.train_slots, 1),
-            "wall_seconds": time.perf_counter() - started,
-        }
+        metrics = (
+            task.final_metrics
+            | measured
+            | {
+                "n_params": task.model.num_params(),
+                "vocab_size": tokens.vocab_size,
+                "train_tokens": train_tokens,
+                "train_seconds": task.train_seconds,
+                "wall_seconds": time.perf_counter() - started,
+            }
+        )
+        if steps > 0:
+            metrics |= {
+                "train_tokens_per_sec": train_tokens / max(task.train_seconds, 1e-9),
+                "log_train_tokens_per_sec": math.log(max(train_tokens, 1) / max(task.train_seconds, 1e-9)),
+                "train_padding_fraction": 1 - train_tokens / max(task.train_slots, 1),
+            }
+        if "final_kl_to_reference" in metrics:
+            metrics["log_kl_to_reference"] = math.log(max(metrics["final_kl_to_reference"], 1e-12))
         if diverged:
             metrics["diverged_step"] = task.diverged_at
         status = "diverged" if diverged else "finished"
         now = int(time.time() * 1000)
+        profile_points = [_metric(k, v, now, i) for k, values in profiles.items() for i, v in enumerate(values)]
         mlflow_client.log_batch(
-            run_id, metrics=[_metric(k, v, now, steps) for k, v in metrics.items() if math.isfinite(v)]
+            run_id,
+            metrics=[_metric(k, v, now, steps) for k, v in metrics.items() if math.isfinite(v)] + profile_points,
         )
         mlflow_client.set_tag(run_id, "ablations.status", status)
         mlflow_client.set_terminated(run_id, "FINISHED")
@@ -220,7 +269,18 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         mlflow_client.set_tag(run_id, "ablations.status", "killed")
         mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
-    return ArmRun(arm, seed, run_id, status, metrics, reused=False)
+    return ArmRun(arm, seed, run_id, status, metrics, reused=False, key=key)
+
+
+def _quantize_for_evaluation(
+    task: LanguageModelTask, data: TextDataModule, cfg: QuantizeConfig
+) -> tuple[torch.nn.Module, dict[str, float], dict[str, list[float]]]:
+    """The quantized copy of the task's model, calibrated on training batches, with its size, speed and tails."""
+    data.setup()
+    calibration = (x for x, _ in itertools.islice(iter(data.train_dataloader()), cfg.calibration_batches))
+    sample = evaluation_windows(data.val_ids, data.block_size, max(cfg.latency_batches)).tensors[0]
+    task.model.eval()
+    return quantized_evaluation(task.model, cfg, calibration, sample)
 
 
 def _param(key: str, value: str) -> Param:
@@ -289,10 +349,16 @@ def run_experiment(cfg: DictConfig, on_run: Callable[[ArmRun], None] | None = No
         f"[bold]{spec.id} {spec.name}[/]: {len(arms)} arms x {len(seeds)} seeds, "
         f"tier {cfg.tier}, corpus {cfg.data.corpus}"
     )
-    started, runs = time.perf_counter(), []
+    started, runs, base_keys = time.perf_counter(), [], {}
     try:
         for run_cfg in run_cfgs:
+            if spec.base is not None and run_cfg.arm != "base":
+                run_cfg.init_from = base_keys[run_cfg.seed]  # the base arm comes first: arms_for puts it there
             run = train_arm(run_cfg, mlflow_client, exp_id, tags | {"mlflow.parentRunId": parent_id})
+            if run.arm == "base":
+                if run.status != "finished":
+                    raise ValueError(f"the base model of seed {run.seed} diverged: no arm can start from it")
+                base_keys[run.seed] = run.key
             runs.append(run)
             loss = metric_value(run.status, run.metrics, "final_val_loss")
             note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
@@ -353,6 +419,14 @@ def figure_from_spec(
     spec: ExperimentSpec, figure: dict[str, Any], runs: list[tuple[str, int, str, Mapping[str, float]]], path: Path
 ) -> Path | None:
     """Draw one of the experiment file's `figures` from (arm, seed, status, metrics) of its runs."""
+    if figure.get("kind") == "scatter":
+        points = [
+            (arm, seed, metrics[figure["x"]], metrics[figure["y"]])
+            for arm, seed, status, metrics in runs
+            if status == "finished" and figure["x"] in metrics and figure["y"] in metrics
+        ]
+        title = figure.get("title", f"{spec.id}: {figure['y']} against {figure['x']}")
+        return scatter_figure(title, figure["x"], figure["y"], points, path) if points else None
     values = [
         (spec.axes_of(arm), seed, metric_value(status, metrics, figure["y"]))
         for arm, seed, status, metrics in runs

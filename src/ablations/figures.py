@@ -70,3 +70,20 @@ def grid_figure(
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path
+
+
+def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, float, float]], path: Path) -> Path:
+    """Two metrics against each other: every seed as a faint dot, each arm's mean as a labelled marker."""
+    frame = pd.DataFrame(points, columns=["arm", "seed", x, y])
+    order = list(dict.fromkeys(frame.arm))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    sns.scatterplot(frame, x=x, y=y, hue="arm", hue_order=order, alpha=0.35, legend=False, ax=ax)
+    means = frame.groupby("arm", sort=False)[[x, y]].mean().loc[order]
+    sns.scatterplot(means.reset_index(), x=x, y=y, hue="arm", hue_order=order, s=90, marker="D", ax=ax)
+    for arm, row in means.iterrows():
+        ax.annotate(arm, (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_title(title)
+    ax.legend(title="arm (mean)", fontsize=8, title_fontsize=8)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path

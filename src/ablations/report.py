@@ -30,6 +30,7 @@ from scipy import stats  # noqa: E402
 from ablations import tracking  # noqa: E402
 from ablations.experiment import ExperimentSpec, figure_from_spec, load_spec  # noqa: E402
 from ablations.figures import FIGURE_DPI, arm_comparison_figure  # noqa: E402
+from ablations.quantization import TAIL_QUANTILES  # noqa: E402
 
 TEMPLATE = Path(__file__).with_name("report.typ")
 # Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
@@ -150,6 +151,25 @@ def reliability_figure(curves: pd.DataFrame, arms: list[str], title: str, path: 
         rows = pooled[pooled.arm == arm]
         ax.plot(rows.confidence_sum / rows.reliability_count, rows.hits / rows.reliability_count, "o-", label=arm)
     ax.set(xlabel="confidence (bin mean)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path
+
+
+def tails_figure(curves: pd.DataFrame, title: str, path: Path) -> Path:
+    """|x| / std at TAIL_QUANTILES for weights and activations (one line per seed) and for a Gaussian."""
+    gaussian = [float(stats.norm.ppf(0.5 + q / 2)) for q in TAIL_QUANTILES[:-1]]
+    labels = [f"{100 * q:g}%" for q in TAIL_QUANTILES[:-1]] + ["max"]
+    frame = curves.drop_duplicates(["metric", "seed", "step"])  # every arm measures the same fp32 base
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
+    for (metric, seed), rows in frame.groupby(["metric", "seed"]):
+        colour = "tab:blue" if metric.startswith("weight") else "tab:red"
+        label = metric.removesuffix("_tail") if seed == frame.seed.min() else None
+        ax.plot(rows.step, rows.value, "o-", color=colour, alpha=0.7, label=label)
+    ax.plot(range(len(gaussian)), gaussian, "k:", label="Gaussian")
+    ax.set(xticks=range(len(labels)), xticklabels=labels, yscale="log", xlabel="quantile of |x - mean|",
+           ylabel="multiples of the std", title=f"Tails of the Linear weights and inputs ({title})")  # fmt: skip
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
@@ -283,6 +303,16 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                 figures.append(
                     {"path": path.name, "caption": f"{title}; {corpus}, {tier} tier (mean, bootstrap 95% CI)."}
                 )
+        tail_curves = run_curves[run_curves.metric.str.endswith("_tail")]
+        if not tail_curves.empty:
+            figures.append(
+                {
+                    "path": tails_figure(tail_curves, f"{corpus}, {tier}", work / f"{tag}-tails.png").name,
+                    "caption": "How long-tailed the trained model's Linear weights and inputs are: |x - mean| / std "
+                    "at each quantile (each layer normalized by its own std, layers pooled), per seed, against a "
+                    "Gaussian. Outliers far beyond the Gaussian line are what INT8 calibration must handle.",
+                }
+            )
         reliability = run_curves[run_curves.metric.str.startswith("reliability_")]
         if not reliability.empty:
             figures.append(
@@ -325,6 +355,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
         "name": spec.name,
         "title": spec.title,
         "claim": spec.claim,
+        "design": " ".join(spec.design.split()),
         "hypotheses": [
             {
                 "id": h.id,

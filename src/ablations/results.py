@@ -19,8 +19,10 @@ from ablations import tracking
 from ablations.experiment import ArmRun, load_spec, verdicts_for
 
 RELIABILITY = ("reliability_accuracy", "reliability_confidence", "reliability_count")  # step = bin
-CURVE_METRICS = ("train_loss", "val_loss", "val_ppl", "grad_norm", "lr", "tokens_per_sec", *RELIABILITY)
-EXPORTED_CURVES = ("train_loss", "val_loss", *RELIABILITY)
+TAILS = ("weight_tail", "activation_tail")  # step = quantile index (ablations.quantization.TAIL_QUANTILES)
+CURVE_METRICS = ("train_loss", "val_loss", "val_ppl", "domain_val_loss", "domain_val_ppl", "grad_norm", "lr",
+                 "tokens_per_sec", *RELIABILITY, *TAILS)  # fmt: skip
+EXPORTED_CURVES = ("train_loss", "val_loss", "domain_val_loss", *RELIABILITY, *TAILS)
 KEY = ["experiment", "tier", "corpus", "arm", "seed"]
 RUN_COLUMNS = KEY + ["status", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).

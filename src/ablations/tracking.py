@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import mlflow
 import torch
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
@@ -147,6 +149,53 @@ def find_finished_run(mlflow_client: MlflowClient, exp_id: str, key: str) -> Run
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+CHECKPOINT_DIR, CHECKPOINT_FILE, CHECKPOINT_TAG = "checkpoint", "model.pt", "checkpoint_sha256"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete or does not match its recorded hash."""
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(mlflow_client: MlflowClient, run_id: str, state_dict: dict[str, torch.Tensor]) -> None:
+    """Store the weights as the run's artifact checkpoint/model.pt, then tag the run with their sha256.
+
+    The tag is written last: a write that fails (a full disk) raises before it, and a checkpoint
+    without the tag, or whose bytes do not hash to it, is never loaded.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / CHECKPOINT_FILE
+        torch.save(state_dict, path)
+        digest = _sha256_file(path)
+        mlflow_client.log_artifact(run_id, str(path), CHECKPOINT_DIR)
+    mlflow_client.set_tag(run_id, CHECKPOINT_TAG, digest)
+
+
+def load_checkpoint(mlflow_client: MlflowClient, run: Run) -> dict[str, torch.Tensor]:
+    """The weights a finished run saved, after checking their hash; tensors only (weights_only=True)."""
+    digest = run.data.tags.get(CHECKPOINT_TAG)
+    if digest is None:
+        raise CheckpointError(f"run {run.info.run_id} has no complete checkpoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow_client.download_artifacts(run.info.run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp))
+        except (OSError, MlflowException) as err:
+            raise CheckpointError(f"the checkpoint of run {run.info.run_id} cannot be read: {err}") from None
+        if (actual := _sha256_file(local)) != digest:
+            raise CheckpointError(
+                f"the checkpoint of run {run.info.run_id} is corrupt (sha256 {actual[:12]}, recorded {digest[:12]}); "
+                "refusing to load it"
+            )
+        return torch.load(local, map_location="cpu", weights_only=True)
 
 
 class RunLogger(MLFlowLogger):

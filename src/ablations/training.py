@@ -22,6 +22,7 @@ from ablations.model import GPT, ModelConfig
 from ablations.probes import run_probes
 
 CALIBRATION_BINS = 15
+EVAL_PREFIXES = ("", "domain_")  # metric prefix of each evaluation dataloader: data.corpus, then data.domain
 LR_SCALING = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}  # exponent of batch / reference batch
 
 
@@ -45,7 +46,7 @@ class OptimConfig:
         checks = {
             f"optim.lr={self.lr} must be positive": self.lr > 0,
             f"optim.min_lr={self.min_lr} must lie in [0, optim.lr]": 0 <= self.min_lr <= self.lr,
-            f"optim.max_steps={self.max_steps} must be positive": self.max_steps > 0,
+            f"optim.max_steps={self.max_steps} must be non-negative (0: evaluate only)": self.max_steps >= 0,
             f"optim.warmup_steps={self.warmup_steps} must lie in [0, optim.max_steps]": 0
             <= self.warmup_steps
             <= self.max_steps,
@@ -61,7 +62,10 @@ class OptimConfig:
     def for_batch(self, batch_size: int, tokens_per_batch: int) -> OptimConfig:
         """This config with max_steps from max_tokens and the learning rates scaled for this batch size."""
         factor = (batch_size / self.lr_reference_batch) ** LR_SCALING[self.lr_scaling]
-        max_steps = self.max_steps if self.max_tokens is None else max(1, self.max_tokens // tokens_per_batch)
+        # A mix makes tokens_per_batch fractional: the 1e-6 keeps 54.99999 steps from flooring to 54.
+        max_steps = (
+            self.max_steps if self.max_tokens is None else max(1, int(self.max_tokens / tokens_per_batch + 1e-6))
+        )
         return replace(self, lr=self.lr * factor, min_lr=self.min_lr * factor, max_steps=max_steps,
                        warmup_steps=min(self.warmup_steps, max_steps))  # fmt: skip
 
@@ -85,6 +89,10 @@ class LanguageModelTask(pl.LightningModule):
         Evaluation is always the unsmoothed NLL.
     calibration: at the end, also top-1 accuracy, mean confidence, expected calibration error (15
         equal-width bins, torchmetrics) and the reliability diagram (`reliability_*`, step = bin).
+
+    With a domain corpus (data.domain) every evaluation scores both corpora: `val_loss` and
+    `domain_val_loss`. After `evaluate_with(other)`, evaluation runs `other` (e.g. a quantized copy)
+    and also measures `final_kl_to_reference`: KL(model || other) of the next-token distributions.
     """
 
     def __init__(
@@ -111,7 +119,14 @@ class LanguageModelTask(pl.LightningModule):
         self.final_metrics: dict[str, float] = {}
         self.train_seconds, self._clock = 0.0, 0.0
         self.train_tokens, self.train_slots = torch.tensor(0), 0
-        self._eval_sum, self._eval_count = 0.0, 0
+        self._eval_sum: dict[int, float] = {}
+        self._eval_count: dict[int, int] = {}
+        self.reference: torch.nn.Module | None = None
+        self._kl_sum = 0.0
+
+    def evaluate_with(self, model: torch.nn.Module) -> None:
+        """Evaluate `model` from now on, and its KL divergence from this task's own (reference) model."""
+        self.reference, self.forward_fn = self.model, model
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
         x, y = batch
@@ -179,28 +194,31 @@ class LanguageModelTask(pl.LightningModule):
     # --- evaluation: the mean next-token NLL over every target token ---------------------------
 
     def _eval_start(self) -> None:
-        self._eval_sum, self._eval_count = 0.0, 0
+        self._eval_sum, self._eval_count = {}, {}
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> None:
         n = int((batch[1] != IGNORE).sum())  # real target tokens: padding has target IGNORE
-        self._eval_sum += self.loss(batch).item() * n
-        self._eval_count += n
+        self._eval_sum[dataloader_idx] = self._eval_sum.get(dataloader_idx, 0.0) + self.loss(batch).item() * n
+        self._eval_count[dataloader_idx] = self._eval_count.get(dataloader_idx, 0) + n
 
-    def _eval_loss(self) -> float:
-        return self._eval_sum / self._eval_count
+    def _eval_losses(self, prefix: str) -> dict[str, float]:
+        """{prefix}val_loss and {prefix}val_ppl of each evaluated corpus ("domain_val_loss" for the domain)."""
+        metrics = {}
+        for i in sorted(self._eval_sum):
+            loss = self._eval_sum[i] / self._eval_count[i]
+            name = f"{prefix}{EVAL_PREFIXES[i]}val"
+            metrics |= {f"{name}_loss": loss, f"{name}_ppl": math.exp(min(loss, 50.0))}
+        return metrics
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch)
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
+        self._eval_step(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        loss = self._eval_loss()
         probed = {f"probe/{k}": v for k, v in self.probe().items()}
-        self.logger.log_metrics(
-            {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))} | probed, step=self.global_step
-        )
+        self.logger.log_metrics(self._eval_losses("") | probed, step=self.global_step)
         self._clock = time.perf_counter()  # validation time does not count as training time
 
     def on_test_epoch_start(self) -> None:
@@ -213,10 +231,16 @@ class LanguageModelTask(pl.LightningModule):
         self._confidence, self._correct = [], []
         # A copy, so that train-mode BatchNorm updating its running statistics cannot touch the model.
         self._train_mode_model = copy.deepcopy(self.model).train() if self.eval_train_mode else None
-        self._train_mode_sum = 0.0
+        self._train_mode_sum, self._kl_sum = 0.0, 0.0
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch)
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+        if self.reference is not None and dataloader_idx == 0:
+            x, y = batch
+            real = y.flatten() != IGNORE
+            log_p = self.reference(x).flatten(0, 1)[real].float().log_softmax(-1)
+            log_q = self.forward_fn(x).flatten(0, 1)[real].float().log_softmax(-1)
+            self._kl_sum += F.kl_div(log_q, log_p, log_target=True, reduction="sum").item()
         if self._calibration is not None:
             x, y = batch
             real = y.flatten() != IGNORE
@@ -231,11 +255,13 @@ class LanguageModelTask(pl.LightningModule):
             self._train_mode_sum += loss.item() * int((y != IGNORE).sum())
 
     def on_test_epoch_end(self) -> None:
-        loss = self._eval_loss()
-        self.final_metrics |= {"final_val_loss": loss, "final_val_ppl": math.exp(min(loss, 50.0))}
+        self.final_metrics |= self._eval_losses("final_")
+        loss = self.final_metrics["final_val_loss"]
+        if self.reference is not None:
+            self.final_metrics["final_kl_to_reference"] = self._kl_sum / self._eval_count[0]
         self.final_metrics |= {f"final_{k}": v for k, v in self.probe().items()}
         if self._train_mode_model is not None:
-            train_mode_loss = self._train_mode_sum / self._eval_count
+            train_mode_loss = self._train_mode_sum / self._eval_count[0]
             self.final_metrics |= {
                 "final_val_loss_train_mode": train_mode_loss,
                 "train_eval_gap": loss - train_mode_loss,

@@ -1,0 +1,192 @@
+"""Two-stage experiments: checkpoints as MLflow artifacts, the mixture sampler (E09), quantization (E08)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from test_end_to_end import run_cli
+
+from ablations import tracking
+from ablations.data import MixedWindows, parse_mix
+from ablations.model import GPT, ModelConfig
+from ablations.quantization import METHODS, QuantizeConfig, block_bytes, block_linears, calibrate_inputs, quantize
+
+# --- the mixture sampler -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mix", ["1:0", "20:1", "1:1", "1:5", "1:10", "0:1"])
+@pytest.mark.parametrize("batch_size", [12, 7])
+def test_the_mixture_sampler_hits_its_ratio_within_one_percent(mix, batch_size):
+    domain, general = torch.zeros(500, dtype=torch.long), torch.ones(500, dtype=torch.long)
+    stream = iter(MixedWindows(domain, general, block_size=8, batch_size=batch_size, share=parse_mix(mix), seed=0))
+    windows = torch.cat([next(stream)[0] for _ in range(300)])
+    assert windows.shape == (300 * batch_size, 8)
+    assert ((windows == 0).all(1) | (windows == 1).all(1)).all()  # every window from one corpus
+    realized = (windows[:, 0] == 0).float().mean().item()
+    assert abs(realized - parse_mix(mix)) < 0.01
+
+
+@pytest.mark.parametrize("mix", ["0:0", "a:b", "-1:2", "1", "1:2:3"])
+def test_a_bad_mixing_ratio_is_refused(mix):
+    with pytest.raises(ValueError, match="data.mix"):
+        parse_mix(mix)
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store_run():
+    client = tracking.client()
+    exp_id = tracking.experiment_id(client, "checkpoints")
+    run = client.create_run(exp_id, tags={"ablations.run_key": "k1"})
+    return client, run.info.run_id
+
+
+def small_state() -> dict[str, torch.Tensor]:
+    return GPT(ModelConfig(n_layer=1, d_model=32, n_head=2, block_size=16)).state_dict()
+
+
+def test_a_checkpoint_round_trips_through_mlflow(store_run):
+    client, run_id = store_run
+    state = small_state()
+    tracking.save_checkpoint(client, run_id, state)
+    loaded = tracking.load_checkpoint(client, client.get_run(run_id))
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_a_corrupt_checkpoint_is_never_loaded(store_run):
+    client, run_id = store_run
+    tracking.save_checkpoint(client, run_id, small_state())
+    stored = client.get_run(run_id).info.artifact_uri.removeprefix("file://") + "/checkpoint/model.pt"
+    with open(stored, "r+b") as f:  # a flipped byte, as a bad disk or a half-copied file would leave
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(tracking.CheckpointError, match="corrupt"):
+        tracking.load_checkpoint(client, client.get_run(run_id))
+
+
+def test_a_checkpoint_written_on_a_full_disk_is_never_loaded(store_run, tmp_path):
+    """A real write failure: the file-size limit makes the checkpoint write fail part-way (EFBIG)."""
+    client, run_id = store_run
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, torch
+        from ablations import tracking
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with an error instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+        client = tracking.client()
+        try:
+            tracking.save_checkpoint(client, {run_id!r}, {{"w": torch.zeros(4 << 20)}})  # 16 MB
+        except Exception as err:  # torch.save reports a short write as a RuntimeError, not an OSError
+            print("write failed:", type(err).__name__, err)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ)
+    assert "write failed" in result.stdout, result.stderr[-2000:]
+    with pytest.raises(tracking.CheckpointError, match="no complete checkpoint"):
+        tracking.load_checkpoint(client, client.get_run(run_id))
+
+
+def test_checkpoints_load_tensors_only(store_run, tmp_path):
+    """weights_only=True: a pickle that would run code on load is refused, not executed."""
+    client, run_id = store_run
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": Exploit()}, path)
+    client.log_artifact(run_id, str(path), "checkpoint")
+    client.set_tag(run_id, tracking.CHECKPOINT_TAG, tracking._sha256_file(path))
+    with pytest.raises(Exception, match="Weights only load failed"):
+        tracking.load_checkpoint(client, client.get_run(run_id))
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- quantization --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_like_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=256, n_layer=2, d_model=128, n_head=4, block_size=32)).eval()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"method": m} for m in METHODS]
+    + [{"method": "dynamic_int8", "per_channel": False}]
+    + [{"method": "static_int8", "calibration": c} for c in ("percentile", "entropy")],
+)
+def test_quantized_models_run_and_keep_the_output_shape(trained_like_model, overrides):
+    x = torch.randint(0, 256, (3, 32))
+    calibration = [torch.randint(0, 256, (4, 32)) for _ in range(2)]
+    quantized = quantize(trained_like_model, QuantizeConfig(**overrides), calibration)
+    with torch.no_grad():
+        reference, output = trained_like_model(x), quantized(x)
+    assert output.shape == reference.shape == (3, 32, 256)
+    assert torch.isfinite(output).all()
+    relative = (output - reference).norm() / reference.norm()
+    assert relative < (0.2 if overrides["method"] == "weight_int4" else 0.05)
+    assert sum(p.numel() for p in trained_like_model.parameters()) > 0  # the original is untouched
+    assert all(type(m) is torch.nn.Linear for m in block_linears(trained_like_model).values())
+
+
+@pytest.mark.parametrize("method", ["dynamic_int8", "weight_int8", "static_int8"])
+def test_int8_blocks_take_about_one_byte_per_linear_weight(trained_like_model, method):
+    n_weights = sum(m.weight.numel() for m in block_linears(trained_like_model).values())
+    fp32 = block_bytes(trained_like_model)
+    assert fp32 >= 4 * n_weights
+    quantized = block_bytes(quantize(trained_like_model, QuantizeConfig(method=method), [torch.zeros(2, 32).long()]))
+    assert n_weights <= quantized < 1.15 * n_weights + 0.05 * fp32  # weights, scales and norms, nothing in fp32
+
+
+def test_clipping_calibrations_choose_a_narrower_range_than_min_max(trained_like_model):
+    batches = [torch.randint(0, 256, (8, 32)) for _ in range(2)]
+    ranges = {
+        c: calibrate_inputs(trained_like_model, batches, QuantizeConfig(calibration=c))
+        for c in ("minmax", "percentile", "entropy")
+    }
+    for name, amax in ranges["minmax"].items():
+        assert ranges["percentile"][name] <= amax * 1.001
+        assert ranges["entropy"][name] <= amax * 1.001
+
+
+@pytest.mark.parametrize("bad", [{"method": "int3"}, {"calibration": "mse"}, {"percentile": 0}])
+def test_a_bad_quantization_setting_is_refused(bad):
+    with pytest.raises(ValueError, match="quantize."):
+        QuantizeConfig(**bad)
+
+
+# --- the two stages end to end --------------------------------------------------------------------
+
+
+def test_a_two_stage_experiment_trains_its_base_once_and_starts_every_arm_from_it(cache_dir):
+    first = run_cli("experiment=forgetting_data_mixing", "tier=smoke", "seeds=1", cache_dir=cache_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("forgetting_data_mixing")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ablations.role` = 'arm'")
+    by_arm = {r.data.tags["arm"]: r for r in runs}
+    assert set(by_arm) == {"base", "d1g0", "d20g1", "d1g1", "d1g5", "d1g10"} and len(runs) == 6
+    base = by_arm["base"]
+    assert tracking.CHECKPOINT_TAG in base.data.tags
+    for arm, run in by_arm.items():
+        assert "final_domain_val_loss" in run.data.metrics
+        if arm != "base":
+            assert run.data.params["init_from"] == base.data.tags["ablations.run_key"]
+    # 1:10 trains 11 times the steps of 1:0 for the same domain tokens
+    assert int(by_arm["d1g10"].data.params["optim.max_steps"]) == 11 * int(
+        by_arm["d1g0"].data.params["optim.max_steps"]
+    )
+    second = run_cli("experiment=forgetting_data_mixing", "tier=smoke", "seeds=1", cache_dir=cache_dir)
+    assert second.returncode == 0 and second.stdout.count("reused finished run") == 6
