@@ -1,5 +1,6 @@
 """A real `mlflow server` on loopback: a smoke experiment logs to it through MLFLOW_TRACKING_URI."""
 
+import json
 import os
 import socket
 import subprocess
@@ -18,29 +19,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    port = free_port()
+def start_server(port: int, store: Path) -> subprocess.Popen:
     mlflow = Path(sys.executable).with_name("mlflow")
     process = subprocess.Popen(
         [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
+         "--backend-store-uri", f"sqlite:///{store / 'server.db'}",
+         "--artifacts-destination", str(store / "artifacts")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return process
         except OSError:
             time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("mlflow server did not come up within 120 s")
-    yield uri, tmp_path
+    process.kill()
+    pytest.fail("mlflow server did not come up within 120 s")
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    process = start_server(port, tmp_path)
+    yield f"http://127.0.0.1:{port}", tmp_path
     process.terminate()
     process.wait(timeout=30)
 
@@ -62,3 +65,36 @@ def test_smoke_experiment_logs_to_a_real_tracking_server(server, cache_dir):
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert "verdicts.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert list((store / "artifacts").rglob("verdicts.json")), "artifacts were not proxied to the server's store"
+
+
+def test_metrics_logged_while_the_server_is_down_are_buffered_and_sent_when_it_returns(tmp_path, monkeypatch):
+    from ablations.tracking import RunLogger, TrackingServerError
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast instead of MLflow's minutes of retries
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    process = start_server(port, tmp_path)
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("outage")).info.run_id
+    logger = RunLogger(tracking_uri=uri, run_id=run_id)
+    logger.log_metrics({"train_loss": 3.0}, step=1)
+    process.terminate()
+    process.wait(timeout=30)
+    with pytest.warns(UserWarning, match="buffering"):
+        logger.log_metrics({"train_loss": 2.0}, step=2)
+    logger.log_metrics({"train_loss": 1.5}, step=3)
+    assert len(logger.unsent) == 2
+    with pytest.raises(TrackingServerError, match="2 metrics"):
+        logger.flush(tmp_path / "unsent")
+    assert len(json.loads((tmp_path / "unsent" / f"{run_id}.json").read_text())) == 2
+
+    process = start_server(port, tmp_path)  # the server comes back with the same store
+    try:
+        logger.log_metrics({"train_loss": 1.0}, step=4)
+        logger.flush(tmp_path / "unsent")
+        history = [(m.step, m.value) for m in client.get_metric_history(run_id, "train_loss")]
+        assert sorted(history) == [(1, 3.0), (2, 2.0), (3, 1.5), (4, 1.0)]  # nothing lost, nothing doubled
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -211,9 +211,10 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         mlflow_client.log_batch(run_id, params=[_param(k, v) for k, v in items[i : i + 100]])
     try:
+        logger = tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
         trainer = instantiate(
             run_cfg.trainer,
-            logger=tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id),
+            logger=logger,
             max_steps=run_cfg.optim.max_steps,
             val_check_interval=run_cfg.val_every,
             check_val_every_n_epoch=None,
@@ -234,6 +235,7 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             trainer.test(task, datamodule=data, verbose=False)
             if run_cfg.save_checkpoint:
                 tracking.save_checkpoint(mlflow_client, run_id, task.model.state_dict())
+        logger.flush(Path(run_cfg.data.cache_dir) / "unsent-metrics")
         steps, train_tokens = task.global_step, int(task.train_tokens)
         metrics = (
             task.final_metrics

@@ -8,17 +8,20 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
-from mlflow.entities import Run
+from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 ROOT = Path(__file__).resolve().parents[2]
 # The modules whose code decides a run's numbers: a change to any of them makes old runs stale.
@@ -203,7 +206,43 @@ class RunLogger(MLFlowLogger):
 
     Lightning would mark the run FINISHED as soon as `fit` returns; the suite ends it only once its
     final metrics are in, so a run interrupted in between never looks finished.
+
+    A tracking server that stops answering mid-run (after MLflow's own HTTP retries) does not lose
+    metrics: they are kept and sent with the next batch that goes through, with one warning.
+    `flush()` at the end of the run sends what is left, or saves it to a local JSON file and raises.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.unsent: list[Metric] = []
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        self.unsent += [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        try:
+            self._send()
+        except (MlflowException, OSError) as err:
+            if len(self.unsent) == len(metrics):  # the first failure of a streak
+                warnings.warn(f"tracking server unreachable ({err}); buffering metrics until it answers", stacklevel=2)
+
+    def _send(self) -> None:
+        while self.unsent:
+            self.experiment.log_batch(self.run_id, metrics=self.unsent[:1000])  # MLflow's batch limit
+            del self.unsent[:1000]
+
+    def flush(self, spill_dir: Path) -> None:
+        """Send the buffered metrics; if the server still does not answer, save them and raise."""
+        try:
+            self._send()
+        except (MlflowException, OSError) as err:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            path = spill_dir / f"{self.run_id}.json"
+            path.write_text(json.dumps([m.to_dictionary() for m in self.unsent]))
+            raise TrackingServerError(
+                f"the tracking server stopped answering ({err}); {len(self.unsent)} metrics of run "
+                f"{self.run_id} were saved to {path}"
+            ) from None
 
     def finalize(self, status: str = "success") -> None:
         pass
