@@ -319,10 +319,14 @@ def planned_runs(cfg: DictConfig) -> int:
     return len(ExperimentSpec.from_config(cfg.experiment).arms_for(cfg.tier)) * cfg.seeds
 
 
-def run_experiment(cfg: DictConfig, on_run: Callable[[ArmRun], None] | None = None) -> list[Verdict]:
+def run_experiment(
+    cfg: DictConfig, on_run: Callable[[ArmRun], None] | None = None, shard: tuple[int, int] | None = None
+) -> list[Verdict]:
     """Train every arm x seed of cfg.experiment under one parent run and return the verdicts.
 
     on_run is called after each arm x seed (trained or reused), e.g. to advance a progress display.
+    shard=(i, n) trains only the i-th of n disjoint shares of the runs (parallel workers) and returns
+    no verdicts: a later call over all runs reuses them and decides.
     """
     spec = ExperimentSpec.from_config(cfg.experiment)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -341,9 +345,13 @@ def run_experiment(cfg: DictConfig, on_run: Callable[[ArmRun], None] | None = No
     run_cfgs = [arm_config(cfg, arm, base | overrides, seed) for arm, overrides in arms.items() for seed in seeds]
     for run_cfg in run_cfgs[:: len(seeds)]:
         check_config(run_cfg)  # refuse bad input before anything is written to MLflow
+    if shard is not None:
+        index, count = shard
+        # A seed's arms start from its base, so with two stages a shard takes whole seeds.
+        run_cfgs = [c for c in run_cfgs if c.seed % count == index] if spec.base is not None else run_cfgs[index::count]
     parent = mlflow_client.create_run(
         exp_id,
-        run_name=f"{spec.name} [{cfg.tier}, {cfg.data.corpus}]",
+        run_name=f"{spec.name} [{cfg.tier}, {cfg.data.corpus}]" + (f" shard {index + 1}/{count}" if shard else ""),
         tags=tags | {tracking.ROLE: tracking.EXPERIMENT_ROLE, "arms": ",".join(arms), "seeds": str(len(seeds))},
     )
     parent_id = parent.info.run_id
@@ -369,6 +377,9 @@ def run_experiment(cfg: DictConfig, on_run: Callable[[ArmRun], None] | None = No
             console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
             if on_run:
                 on_run(run)
+        if shard is not None:
+            mlflow_client.set_terminated(parent_id, "FINISHED")
+            return []
         verdicts = verdicts_for(spec.hypotheses, runs)
         _log_summary(mlflow_client, parent_id, spec, runs, verdicts, time.perf_counter() - started)
         mlflow_client.set_terminated(parent_id, "FINISHED")

@@ -1,6 +1,10 @@
 """Run every experiment (or a chosen list) of one tier, resumably, with a progress display.
 
-    python -m ablations.suite tier=quick [experiments=attention_heads,attention_scaling] [hydra overrides]
+    python -m ablations.suite tier=quick [experiments=attention_heads,attention_scaling] [workers=2 threads=1]
+                              [hydra overrides]
+
+workers=N trains the runs of each experiment in N processes (each with `threads` torch threads;
+N x threads may not exceed the cores), then decides the verdicts over all of them.
 
 Each arm x seed is keyed by its resolved config and code version: finished runs in the MLflow store
 are reused, never trained again, so killing the suite at any moment and starting it again loses
@@ -9,21 +13,60 @@ nothing and duplicates nothing.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import queue
 import sys
+from collections.abc import Callable
 
 from hydra import compose, initialize_config_dir
 from omegaconf.errors import OmegaConfBaseException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ablations import tracking
 from ablations.cli import experiment_names, fail, prepare_process
-from ablations.experiment import ArmRun, console, planned_runs, run_experiment
+from ablations.experiment import console, planned_runs, run_experiment
 from ablations.tracking import ROOT
+
+
+def _shard_worker(overrides: list[str], name: str, shard: tuple[int, int], events: multiprocessing.Queue) -> None:
+    """One parallel worker: train its share of one experiment's runs, reporting each as it ends."""
+    prepare_process()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", [f"experiment={name}", *overrides])
+    run_experiment(cfg, on_run=lambda run: events.put(run.reused), shard=shard)
+
+
+def train_in_parallel(overrides: list[str], name: str, workers: int, advance: Callable[[bool], None]) -> None:
+    """Train the runs of one experiment in `workers` processes; stop them all if this process is stopped."""
+    tracking.experiment_id(tracking.client(), name)  # create the store here: concurrent creation races
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    events = context.Queue()
+    processes = [
+        context.Process(target=_shard_worker, args=(overrides, name, (i, workers), events)) for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        while any(p.is_alive() for p in processes) or not events.empty():
+            try:
+                advance(events.get(timeout=0.5))
+            except queue.Empty:
+                pass
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the worker marks its current run KILLED
+            process.join()
+    if failed := [p.exitcode for p in processes if p.exitcode != 0]:
+        raise RuntimeError(f"{len(failed)} of {workers} workers failed (exit codes {failed})")
 
 
 def main(argv: list[str]) -> None:
     prepare_process()
     chosen = [a.split("=", 1)[1] for a in argv if a.startswith("experiments=")]
-    overrides = [a for a in argv if not a.startswith("experiments=")]
+    workers_arg = [a.split("=", 1)[1] for a in argv if a.startswith("workers=")]
+    overrides = [a for a in argv if not a.startswith(("experiments=", "workers="))]
     names = chosen[-1].split(",") if chosen else experiment_names()
     if unknown := [n for n in names if n not in experiment_names()]:
         fail(f"unknown experiments {unknown}; valid: {', '.join(experiment_names())}")
@@ -32,6 +75,13 @@ def main(argv: list[str]) -> None:
             configs = [compose("config", [f"experiment={name}", *overrides]) for name in names]
     except OmegaConfBaseException as err:
         fail(str(err).splitlines()[0])
+    cores = os.cpu_count() or 1
+    workers = int(workers_arg[-1]) if workers_arg and workers_arg[-1].isdigit() else None
+    if workers_arg and not workers:
+        fail(f"workers={workers_arg[-1]} must be a positive whole number")
+    workers = workers or 1
+    if workers > 1 and workers * (configs[0].threads or cores) > cores:
+        fail(f"workers={workers} x threads={configs[0].threads} oversubscribes the {cores} cores: set threads=1")
     counts = {"trained": 0, "reused": 0}
     columns = (
         TextColumn("{task.description}"),
@@ -45,15 +95,19 @@ def main(argv: list[str]) -> None:
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("suite", total=sum(planned_runs(c) for c in configs))
 
-        def advance(run: ArmRun) -> None:
-            counts["reused" if run.reused else "trained"] += 1
+        def advance(reused: bool) -> None:
+            counts["reused" if reused else "trained"] += 1
             progress.advance(task)
 
         for name, cfg in zip(names, configs, strict=True):
             progress.update(task, description=f"suite: {name}")
             try:
-                run_experiment(cfg, on_run=advance)
-            except (ValueError, KeyError, OmegaConfBaseException) as err:
+                if workers > 1:
+                    train_in_parallel(overrides, name, workers, advance)
+                    run_experiment(cfg)  # every run is finished now: this pass reuses them and decides
+                else:
+                    run_experiment(cfg, on_run=lambda run: advance(run.reused))
+            except (ValueError, KeyError, OmegaConfBaseException, RuntimeError) as err:
                 fail(f"{name}: {str(err).splitlines()[0]}")
     done = (
         "nothing to train: every run was already finished" if counts["trained"] == 0 else f"trained {counts['trained']}"

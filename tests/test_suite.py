@@ -1,0 +1,79 @@
+"""The suite runner: resumable, idempotent, and parallel without changing a single number."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from mlflow.tracking import MlflowClient
+
+from ablations import results
+
+SMOKE = ["tier=smoke", "seeds=2", "experiments=attention_heads"]
+
+
+def run_suite(*args: str, cache_dir: str, uri: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"ABLATIONS_CACHE": cache_dir, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run(
+        [sys.executable, "-m", "ablations.suite", *args], env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def finished_metrics(uri: str) -> dict[tuple[str, str], float]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("attention_heads")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ablations.role` = 'arm'")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    keys = [(r.data.tags["arm"], r.data.tags["seed"]) for r in finished]
+    assert len(keys) == len(set(keys)), "a run was finished twice"
+    return {(r.data.tags["arm"], r.data.tags["seed"]): r.data.metrics["final_val_loss"] for r in finished}
+
+
+def test_a_second_suite_run_trains_nothing_and_says_so(cache_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'suite.db'}"
+    first = run_suite(*SMOKE, "threads=1", cache_dir=cache_dir, uri=uri)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "trained 6" in first.stdout
+    second = run_suite(*SMOKE, "threads=1", cache_dir=cache_dir, uri=uri)
+    assert second.returncode == 0
+    assert "nothing to train: every run was already finished; reused 6 finished runs" in second.stdout
+
+
+def test_parallel_workers_give_the_same_runs_and_numbers_as_one_process(cache_dir, tmp_path):
+    serial, parallel = f"sqlite:///{tmp_path / 'serial.db'}", f"sqlite:///{tmp_path / 'parallel.db'}"
+    assert run_suite(*SMOKE, "threads=1", cache_dir=cache_dir, uri=serial).returncode == 0
+    result = run_suite(*SMOKE, "threads=1", "workers=2", cache_dir=cache_dir, uri=parallel)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "H1" in result.stdout  # the verdicts are decided over both workers' runs
+    assert finished_metrics(parallel) == finished_metrics(serial)  # bit for bit, one run per arm x seed
+
+
+def test_workers_that_would_oversubscribe_the_cores_are_refused(cache_dir, tmp_path):
+    cores = os.cpu_count() or 1
+    result = run_suite(
+        *SMOKE, "threads=1", f"workers={cores + 1}", cache_dir=cache_dir, uri=f"sqlite:///{tmp_path}/x.db"
+    )
+    assert result.returncode != 0
+    assert "oversubscribes" in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_suite_killed_mid_run_resumes_with_exactly_one_run_per_arm_and_seed(cache_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'killed.db'}"
+    env = os.environ | {"ABLATIONS_CACHE": cache_dir, "MLFLOW_TRACKING_URI": uri}
+    args = [*SMOKE, "threads=1", "optim.max_steps=300"]
+    process = subprocess.Popen([sys.executable, "-m", "ablations.suite", *args], env=env, stdout=subprocess.DEVNULL)
+    client, deadline = MlflowClient(uri), time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill while the second run trains
+        experiment = client.get_experiment_by_name("attention_heads") if (tmp_path / "killed.db").exists() else None
+        if experiment and len(client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'arm'")) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = run_suite(*args, cache_dir=cache_dir, uri=uri)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "reused 1 finished runs" in resumed.stdout
+    assert len(finished_metrics(uri)) == 6
+    runs = results.finished_runs(client)
+    assert len(runs) == 6 and not runs.duplicated(["arm", "seed"]).any()
