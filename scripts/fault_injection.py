@@ -22,7 +22,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 SUITE = [sys.executable, "-m", "ablations.suite", "tier=smoke", "seeds=2", "threads=1",
-         "experiments=attention_heads,layernorm_vs_batchnorm"]  # fmt: skip
+         "experiments=attention_heads,layernorm_vs_batchnorm,forgetting_data_mixing"]  # fmt: skip
 
 
 def run_suite(store: Path, kill_after: float | None = None) -> bool:
