@@ -77,3 +77,28 @@ def test_a_suite_killed_mid_run_resumes_with_exactly_one_run_per_arm_and_seed(ca
     assert len(finished_metrics(uri)) == 6
     runs = results.finished_runs(client)
     assert len(runs) == 6 and not runs.duplicated(["arm", "seed"]).any()
+
+
+def test_ctrl_c_stops_a_suite_started_in_the_background(cache_dir, tmp_path):
+    """A shell starts `nohup ... &` jobs with SIGINT ignored; the suite must still stop on it and mark the run."""
+    uri = f"sqlite:///{tmp_path / 'sigint.db'}"
+    env = os.environ | {"ABLATIONS_CACHE": cache_dir, "MLFLOW_TRACKING_URI": uri}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ablations.suite", *SMOKE, "threads=1", "optim.max_steps=5000"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    client, deadline = MlflowClient(uri), time.monotonic() + 300
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("attention_heads") if (tmp_path / "sigint.db").exists() else None
+        if experiment and client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'arm'"):
+            break
+        time.sleep(0.2)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) != 0
+    statuses = {
+        r.info.status for r in client.search_runs([client.get_experiment_by_name("attention_heads").experiment_id])
+    }
+    assert statuses == {"KILLED"}

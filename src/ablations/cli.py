@@ -39,7 +39,9 @@ def main(cfg: DictConfig) -> None:
 def prepare_process() -> None:
     """What every entry point sets up: SIGTERM handling and output limited to runs and verdicts."""
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so the current run is marked KILLED, not left RUNNING.
+    # SIGINT too, explicitly: a shell starts background jobs (`nohup ... &`) with SIGINT ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
     warnings.filterwarnings("ignore", message=".*training_step.* returned `None`")  # how a divergence stops
     warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")

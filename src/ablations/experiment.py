@@ -205,12 +205,12 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         },
     )
     run_id = run.info.run_id
-    params = tracking.flatten({k: v for k, v in OmegaConf.to_container(run_cfg).items() if k != "experiment"})
-    params |= {"model.vocab_size": str(tokens.vocab_size), "model.n_params": str(task.model.num_params())}
-    items = sorted(params.items())
-    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        mlflow_client.log_batch(run_id, params=[_param(k, v) for k, v in items[i : i + 100]])
-    try:
+    try:  # from here on, an interruption at any point marks the run KILLED
+        params = tracking.flatten({k: v for k, v in OmegaConf.to_container(run_cfg).items() if k != "experiment"})
+        params |= {"model.vocab_size": str(tokens.vocab_size), "model.n_params": str(task.model.num_params())}
+        items = sorted(params.items())
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            mlflow_client.log_batch(run_id, params=[_param(k, v) for k, v in items[i : i + 100]])
         logger = tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
         trainer = instantiate(
             run_cfg.trainer,
@@ -355,12 +355,12 @@ def run_experiment(
         tags=tags | {tracking.ROLE: tracking.EXPERIMENT_ROLE, "arms": ",".join(arms), "seeds": str(len(seeds))},
     )
     parent_id = parent.info.run_id
-    console.print(
-        f"[bold]{spec.id} {spec.name}[/]: {len(arms)} arms x {len(seeds)} seeds, "
-        f"tier {cfg.tier}, corpus {cfg.data.corpus}"
-    )
     started, runs, base_keys = time.perf_counter(), [], {}
     try:
+        console.print(
+            f"[bold]{spec.id} {spec.name}[/]: {len(arms)} arms x {len(seeds)} seeds, "
+            f"tier {cfg.tier}, corpus {cfg.data.corpus}"
+        )
         for run_cfg in run_cfgs:
             if spec.base is not None and run_cfg.arm != "base":
                 run_cfg.init_from = base_keys[run_cfg.seed]  # the base arm comes first: arms_for puts it there
