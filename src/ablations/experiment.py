@@ -64,6 +64,7 @@ class ExperimentSpec:
     tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm
     base: dict[str, Any] | None = None  # overrides of the first stage, the arm "base"
     design: str = ""  # how the arms are built and measured, in words, for the report
+    report_metrics: list[str] = field(default_factory=list)  # metrics the report tabulates per arm
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ExperimentSpec:

@@ -66,18 +66,20 @@ def fmt(x: float, digits: int = 3) -> str:
 def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     effect = f"{fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}]"
     rule = {
-        "lower": f"{v.treatment} lower than {v.control}",
-        "higher": f"{v.treatment} higher than {v.control}",
-        "equal": f"{v.treatment} equal to {v.control}",
+        "lower": f"{v.treatment} lower than {v.control} by at least {v.min_effect:g}",
+        "higher": f"{v.treatment} higher than {v.control} by at least {v.min_effect:g}",
+        "equal": f"{v.treatment} within ±{v.min_effect:g} of {v.control}",
     }[v.direction]
     text = (
-        f"{h.id} ({v.metric}, {rule} by at least {v.min_effect:g}): effect {effect} over {v.n_seeds} seeds "
+        f"{h.id} ({v.metric}, {rule}): effect {effect} over {v.n_seeds} seeds "
         f"({v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}). "
     )
+    where = "inside the margin" if v.direction == "equal" else "above the minimum effect"
+    outside = "outside the margin" if v.direction == "equal" else "below the minimum effect"
     if v.verdict == "supported":
-        text += "The whole interval lies above the minimum effect: supported."
+        text += f"The whole interval lies {where}: supported."
     elif v.verdict == "refuted":
-        text += "The whole interval lies below the minimum effect: refuted."
+        text += f"The whole interval lies {outside}: refuted."
         if h.from_document:
             text += f" The document's claim ({h.source}) is false in this setting."
     else:
@@ -87,7 +89,8 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
             settle = f"about {int(v.seeds_to_settle)} seeds per arm"
         else:
             settle = "no affordable number of seeds (the mean sits at the threshold; more than 1000 per arm)"
-        text += f"The interval contains the minimum effect: inconclusive; {settle} would likely settle it."
+        edge = "an edge of the margin" if v.direction == "equal" else "the minimum effect"
+        text += f"The interval contains {edge}: inconclusive; {settle} would likely settle it."
     return text
 
 
@@ -246,6 +249,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                 continue
             values = arm_runs[primary].where(arm_runs.status == "finished", math.log(first.vocab_size))
             mean, low, high = mean_interval(values)
+            speed = arm_runs["train_tokens_per_sec"].mean() if "train_tokens_per_sec" in arm_runs else math.nan
             rows.append(
                 {
                     "arm": arm,
@@ -254,11 +258,17 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                     "mean": f"{mean:.4f}",
                     "ci": f"[{low:.4f}, {high:.4f}]",
                     "params": f"{int(arm_runs.n_params.iloc[0]):,}",
-                    "tok_s": f"{arm_runs.train_tokens_per_sec.mean():,.0f}",
+                    "tok_s": "—" if math.isnan(speed) else f"{speed:,.0f}",  # evaluation-only arms do not train
                     "diverged": int((arm_runs.status == "diverged").sum()),
                 }
             )
-        tables.append({"tier": tier, "corpus": corpus, "metric": primary, "rows": rows})
+        measures = {"metrics": spec.report_metrics, "rows": []}
+        for arm in spec.arms_for(tier) if spec.report_metrics else []:
+            arm_runs = group[group.arm == arm]
+            if not arm_runs.empty:
+                means = [arm_runs[m].mean() if m in arm_runs else math.nan for m in spec.report_metrics]
+                measures["rows"].append({"arm": arm, "values": ["—" if math.isnan(x) else f"{x:.4g}" for x in means]})
+        tables.append({"tier": tier, "corpus": corpus, "metric": primary, "rows": rows, "measures": measures})
         tag = f"{spec.name}-{tier}-{corpus}"
         figures.append(
             {
