@@ -190,3 +190,13 @@ def test_a_two_stage_experiment_trains_its_base_once_and_starts_every_arm_from_i
     )
     second = run_cli("experiment=forgetting_data_mixing", "tier=smoke", "seeds=1", cache_dir=cache_dir)
     assert second.returncode == 0 and second.stdout.count("reused finished run") == 6
+    # Checkpoints are not committed: in a fresh clone the base is trained again (bit-identically), its arms reused.
+    stored = base.info.artifact_uri.removeprefix("file://") + "/checkpoint/model.pt"
+    os.remove(stored)
+    third = run_cli("experiment=forgetting_data_mixing", "tier=smoke", "seeds=1", cache_dir=cache_dir)
+    assert third.returncode == 0 and third.stdout.count("reused finished run") == 5
+    retrained = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.arm = 'base' and attributes.status = 'FINISHED'"
+    )
+    assert len(retrained) == 2
+    assert {r.data.metrics["final_val_loss"] for r in retrained} == {base.data.metrics["final_val_loss"]}

@@ -176,7 +176,10 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
     if data.domain_tokens is not None:
         hashes["domain_sha256"] = data.domain_tokens.sha256
     key = tracking.run_key(key_config | hashes)
-    if (done := tracking.find_finished_run(mlflow_client, exp_id, key)) is not None:
+    done = tracking.find_finished_run(mlflow_client, exp_id, key)
+    if done is not None and run_cfg.save_checkpoint and not tracking.has_checkpoint(mlflow_client, done):
+        done = None  # its weights are gone (checkpoints are never committed): train it again, superseding it
+    if done is not None:
         status = done.data.tags["ablations.status"]
         return ArmRun(arm, seed, done.info.run_id, status, done.data.metrics, reused=True, key=key)
     tracking.mark_abandoned_runs(mlflow_client, exp_id, key)  # one process trains a given key at a time

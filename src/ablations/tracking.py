@@ -183,6 +183,14 @@ def save_checkpoint(mlflow_client: MlflowClient, run_id: str, state_dict: dict[s
     mlflow_client.set_tag(run_id, CHECKPOINT_TAG, digest)
 
 
+def has_checkpoint(mlflow_client: MlflowClient, run: Run) -> bool:
+    """Whether the run finished writing a checkpoint that is still in the artifact store."""
+    if CHECKPOINT_TAG not in run.data.tags:
+        return False
+    stored = mlflow_client.list_artifacts(run.info.run_id, CHECKPOINT_DIR)
+    return any(f.path == f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}" for f in stored)
+
+
 def load_checkpoint(mlflow_client: MlflowClient, run: Run) -> dict[str, torch.Tensor]:
     """The weights a finished run saved, after checking their hash; tensors only (weights_only=True)."""
     digest = run.data.tags.get(CHECKPOINT_TAG)
