@@ -16,10 +16,13 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVENTIONS = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000)
@@ -45,10 +48,16 @@ print(total / y.numel())
 """
 
 
-def run_nanogpt(nanogpt: Path, data: Path, threads: int) -> dict:
+def run_nanogpt(nanogpt: Path, data: Path, threads: int, seed: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="nanogpt-"))
     shutil.copytree(nanogpt, work / "nanoGPT")
     repo = work / "nanoGPT"
+    # train.py hard-codes torch.manual_seed(1337 + seed_offset): shift it in this temporary copy only.
+    train = repo / "train.py"
+    source, seeding = train.read_text(), "torch.manual_seed(1337 + seed_offset)"
+    if seeding not in source:
+        raise SystemExit(f"this nanoGPT's train.py does not seed with {seeding}")
+    train.write_text(source.replace(seeding, f"torch.manual_seed({1337 + seed} + seed_offset)"))
     shutil.copy(data, repo / "data/shakespeare_char/input.txt")
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     subprocess.run(
@@ -107,19 +116,28 @@ def main() -> None:
     parser.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
     parser.add_argument("--data", type=Path, required=True, help="TinyShakespeare input.txt")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--seeds", type=int, default=3, help="suite seeds (nanoGPT's train.py has one fixed seed)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of each (nanoGPT's: 1337 + seed)")
     args = parser.parse_args()
-    suite = [run_suite(args.data.resolve(), args.threads, seed) for seed in range(args.seeds)]
-    reference = run_nanogpt(args.nanogpt.resolve(), args.data.resolve(), args.threads)
-    print(f"{'':16} {'val loss':>9} {'tokens/s':>10}")
-    for seed, run in enumerate(suite):
-        print(f"{f'suite, seed {seed}':16} {run['val_loss']:9.4f} {run['tokens_per_sec']:10.0f}")
-    mean_loss = sum(r["val_loss"] for r in suite) / len(suite)
-    mean_speed = sum(r["tokens_per_sec"] for r in suite) / len(suite)
-    print(f"{'suite, mean':16} {mean_loss:9.4f} {mean_speed:10.0f}")
-    print(f"{'nanoGPT':16} {reference['val_loss']:9.4f} {reference['tokens_per_sec']:10.0f}")
-    print(f"(nanoGPT's own estimate on 20 random validation batches: {reference['val_loss_20_batches']:.4f})")
-    print(f"throughput ratio suite / nanoGPT: {mean_speed / reference['tokens_per_sec']:.2f}")
+    suite, reference = [], []
+    for seed in range(args.seeds):  # alternated, so that both see the same machine over time
+        suite.append(run_suite(args.data.resolve(), args.threads, seed))
+        reference.append(run_nanogpt(args.nanogpt.resolve(), args.data.resolve(), args.threads, seed))
+    print(f"{'':18} {'val loss':>9} {'tokens/s':>10}   (nanoGPT's own 20-batch estimate)")
+    for name, runs in (("suite", suite), ("nanoGPT", reference)):
+        for seed, run in enumerate(runs):
+            estimate = f"   ({run['val_loss_20_batches']:.4f})" if "val_loss_20_batches" in run else ""
+            print(f"{f'{name}, seed {seed}':18} {run['val_loss']:9.4f} {run['tokens_per_sec']:10.0f}{estimate}")
+    losses = {name: [r["val_loss"] for r in runs] for name, runs in (("suite", suite), ("nanoGPT", reference))}
+    speeds = {name: [r["tokens_per_sec"] for r in runs] for name, runs in (("suite", suite), ("nanoGPT", reference))}
+    for name in losses:
+        print(f"{f'{name}, mean':18} {statistics.mean(losses[name]):9.4f} {statistics.mean(speeds[name]):10.0f}")
+    if args.seeds >= 2:
+        interval = stats.ttest_ind(losses["suite"], losses["nanoGPT"], equal_var=False).confidence_interval(0.95)
+        difference = statistics.mean(losses["suite"]) - statistics.mean(losses["nanoGPT"])
+        print(f"val loss suite - nanoGPT: {difference:+.4f}, Welch 95% CI [{interval.low:+.4f}, {interval.high:+.4f}]")
+    ratios = [s / r for s, r in zip(speeds["suite"], speeds["nanoGPT"], strict=True)]
+    print(f"throughput ratio suite / nanoGPT, per seed pair: {', '.join(f'{x:.2f}' for x in ratios)}; "
+          f"mean {statistics.mean(ratios):.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
