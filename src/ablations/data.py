@@ -480,13 +480,16 @@ class TextDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.packing in EPOCH_PACKINGS:
             return DataLoader(self.train_docs, batch_sampler=self.document_batches(), collate_fn=pad_batch)
+        # Data-parallel ranks draw their own random batches (rank 0 draws what a single process would).
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        seed = self.seed + 1_000_003 * rank
         if self.packing == "documents":
-            return DataLoader(RandomDocuments(self.train_docs, self.batch_size, self.seed), batch_size=None)
+            return DataLoader(RandomDocuments(self.train_docs, self.batch_size, seed), batch_size=None)
         if self.domain_tokens is not None:
             stream = MixedWindows(self.domain_train_ids, self.train_ids, self.block_size, self.batch_size,
-                                  self.domain_share, self.seed)  # fmt: skip
+                                  self.domain_share, seed)  # fmt: skip
         else:
-            stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed)
+            stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, seed)
         return DataLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

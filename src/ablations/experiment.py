@@ -11,6 +11,8 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -216,8 +218,13 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             mlflow_client.log_batch(run_id, params=[_param(k, v) for k, v in items[i : i + 100]])
         logger = tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
+        devices = run_cfg.trainer.get("devices", 1)
+        data_parallel = isinstance(devices, int) and devices > 1
+        # With several devices the fit runs in processes of its own; this trainer evaluates on one device.
+        single = {"devices": 1, "strategy": "auto"} if data_parallel else {}
         trainer = instantiate(
             run_cfg.trainer,
+            **single,
             logger=logger,
             max_steps=run_cfg.optim.max_steps,
             val_check_interval=run_cfg.val_every,
@@ -228,7 +235,9 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             enable_progress_bar=False,
             enable_model_summary=False,
         )
-        if run_cfg.optim.max_steps > 0:
+        if run_cfg.optim.max_steps > 0 and data_parallel:
+            _fit_data_parallel(run_cfg, run_id, task, mlflow_client.tracking_uri)
+        elif run_cfg.optim.max_steps > 0:
             trainer.fit(task, datamodule=data)
         diverged = task.diverged_at is not None
         measured, profiles = {}, {}
@@ -240,7 +249,7 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             if run_cfg.save_checkpoint:
                 tracking.save_checkpoint(mlflow_client, run_id, task.model.state_dict())
         logger.flush(Path(run_cfg.data.cache_dir) / "unsent-metrics")
-        steps, train_tokens = task.global_step, int(task.train_tokens)
+        steps, train_tokens = task.trained_steps, int(task.train_tokens)
         metrics = (
             task.final_metrics
             | measured
@@ -276,6 +285,29 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     return ArmRun(arm, seed, run_id, status, metrics, reused=False, key=key)
+
+
+def _fit_data_parallel(run_cfg: DictConfig, run_id: str, task: LanguageModelTask, tracking_uri: str) -> None:
+    """Fit in the trainer's `devices` processes (ablations.ddp) and take rank 0's weights and counters back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config, start, end = Path(tmp) / "run.yaml", Path(tmp) / "start.pt", Path(tmp) / "end.pt"
+        OmegaConf.save(run_cfg, config, resolve=True)
+        torch.save(task.model.state_dict(), start)
+        command = [sys.executable, "-m", "ablations.ddp", str(config), run_id, str(start), str(end)]
+        process = subprocess.Popen(command, env=os.environ | {"MLFLOW_TRACKING_URI": tracking_uri})
+        try:
+            if process.wait() != 0:
+                raise RuntimeError(f"the data-parallel fit failed (exit code {process.returncode})")
+        finally:
+            if process.poll() is None:  # interrupted here: stop the ranks too
+                process.terminate()
+                process.wait()
+        state = torch.load(end, map_location="cpu", weights_only=True)
+    task.model.load_state_dict(state["model"])
+    task.trained_steps, task.train_seconds = int(state["trained_steps"]), float(state["train_seconds"])
+    task.train_tokens, task.train_slots = state["train_tokens"], int(state["train_slots"])
+    task.diverged_at = None if int(state["diverged_at"]) < 0 else int(state["diverged_at"])
+    task.final_metrics |= {k: float(v) for k, v in state["final_metrics"].items()}  # the probes at init
 
 
 def _quantize_for_evaluation(

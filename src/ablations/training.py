@@ -117,7 +117,7 @@ class LanguageModelTask(pl.LightningModule):
         self.diverged_at: int | None = None
         self.grad_norm = torch.tensor(float("nan"))
         self.final_metrics: dict[str, float] = {}
-        self.train_seconds, self._clock = 0.0, 0.0
+        self.train_seconds, self._clock, self.trained_steps = 0.0, 0.0, 0
         self.train_tokens, self.train_slots = torch.tensor(0), 0
         self._eval_sum: dict[int, float] = {}
         self._eval_count: dict[int, int] = {}
@@ -165,7 +165,7 @@ class LanguageModelTask(pl.LightningModule):
         now = time.perf_counter()
         self.train_seconds += now - self._clock
         self._clock = now
-        step = self.global_step  # already counts the step just taken
+        step = self.trained_steps = self.global_step  # already counts the step just taken
         if step % self.log_every == 0 and self.diverged_at is None:
             tokens = int(self.train_tokens)
             self.logger.log_metrics(

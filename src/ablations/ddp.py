@@ -1,0 +1,66 @@
+"""One data-parallel fit of a suite run, in processes of its own.
+
+    python -m ablations.ddp RUN_CONFIG RUN_ID START_WEIGHTS END_STATE
+
+`train_arm` starts this when the trainer has more than one device, and Lightning's DDP strategy
+re-launches the same command once for every further rank (gloo on CPU, NCCL on GPU). Every rank
+draws its own random batches; rank 0 alone logs to the run's MLflow record, and writes the final
+weights and the training counters to END_STATE for the suite process to evaluate and record.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from ablations import tracking
+from ablations.cli import prepare_process
+from ablations.data import TextDataModule
+from ablations.model import ModelConfig
+from ablations.training import LanguageModelTask, OptimConfig
+
+
+def main(config_path: str, run_id: str, start_path: str, end_path: str) -> None:
+    prepare_process()
+    run_cfg = OmegaConf.load(config_path)
+    torch.set_num_threads(run_cfg.threads or 1)
+    pl.seed_everything(run_cfg.seed, verbose=False)
+    data = TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size, seed=run_cfg.seed)
+    vocab_size = data.load().vocab_size
+    task = LanguageModelTask(ModelConfig(**{**run_cfg.model, "vocab_size": vocab_size}), OptimConfig(**run_cfg.optim),
+                             **run_cfg.train)  # fmt: skip
+    task.model.load_state_dict(torch.load(start_path, map_location="cpu", weights_only=True))
+    trainer = instantiate(
+        run_cfg.trainer,
+        logger=tracking.RunLogger(tracking_uri=tracking.tracking_uri(), run_id=run_id),
+        max_steps=run_cfg.optim.max_steps,
+        val_check_interval=run_cfg.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        inference_mode=False,
+        use_distributed_sampler=False,  # each rank draws its own batches; each scores the whole validation split
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, datamodule=data)
+    if trainer.global_rank == 0:
+        state = {
+            "model": task.model.state_dict(),
+            "trained_steps": torch.tensor(task.trained_steps),
+            "diverged_at": torch.tensor(-1 if task.diverged_at is None else task.diverged_at),
+            "train_tokens": task.train_tokens * trainer.world_size,  # every rank trains on as many tokens
+            "train_slots": torch.tensor(task.train_slots * trainer.world_size),
+            "train_seconds": torch.tensor(task.train_seconds),
+            "final_metrics": {k: torch.tensor(v) for k, v in task.final_metrics.items()},
+        }
+        torch.save(state, Path(end_path))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])

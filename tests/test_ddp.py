@@ -1,0 +1,45 @@
+"""trainer=ddp on two CPU processes (gloo): one set of metrics in MLflow, a curve like one process's."""
+
+import os
+
+from mlflow.tracking import MlflowClient
+from test_end_to_end import run_cli
+
+COMMON = ["experiment=attention_heads", "tier=smoke", "seeds=1", "optim.max_steps=60"]
+
+
+def arm_histories(uri: str) -> dict[str, tuple[float, list[tuple[int, float]], float]]:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("attention_heads")
+    runs = client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'arm'")
+    return {
+        r.data.tags["arm"]: (
+            r.data.metrics["final_val_loss"],
+            sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "train_loss")),
+            r.data.metrics["train_tokens"],
+        )
+        for r in runs
+        if r.info.status == "FINISHED"
+    }
+
+
+def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_matches_one_process(cache_dir, tmp_path, monkeypatch):
+    ddp_uri, single_uri = f"sqlite:///{tmp_path / 'ddp.db'}", f"sqlite:///{tmp_path / 'single.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ddp_uri)
+    ddp = run_cli(*COMMON, "trainer=ddp", "trainer.devices=2", "data.batch_size=4", cache_dir=cache_dir)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", single_uri)
+    single = run_cli(*COMMON, "data.batch_size=8", cache_dir=cache_dir)  # the same global batch
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert os.environ["MLFLOW_TRACKING_URI"] == single_uri
+    parallel, one = arm_histories(ddp_uri), arm_histories(single_uri)
+    assert set(parallel) == set(one) == {"h1", "h8", "h32"}
+    for arm in one:
+        ddp_loss, ddp_curve, ddp_tokens = parallel[arm]
+        loss, curve, tokens = one[arm]
+        assert [s for s, _ in ddp_curve] == [s for s, _ in curve] == list(range(5, 61, 5))  # once per step: rank 0 only
+        assert ddp_tokens == tokens == 60 * 8 * 32  # both ranks' tokens counted
+        assert abs(ddp_loss - loss) < 0.05
+        late = slice(len(curve) // 2, None)
+        mean = sum(v for _, v in curve[late]) / len(curve[late])
+        assert abs(sum(v for _, v in ddp_curve[late]) / len(ddp_curve[late]) - mean) < 0.1
