@@ -13,6 +13,7 @@ estimate: 6N + 12 L T d per token) over the measured peak of a large matmul in t
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -107,7 +108,8 @@ def nanogpt_step(nanogpt: Path, data: Path, cfg: dict, steps: int, threads: int)
         repo = Path(tmp) / "nanoGPT"
         shutil.copytree(nanogpt, repo)
         shutil.copy(data, repo / "data/shakespeare_char/input.txt")
-        run = dict(cwd=repo, check=True, capture_output=True, text=True, env={"OMP_NUM_THREADS": str(threads)})
+        env = os.environ | {"OMP_NUM_THREADS": str(threads)}
+        run = dict(cwd=repo, check=True, capture_output=True, text=True, env=env)
         subprocess.run([sys.executable, "data/shakespeare_char/prepare.py"], **run)
         args = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_interval=100000",
                 "--eval_iters=1", "--log_interval=1", f"--max_iters={WARMUP + steps}", "--dropout=0.0",
