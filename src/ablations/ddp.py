@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from ablations import tracking
 from ablations.cli import prepare_process
 from ablations.data import TextDataModule
+from ablations.experiment import trainer_options
 from ablations.model import ModelConfig
 from ablations.training import LanguageModelTask, OptimConfig
 
@@ -38,15 +39,8 @@ def main(config_path: str, run_id: str, start_path: str, end_path: str) -> None:
     trainer = instantiate(
         run_cfg.trainer,
         logger=tracking.RunLogger(tracking_uri=tracking.tracking_uri(), run_id=run_id),
-        max_steps=run_cfg.optim.max_steps,
-        val_check_interval=run_cfg.val_every,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        inference_mode=False,
         use_distributed_sampler=False,  # each rank draws its own batches; each scores the whole validation split
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **trainer_options(run_cfg),
     )
     trainer.fit(task, datamodule=data)
     if trainer.global_rank == 0:

@@ -222,19 +222,7 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         data_parallel = isinstance(devices, int) and devices > 1
         # With several devices the fit runs in processes of its own; this trainer evaluates on one device.
         single = {"devices": 1, "strategy": "auto"} if data_parallel else {}
-        trainer = instantiate(
-            run_cfg.trainer,
-            **single,
-            logger=logger,
-            max_steps=run_cfg.optim.max_steps,
-            val_check_interval=run_cfg.val_every,
-            check_val_every_n_epoch=None,
-            num_sanity_val_steps=0,
-            inference_mode=False,  # evaluation under no_grad instead, so that probes can take gradients
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = instantiate(run_cfg.trainer, **single, logger=logger, **trainer_options(run_cfg))
         if run_cfg.optim.max_steps > 0 and data_parallel:
             _fit_data_parallel(run_cfg, run_id, task, mlflow_client.tracking_uri)
         elif run_cfg.optim.max_steps > 0:
@@ -285,6 +273,20 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     return ArmRun(arm, seed, run_id, status, metrics, reused=False, key=key)
+
+
+def trainer_options(run_cfg: DictConfig) -> dict[str, Any]:
+    """What every Trainer of a run gets besides its config group and its logger."""
+    return {
+        "max_steps": run_cfg.optim.max_steps,
+        "val_check_interval": run_cfg.val_every,
+        "check_val_every_n_epoch": None,
+        "num_sanity_val_steps": 0,
+        "inference_mode": False,  # evaluation under no_grad instead, so that probes can take gradients
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
 
 
 def _fit_data_parallel(run_cfg: DictConfig, run_id: str, task: LanguageModelTask, tracking_uri: str) -> None:
