@@ -5,9 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 PORT   ?= 5000
-OVERRIDES := $(filter-out name=% PYTHON=% PORT=%,$(MAKEOVERRIDES))
+OVERRIDES := $(filter-out name=% PYTHON=% PORT=% jobs=% launcher=% NANOGPT=% DATA=%,$(MAKEOVERRIDES))
+jobs      ?= 2
+launcher  ?= local
+SHARDS    := $(shell i=0; while [ $$i -lt $(jobs) ]; do printf '%s' "$$i/$(jobs)"; i=$$((i+1)); [ $$i -lt $(jobs) ] && printf ,; done)
 
-.PHONY: setup experiment suite results report ui test lint bench clean-cache
+.PHONY: setup experiment sweep suite results report ui test lint bench clean-cache
 
 # torch is pinned first and on its own: 2.13.0 is the CPU build on this machine's disk; an unpinned
 # torch would pull a multi-GB CUDA build.
@@ -24,6 +27,12 @@ experiment: $(SETUP)
 	@if [ -z "$(name)" ]; then echo "usage: make experiment name=<experiment> [tier=smoke|quick|full] [hydra overrides]"; \
 	  echo "experiments: $$(ls experiments | sed -n 's/\.yaml$$//p' | tr '\n' ' ')"; exit 2; fi
 	$(PY) -m ablations experiment=$(name) $(OVERRIDES)
+
+# One experiment's arms x seeds as `jobs` Hydra launcher jobs (conf/hydra/launcher): launcher=local runs
+# them as processes here through submitit, launcher=slurm as a SLURM job array; then the verdicts.
+sweep: $(SETUP)
+	@if [ -z "$(name)" ]; then echo "usage: make sweep name=<experiment> [jobs=N] [launcher=local|slurm] [hydra overrides]"; exit 2; fi
+	$(PY) -m ablations --multirun experiment=$(name) shard=$(SHARDS) hydra/launcher=$(launcher) $(OVERRIDES)
 
 suite: $(SETUP)  ## every experiment of a tier (experiments=a,b for a list), resumable
 	$(PY) -m ablations.suite $(OVERRIDES)
@@ -44,7 +53,9 @@ lint: $(SETUP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-bench: $(SETUP)  ## needs NANOGPT=/path/to/nanoGPT DATA=/path/to/tinyshakespeare/input.txt
+bench: $(SETUP)  ## needs NANOGPT=/path/to/nanoGPT DATA=/path/to/tinyshakespeare/input.txt; run on an idle machine
+	@if [ -z "$(NANOGPT)" ] || [ -z "$(DATA)" ]; then echo "usage: make bench NANOGPT=/path/to/nanoGPT DATA=/path/to/input.txt"; exit 2; fi
+	$(PY) benchmarks/step_speed.py --nanogpt $(NANOGPT) --data $(DATA)
 	$(PY) benchmarks/baseline_vs_nanogpt.py --nanogpt $(NANOGPT) --data $(DATA)
 
 clean-cache:

@@ -43,3 +43,19 @@ def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_matches_one_proce
         late = slice(len(curve) // 2, None)
         mean = sum(v for _, v in curve[late]) / len(curve[late])
         assert abs(sum(v for _, v in ddp_curve[late]) / len(ddp_curve[late]) - mean) < 0.1
+
+
+def test_a_run_that_diverges_under_ddp_is_recorded_as_diverged_on_every_rank_without_hanging(cache_dir, tmp_path):
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    result = run_cli(*COMMON, "trainer=ddp", "trainer.devices=2", "data.batch_size=4", "optim.lr=1e5",
+                     "optim.min_lr=0", cache_dir=cache_dir)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name("attention_heads").experiment_id
+    runs = client.search_runs([experiment_id], "tags.`ablations.role` = 'arm'")
+    assert len(runs) == 3 and {r.data.tags["ablations.status"] for r in runs} == {"diverged"}
+    for run in runs:  # the ranks agreed on the step, and stopped there instead of training on to max_steps
+        assert {m.value for m in client.get_metric_history(run.info.run_id, "diverged_step")} == {
+            run.data.metrics["diverged_step"]
+        }
+        assert run.data.metrics["diverged_step"] < 60 and "final_val_loss" not in run.data.metrics

@@ -1,4 +1,9 @@
-"""The one entry point: `python -m ablations experiment=<name> [tier=...] [hydra overrides ...]`."""
+"""The one entry point: `python -m ablations experiment=<name> [tier=...] [hydra overrides ...]`.
+
+With `--multirun` and a sweep over `shard` (what `make sweep` runs), a Hydra launcher runs the shares
+of one experiment's arms x seeds as separate jobs (submitit: SLURM, or local processes); when they
+have all finished, `DecideAfterShardedSweep` decides the verdicts over the runs they left in MLflow.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,16 @@ import os
 import signal
 import sys
 import warnings
+from typing import Any
 
 import hydra
+from hydra import compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from ablations import tracking
 from ablations.tracking import ROOT
 
 EXPERIMENTS_DIR = ROOT / "experiments"
@@ -28,10 +38,11 @@ def fail(message: str) -> None:
 
 @hydra.main(config_path=str(ROOT / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ablations.experiment import run_experiment
+    from ablations.experiment import parse_shard, run_experiment
 
+    prepare_process()  # again: a launcher's job (submitit) calls this function in a process of its own
     try:
-        run_experiment(cfg)
+        run_experiment(cfg, shard=parse_shard(cfg.shard))
     except (ValueError, KeyError, OmegaConfBaseException) as err:  # bad input: one line, no traceback
         fail(str(err).strip("'\"").splitlines()[0])
 
@@ -43,17 +54,79 @@ def prepare_process() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
-    warnings.filterwarnings("ignore", message=".*training_step.* returned `None`")  # how a divergence stops
     warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one per checkpoint download
 
 
+class DecideAfterShardedSweep(Callback):
+    """After a sweep over `shard` (`--multirun experiment=X shard=0/n,...,n-1/n`), decide the verdicts.
+
+    Each job trained its share of the runs and decided nothing; this pass, in the launching process,
+    finds every run finished in the MLflow store, trains nothing, and decides as `make experiment`
+    would. When a job fails, Hydra raises its error before this point: no verdict is ever decided on
+    a partial set of runs, and the next sweep trains only what is missing. Hydra turns exceptions of
+    callbacks into warnings, so bad input ends the process here with `fail`.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        overrides = self._overrides(config)
+        if "shard" not in overrides:
+            return
+        if sweeps := sorted(k for k, o in overrides.items() if o.is_sweep_override() and k not in SHARDED_SWEEP):
+            fail(f"a sweep over shard may also sweep experiment, nothing else (this one sweeps {sweeps})")
+        shard = overrides["shard"]
+        shares = list(shard.sweep_string_iterator()) if shard.is_sweep_override() else [str(shard.value())]
+        count = shares[0].partition("/")[2]
+        if sorted(shares) != sorted(f"{i}/{count}" for i in range(int(count) if count.isdigit() else 0)):
+            fail(f"shard must sweep every share 0/n,...,n-1/n exactly once, not {','.join(shares)}")
+        threads, cores = config.threads or available_cores(), available_cores()
+        local = config.hydra.launcher.get("_target_", "").endswith("LocalLauncher")
+        if local and len(shares) * threads > cores:
+            fail(f"{len(shares)} local jobs x threads={threads} oversubscribe the {cores} cores: set threads=1")
+        if not local and not os.environ.get("MLFLOW_TRACKING_URI"):  # many writers on one SQLite file over NFS
+            fail("jobs on other machines need a shared tracking server: export MLFLOW_TRACKING_URI=http://host:port")
+        for name in self._experiments(overrides):
+            tracking.experiment_id(tracking.client(), name)  # create the store here: concurrent creation races
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ablations.experiment import run_experiment
+
+        overrides = self._overrides(config)
+        if "shard" not in overrides:
+            return
+        fixed = [o.input_line for key, o in overrides.items() if key not in SHARDED_SWEEP]
+        for name in self._experiments(overrides):
+            try:
+                run_experiment(compose("config", [f"experiment={name}", *fixed]))
+            except (ValueError, KeyError, OmegaConfBaseException) as err:
+                fail(str(err).strip("'\"").splitlines()[0])
+
+    @staticmethod
+    def _overrides(config: DictConfig) -> dict[str, Any]:
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        return {o.key_or_group: o for o in parsed}
+
+    @staticmethod
+    def _experiments(overrides: dict[str, Any]) -> list[str]:
+        experiment = overrides["experiment"]
+        return list(experiment.sweep_string_iterator()) if experiment.is_sweep_override() else [experiment.value()]
+
+
+SHARDED_SWEEP = ("experiment", "shard")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a SLURM job's allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run() -> None:
-    """Check the experiment name before Hydra composes anything, so a typo lists the valid names."""
+    """Check the experiment names before Hydra composes anything, so a typo lists the valid names."""
     prepare_process()
     chosen = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("experiment=")]
     if not chosen:
         fail(f"choose an experiment: experiment=<name>; valid: {', '.join(experiment_names())}")
-    if chosen[-1] not in experiment_names():
-        fail(f"unknown experiment {chosen[-1]!r}; valid: {', '.join(experiment_names())}")
+    for name in chosen[-1].split(","):  # a comma-separated list is a --multirun sweep
+        if name not in experiment_names():
+            fail(f"unknown experiment {name!r}; valid: {', '.join(experiment_names())}")
     main()

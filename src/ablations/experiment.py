@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ablations import tracking
+from ablations.cli import available_cores
 from ablations.data import TextDataModule, evaluation_windows
 from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
 from ablations.model import ModelConfig
@@ -40,7 +41,7 @@ from ablations.verdict import Hypothesis, Verdict, decide
 
 console = Console(width=None if Console().is_terminal else 140)
 # Config blocks that describe where and how a run executes, not what it computes.
-NOT_IN_RUN_KEY = ("experiment", "seeds", "threads")
+NOT_IN_RUN_KEY = ("experiment", "seeds", "threads", "shard")
 
 
 @dataclass
@@ -357,6 +358,16 @@ def planned_runs(cfg: DictConfig) -> int:
     return len(ExperimentSpec.from_config(cfg.experiment).arms_for(cfg.tier)) * cfg.seeds
 
 
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """The (i, n) of a `shard="i/n"` setting: the i-th (from 0) of n shares of an experiment's runs."""
+    if shard is None:
+        return None
+    index, _, count = str(shard).partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"shard={shard!r} must be i/n with 0 <= i < n, e.g. shard=0/4")
+    return int(index), int(count)
+
+
 def run_experiment(
     cfg: DictConfig, on_run: Callable[[ArmRun], None] | None = None, shard: tuple[int, int] | None = None
 ) -> list[Verdict]:
@@ -367,7 +378,7 @@ def run_experiment(
     no verdicts: a later call over all runs reuses them and decides.
     """
     spec = ExperimentSpec.from_config(cfg.experiment)
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads or available_cores())
     mlflow_client = tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, spec.name)
     arms = spec.arms_for(cfg.tier)

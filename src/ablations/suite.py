@@ -14,7 +14,6 @@ nothing and duplicates nothing.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import sys
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ablations import tracking
-from ablations.cli import experiment_names, fail, prepare_process
+from ablations.cli import available_cores, experiment_names, fail, prepare_process
 from ablations.experiment import console, planned_runs, run_experiment
 from ablations.tracking import ROOT
 
@@ -75,7 +74,7 @@ def main(argv: list[str]) -> None:
             configs = [compose("config", [f"experiment={name}", *overrides]) for name in names]
     except OmegaConfBaseException as err:
         fail(str(err).splitlines()[0])
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     workers = int(workers_arg[-1]) if workers_arg and workers_arg[-1].isdigit() else None
     if workers_arg and not workers:
         fail(f"workers={workers_arg[-1]} must be a positive whole number")

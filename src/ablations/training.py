@@ -137,15 +137,21 @@ class LanguageModelTask(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss = self.loss(batch, self.label_smoothing)
-        if not torch.isfinite(loss):
+        # Decided by all ranks together under DDP, where every rank must run backward or none may.
+        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss), all=False):
             self.diverged_at = self.global_step
             self.logger.log_metrics({"diverged_step": self.global_step}, step=self.global_step)
             self.trainer.should_stop = True
-            return None  # skips backward and the optimizer step
+            # A backward of zero gradient (DDP needs one on every rank); on_before_optimizer_step drops it.
+            return sum(p.sum() for p in self.parameters()) * 0.0
         self._last_loss = loss.detach()
         self.train_tokens += (batch[1] != IGNORE).sum()  # real tokens, padding excluded; a tensor: no sync
         self.train_slots += batch[1].numel()
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.diverged_at is not None:  # no update from the diverged step: AdamW skips parameters without a gradient
+            optimizer.zero_grad(set_to_none=True)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # clip_grad_norm_ returns the norm before clipping: the gradient-norm metric comes for free.
