@@ -135,7 +135,7 @@ class LanguageModelTask(pl.LightningModule):
 
     # --- training -------------------------------------------------------------------------------
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch, self.label_smoothing)
         # Decided by all ranks together under DDP, where every rank must run backward or none may.
         if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss), all=False):
