@@ -36,6 +36,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+BAD_INPUT = (ValueError, KeyError, OmegaConfBaseException)
+
+
+def fail_on_bad_input(err: Exception) -> None:
+    """Bad input ends in one line, without the quotes a KeyError adds, and no traceback."""
+    fail(str(err).strip("'\"").splitlines()[0])
+
+
 @hydra.main(config_path=str(ROOT / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from ablations.experiment import parse_shard, run_experiment
@@ -43,8 +51,8 @@ def main(cfg: DictConfig) -> None:
     prepare_process()  # again: a launcher's job (submitit) calls this function in a process of its own
     try:
         run_experiment(cfg, shard=parse_shard(cfg.shard))
-    except (ValueError, KeyError, OmegaConfBaseException) as err:  # bad input: one line, no traceback
-        fail(str(err).strip("'\"").splitlines()[0])
+    except BAD_INPUT as err:
+        fail_on_bad_input(err)
 
 
 def prepare_process() -> None:
@@ -98,8 +106,8 @@ class DecideAfterShardedSweep(Callback):
         for name in self._experiments(overrides):
             try:
                 run_experiment(compose("config", [f"experiment={name}", *fixed]))
-            except (ValueError, KeyError, OmegaConfBaseException) as err:
-                fail(str(err).strip("'\"").splitlines()[0])
+            except BAD_INPUT as err:
+                fail_on_bad_input(err)
 
     @staticmethod
     def _overrides(config: DictConfig) -> dict[str, Any]:
