@@ -1,7 +1,8 @@
-"""trainer=ddp on two CPU processes (gloo): one set of metrics in MLflow, a curve like one process's."""
+"""trainer=ddp on two CPU processes (gloo): one set of metrics in MLflow, the fit of one process."""
 
 import os
 
+import pytest
 from mlflow.tracking import MlflowClient
 from test_end_to_end import run_cli
 
@@ -23,7 +24,9 @@ def arm_histories(uri: str) -> dict[str, tuple[float, list[tuple[int, float]], f
     }
 
 
-def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_matches_one_process(cache_dir, tmp_path, monkeypatch):
+def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_trains_as_one_process(cache_dir, tmp_path, monkeypatch):
+    """Two ranks of batch 4 share out the batches of 8 that one process draws, and average their gradients:
+    the same fit as one process of batch 8, up to the order of floating-point sums."""
     ddp_uri, single_uri = f"sqlite:///{tmp_path / 'ddp.db'}", f"sqlite:///{tmp_path / 'single.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", ddp_uri)
     ddp = run_cli(*COMMON, "trainer=ddp", "trainer.devices=2", "data.batch_size=4", cache_dir=cache_dir)
@@ -31,7 +34,6 @@ def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_matches_one_proce
     monkeypatch.setenv("MLFLOW_TRACKING_URI", single_uri)
     single = run_cli(*COMMON, "data.batch_size=8", cache_dir=cache_dir)  # the same global batch
     assert single.returncode == 0, single.stderr[-3000:]
-    assert os.environ["MLFLOW_TRACKING_URI"] == single_uri
     parallel, one = arm_histories(ddp_uri), arm_histories(single_uri)
     assert set(parallel) == set(one) == {"h1", "h8", "h32"}
     for arm in one:
@@ -39,10 +41,7 @@ def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_matches_one_proce
         loss, curve, tokens = one[arm]
         assert [s for s, _ in ddp_curve] == [s for s, _ in curve] == list(range(5, 61, 5))  # once per step: rank 0 only
         assert ddp_tokens == tokens == 60 * 8 * 32  # both ranks' tokens counted
-        assert abs(ddp_loss - loss) < 0.05
-        late = slice(len(curve) // 2, None)
-        mean = sum(v for _, v in curve[late]) / len(curve[late])
-        assert abs(sum(v for _, v in ddp_curve[late]) / len(ddp_curve[late]) - mean) < 0.1
+        assert ddp_loss == pytest.approx(loss, abs=1e-4)  # the same weights at the end: the same final loss
 
 
 def test_a_run_that_diverges_under_ddp_is_recorded_as_diverged_on_every_rank_without_hanging(cache_dir, tmp_path):

@@ -228,6 +228,17 @@ class RandomWindows(IterableDataset):
             yield batch[:, :-1], batch[:, 1:]
 
 
+class RankShare(IterableDataset):
+    """Rows rank, rank + ranks, rank + 2 ranks, ... of every batch of `stream` (one data-parallel rank's share)."""
+
+    def __init__(self, stream: IterableDataset, rank: int, ranks: int):
+        self.stream, self.rank, self.ranks = stream, rank, ranks
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.stream:
+            yield x[self.rank :: self.ranks], y[self.rank :: self.ranks]
+
+
 def parse_mix(mix: str) -> float:
     """The domain share of a "domain:general" ratio ("1:5" -> 1/6 of the windows from the domain corpus)."""
     try:
@@ -480,16 +491,19 @@ class TextDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.packing in EPOCH_PACKINGS:
             return DataLoader(self.train_docs, batch_sampler=self.document_batches(), collate_fn=pad_batch)
-        # Data-parallel ranks draw their own random batches (rank 0 draws what a single process would).
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        seed = self.seed + 1_000_003 * rank
+        # Data-parallel ranks each take their share of the batch one process with the global batch would draw:
+        # n ranks of batch_size train on exactly the data of one process of n x batch_size.
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        size = self.batch_size * ranks
         if self.packing == "documents":
-            return DataLoader(RandomDocuments(self.train_docs, self.batch_size, seed), batch_size=None)
-        if self.domain_tokens is not None:
-            stream = MixedWindows(self.domain_train_ids, self.train_ids, self.block_size, self.batch_size,
-                                  self.domain_share, seed)  # fmt: skip
+            stream = RandomDocuments(self.train_docs, size, self.seed)
+        elif self.domain_tokens is not None:
+            stream = MixedWindows(self.domain_train_ids, self.train_ids, self.block_size, size, self.domain_share,
+                                  self.seed)  # fmt: skip
         else:
-            stream = RandomWindows(self.train_ids, self.block_size, self.batch_size, seed)
+            stream = RandomWindows(self.train_ids, self.block_size, size, self.seed)
+        if ranks > 1:
+            stream = RankShare(stream, self.trainer.global_rank, ranks)
         return DataLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

@@ -4,8 +4,10 @@
 
 `train_arm` starts this when the trainer has more than one device, and Lightning's DDP strategy
 re-launches the same command once for every further rank (gloo on CPU, NCCL on GPU). Every rank
-draws its own random batches; rank 0 alone logs to the run's MLflow record, and writes the final
-weights and the training counters to END_STATE for the suite process to evaluate and record.
+trains on its share of the batch one process with the global batch would draw (TextDataModule), so
+the fit sees the same data as a single process of devices x data.batch_size. Rank 0 alone logs to
+the run's MLflow record, and writes the final weights and the training counters to END_STATE for the
+suite process to evaluate and record.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def main(config_path: str, run_id: str, start_path: str, end_path: str) -> None:
     trainer = instantiate(
         run_cfg.trainer,
         logger=tracking.RunLogger(tracking_uri=tracking.tracking_uri(), run_id=run_id),
-        use_distributed_sampler=False,  # each rank draws its own batches; each scores the whole validation split
+        use_distributed_sampler=False,  # the ranks share out the batches themselves (TextDataModule)
         **trainer_options(run_cfg),
     )
     trainer.fit(task, datamodule=data)

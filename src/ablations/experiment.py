@@ -155,6 +155,16 @@ def check_config(run_cfg: DictConfig) -> None:
     QuantizeConfig(**run_cfg.quantize)
 
 
+def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
+    """The run key of a run config whose budget is resolved: what it computes, not where or how it executes.
+
+    The corpora enter by their content hashes, not by where they happen to lie on this machine.
+    """
+    key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
+    key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "domain_path", "cache_dir")}
+    return tracking.run_key(key_config | corpus_hashes)
+
+
 def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, parent_tags: dict[str, str]) -> ArmRun:
     """Train and evaluate one arm x seed in its own MLflow run, or reuse the finished run with the same key."""
     arm, seed = run_cfg.arm, run_cfg.seed
@@ -172,13 +182,10 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         tokens_per_batch *= data.domain_share
     optim = OptimConfig(**run_cfg.optim).for_batch(run_cfg.data.batch_size, tokens_per_batch)
     run_cfg.optim.update(max_steps=optim.max_steps, lr=optim.lr, min_lr=optim.min_lr, warmup_steps=optim.warmup_steps)
-    # The corpus enters the key by its content hash, not by where it happens to lie on this machine.
-    key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
-    key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "domain_path", "cache_dir")}
     hashes = {"corpus_sha256": tokens.sha256}
     if data.domain_tokens is not None:
         hashes["domain_sha256"] = data.domain_tokens.sha256
-    key = tracking.run_key(key_config | hashes)
+    key = arm_run_key(run_cfg, hashes)
     done = tracking.find_finished_run(mlflow_client, exp_id, key)
     if done is not None and run_cfg.save_checkpoint and not tracking.has_checkpoint(mlflow_client, done):
         done = None  # its weights are gone (checkpoints are never committed): train it again, superseding it
@@ -199,20 +206,14 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         task.model.load_state_dict(start_weights)
     quantize_cfg = QuantizeConfig(**run_cfg.quantize)
 
-    run = mlflow_client.create_run(
-        exp_id,
-        run_name=f"{run_cfg.experiment.name}/{arm}/seed{seed}",
-        tags=parent_tags
-        | {
-            tracking.ROLE: tracking.ARM_ROLE,
-            "ablations.run_key": key,
-            "arm": arm,
-            "seed": str(seed),
-            **hashes,
-        },
-    )
-    run_id = run.info.run_id
+    run_id = None
     try:  # from here on, an interruption at any point marks the run KILLED
+        run_id = mlflow_client.create_run(
+            exp_id,
+            run_name=f"{run_cfg.experiment.name}/{arm}/seed{seed}",
+            tags=parent_tags | {tracking.ROLE: tracking.ARM_ROLE, "ablations.run_key": key, "arm": arm,
+                                "seed": str(seed), **hashes},
+        ).info.run_id  # fmt: skip
         params = tracking.flatten({k: v for k, v in OmegaConf.to_container(run_cfg).items() if k != "experiment"})
         params |= {"model.vocab_size": str(tokens.vocab_size), "model.n_params": str(task.model.num_params())}
         items = sorted(params.items())
@@ -270,8 +271,11 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
         mlflow_client.set_tag(run_id, "ablations.status", status)
         mlflow_client.set_terminated(run_id, "FINISHED")
     except BaseException:  # interrupted or crashed: never leave the run looking finished
-        mlflow_client.set_tag(run_id, "ablations.status", "killed")
-        mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        if run_id is None:  # interrupted inside create_run, which may have stored the run before returning
+            tracking.mark_abandoned_runs(mlflow_client, exp_id, key)
+        else:
+            mlflow_client.set_tag(run_id, "ablations.status", "killed")
+            mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     return ArmRun(arm, seed, run_id, status, metrics, reused=False, key=key)
 

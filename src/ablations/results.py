@@ -10,6 +10,7 @@ from runs.csv with the hypotheses in experiments/<name>.yaml, so anyone can chec
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -87,6 +88,11 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
         ]
         present = {r.arm for r in arm_runs}
         testable = [h for h in spec.hypotheses if {h.control, h.treatment} <= present]
+        if untestable := [h for h in spec.hypotheses if h not in testable]:
+            missing = ", ".join(f"{h.id} ({', '.join(sorted({h.control, h.treatment} - present))})" for h in untestable)
+            warnings.warn(
+                f"{name} [{tier}, {corpus}]: left out of verdicts.csv, arms without runs: {missing}", stacklevel=2
+            )
         for h, v in zip(testable, verdicts_for(testable, arm_runs), strict=True):
             rows.append(
                 {

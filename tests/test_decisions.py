@@ -1,0 +1,142 @@
+"""From runs to verdicts: diverged runs, the export's choice of runs, missing arms, and the run key.
+
+Expected values are worked out by hand on small tables, or with scipy directly.
+"""
+
+import math
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from ablations import results, tracking
+from ablations.experiment import ArmRun, arm_config, arm_run_key, metric_value, verdicts_for
+from ablations.verdict import Hypothesis
+
+# --- a diverged run counts as the uniform prediction ------------------------------------------------
+
+
+def test_a_diverged_run_counts_as_the_uniform_loss_and_perplexity_of_its_vocabulary():
+    metrics = {"vocab_size": 65.0, "n_params": 1000.0}
+    assert metric_value("diverged", metrics, "final_val_loss") == pytest.approx(math.log(65))
+    assert metric_value("diverged", metrics, "final_val_ppl") == 65
+    assert metric_value("diverged", metrics, "n_params") == 1000  # facts of the model are kept
+    with pytest.raises(KeyError):
+        metric_value("diverged", metrics, "final_ece")  # a metric a diverged run never measured is not invented
+    assert metric_value("finished", {"final_val_loss": 1.9}, "final_val_loss") == 1.9
+
+
+def test_verdicts_for_puts_a_diverged_seed_in_at_ln_v():
+    h = Hypothesis("H1", "s", "final_val_loss", "h8", "h1", "lower", 0.02)
+    runs = [ArmRun("h8", s, f"t{s}", "finished", {"final_val_loss": v}, True) for s, v in enumerate((2.0, 2.1, 2.05))]
+    runs += [
+        ArmRun("h1", 0, "c0", "finished", {"final_val_loss": 2.3}, True),
+        ArmRun("h1", 1, "c1", "diverged", {"vocab_size": 256.0}, True),
+        ArmRun("h1", 2, "c2", "finished", {"final_val_loss": 2.35}, True),
+    ]
+    (v,) = verdicts_for([h], runs)
+    diffs = [2.3 - 2.0, math.log(256) - 2.1, 2.35 - 2.05]  # control - treatment, per seed
+    assert v.effect == pytest.approx(sum(diffs) / 3)
+    assert (v.ci_low, v.ci_high) == pytest.approx(stats.ttest_1samp(diffs, 0).confidence_interval(0.95))
+    assert v.control_mean == pytest.approx((2.3 + math.log(256) + 2.35) / 3)
+
+
+# --- re-deciding from runs.csv ----------------------------------------------------------------------
+
+
+def runs_table(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
+    """runs.csv rows of attention_heads (quick tier, stdlib_prose): (arm, seed, status, final_val_loss)."""
+    return pd.DataFrame(
+        [
+            {"experiment": "attention_heads", "tier": "quick", "corpus": "stdlib_prose", "arm": arm, "seed": seed,
+             "status": status, "final_val_loss": loss, "vocab_size": 256.0, "n_params": 800.0, "wall_seconds": 10.0,
+             "run_id": f"{arm}-{seed}"}  # fmt: skip
+            for arm, seed, status, loss in rows
+        ]
+    )
+
+
+def test_verdicts_are_recomputed_from_runs_csv_with_diverged_rows_at_ln_v():
+    nan = float("nan")  # a diverged run has no final_val_loss in runs.csv
+    runs = runs_table(
+        [("h1", 0, "finished", 2.30), ("h1", 1, "diverged", nan), ("h1", 2, "finished", 2.35)]
+        + [("h8", 0, "finished", 2.00), ("h8", 1, "finished", 2.10), ("h8", 2, "finished", 2.05)]
+        + [("h32", 0, "finished", 2.20), ("h32", 1, "finished", 2.21), ("h32", 2, "finished", 2.19)]
+    )
+    table = results.verdicts(runs).set_index("hypothesis")
+    assert list(table.index) == ["H1", "H2", "H3"]
+    assert table.loc["H1", "effect"] == pytest.approx((2.3 - 2.0 + math.log(256) - 2.1 + 2.35 - 2.05) / 3)
+    assert table.loc["H2", "effect"] == pytest.approx((0.2 + 0.11 + 0.14) / 3)  # h32 - h8
+    assert table.loc["H2", "verdict"] == "supported"
+    assert (table.loc["H3", "effect"], table.loc["H3", "verdict"]) == (0, "refuted")  # equal counts
+
+
+def test_a_hypothesis_whose_arm_has_no_runs_is_named_not_silently_dropped():
+    runs = runs_table([(arm, s, "finished", 2.0 + 0.1 * s) for arm in ("h1", "h8") for s in range(3)])
+    with pytest.warns(UserWarning, match=r"H2 .*h32"):
+        table = results.verdicts(runs)
+    assert list(table.hypothesis) == ["H1", "H3"]
+
+
+def test_the_export_keeps_the_latest_finished_run_of_each_arm_and_seed():
+    client = tracking.client()
+    exp_id = tracking.experiment_id(client, "attention_heads")
+    tags = {tracking.ROLE: tracking.ARM_ROLE, "experiment": "attention_heads", "tier": "quick",
+            "corpus": "stdlib_prose", "corpus_sha256": "c", "tokenizer": "byte", "git_commit": "g",
+            "code_version": "v", "hardware": "cpu", "ablations.status": "finished"}  # fmt: skip
+    made = {}
+    for start, (arm, seed, status, loss) in enumerate(
+        [("h1", 0, "FINISHED", 2.5), ("h1", 0, "FINISHED", 2.4), ("h1", 0, "KILLED", 2.3), ("h8", 0, "FINISHED", 2.2)]
+    ):
+        run = client.create_run(exp_id, start_time=1000 + start, tags=tags | {"arm": arm, "seed": str(seed)})
+        client.log_metric(run.info.run_id, "final_val_loss", loss)
+        client.set_terminated(run.info.run_id, status)
+        made[(arm, loss)] = run.info.run_id
+    runs = results.finished_runs(MlflowClient(tracking.tracking_uri())).set_index("arm")
+    assert sorted(runs.index) == ["h1", "h8"]
+    assert runs.loc["h1", "final_val_loss"] == 2.4  # the later finished run, not the killed one after it
+    assert runs.loc["h1", "run_id"] == made[("h1", 2.4)]
+
+
+# --- the run key -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_config():
+    with initialize_config_dir(str(tracking.ROOT / "conf"), version_base="1.3"):
+        return compose("config", ["experiment=attention_heads", "tier=smoke"])
+
+
+HASHES = {"corpus_sha256": "a" * 64}
+
+
+def key_of(cfg, *overrides: str, seed: int = 0, hashes: dict | None = None) -> str:
+    changes = dict(o.split("=", 1) for o in overrides)
+    typed = {k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in changes.items()}
+    return arm_run_key(arm_config(cfg, "h8", typed, seed), hashes or HASHES)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.n_head=4", "model.d_model=64", "optim.lr=0.002", "optim.max_steps=21", "data.batch_size=5",
+     "data.tokenizer=char", "train.label_smoothing=0.1", "quantize.method=dynamic_int8", "init_from=abc"],
+)  # fmt: skip
+def test_a_changed_config_gives_a_new_run_key(smoke_config, override):
+    assert key_of(smoke_config, override) != key_of(smoke_config)
+
+
+def test_the_seed_the_arm_and_the_corpus_content_enter_the_run_key(smoke_config):
+    base = key_of(smoke_config)
+    assert key_of(smoke_config, seed=1) != base
+    assert arm_run_key(arm_config(smoke_config, "h1", {}, 0), HASHES) != base
+    assert key_of(smoke_config, hashes={"corpus_sha256": "b" * 64}) != base
+    assert key_of(smoke_config, hashes=HASHES | {"domain_sha256": "d" * 64}) != base
+
+
+@pytest.mark.parametrize(
+    "override", ["threads=1", "data.path=/elsewhere/input.txt", "data.cache_dir=/tmp/other", "shard=0/2"]
+)
+def test_where_and_how_a_run_executes_leaves_its_key_alone(smoke_config, override):
+    assert key_of(smoke_config, override) == key_of(smoke_config)

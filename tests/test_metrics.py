@@ -1,0 +1,309 @@
+"""The numbers verdicts are made of, through the project's own training and evaluation steps.
+
+Every expected value is computed here a second, simpler way: window by window or paragraph by
+paragraph with plain log-softmax, never through LanguageModelTask's own loss or loops.
+"""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from ablations import tracking
+from ablations.data import TextDataModule
+from ablations.experiment import trainer_options
+from ablations.model import ModelConfig
+from ablations.quantization import QuantizeConfig, quantize
+from ablations.training import LanguageModelTask, OptimConfig
+
+BLOCK = 64
+EVAL_BATCH = 7  # windows per evaluation batch
+# Long words: after their first letters the rest is certain, so a trained model's confidences spread widely.
+WORDS = "transformer attention normalization residual embedding gradient a an the of".split()
+
+
+def prose(seed: int, paragraphs: int = 600) -> str:
+    """Paragraphs of random words, separated by one blank line (never two), about 25 kB."""
+    rng = np.random.default_rng(seed)
+    return "\n\n".join(" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) for _ in range(paragraphs)) + "\n"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(prose(0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_state(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """Weights trained for 100 steps on the corpus: far from the uniform prediction, so that weightings differ."""
+    tmp = tmp_path_factory.mktemp("trained")
+    path = tmp / "corpus.txt"
+    path.write_text(prose(0))
+    data = data_module(path, tmp)
+    task = task_for(data, OptimConfig(max_steps=100, warmup_steps=0, lr=1e-2, min_lr=1e-2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        run(task, data, steps=100)
+    assert task.final_metrics["final_val_loss"] < 1.5  # it learned
+    return copy.deepcopy(task.model.state_dict())
+
+
+def data_module(path, tmp_path, **overrides) -> TextDataModule:
+    settings = {"corpus": "textfile", "path": str(path), "tokenizer": "byte", "block_size": BLOCK, "batch_size": 8,
+                "eval_batch_size": EVAL_BATCH, "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    data = TextDataModule(**settings | overrides)
+    data.setup()
+    return data
+
+
+def task_for(
+    data: TextDataModule, optim: OptimConfig | None = None, weights: dict | None = None, **train
+) -> LanguageModelTask:
+    torch.manual_seed(0)
+    model = ModelConfig(vocab_size=256, block_size=BLOCK, n_layer=1, n_head=2, d_model=32, **train.pop("model", {}))
+    task = LanguageModelTask(model, optim or OptimConfig(max_steps=0, warmup_steps=0), log_every=1, **train)
+    if weights is not None:
+        task.model.load_state_dict(weights)
+    return task
+
+
+def run(task: LanguageModelTask, data: TextDataModule, steps: int = 0) -> tuple[pl.Trainer, str]:
+    """Fit `steps` steps (if any), then the final evaluation, logging into a real MLflow run."""
+    client = tracking.client()
+    run_id = client.create_run(tracking.experiment_id(client, "metrics")).info.run_id
+    options = trainer_options(OmegaConf.create({"optim": {"max_steps": steps}, "val_every": max(steps, 1)}))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=tracking.RunLogger(run_id=run_id,
+                         tracking_uri=client.tracking_uri), **options)  # fmt: skip
+    if steps:
+        trainer.fit(task, datamodule=data)
+    trainer.test(task, datamodule=data, verbose=False)
+    return trainer, run_id
+
+
+# --- independent references ------------------------------------------------------------------------
+
+
+def val_windows(data: TextDataModule) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every non-overlapping window of the validation split, from its first token."""
+    ids = torch.from_numpy(data.tokens.val.astype(np.int64))
+    return [(ids[s : s + BLOCK], ids[s + 1 : s + BLOCK + 1]) for s in range(0, len(ids) - BLOCK, BLOCK)]
+
+
+def val_paragraphs(path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The validation split's paragraphs (the last 10% of the bytes), each cut to BLOCK + 1 tokens."""
+    raw = path.read_bytes()
+    parts = raw[int(len(raw) * 0.9) :].split(b"\n\n")
+    docs = [p + b"\n\n" for p in parts[:-1]] + [parts[-1]]
+    docs = [torch.tensor(list(d[: BLOCK + 1])) for d in docs if len(d) >= 2]
+    return [(d[:-1], d[1:]) for d in docs]
+
+
+def mean_nll(model: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Sum of -log p(target) over every target token, divided by their number: one sequence at a time."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in pairs:
+            log_p = model(x[None])[0].double().log_softmax(-1)
+            total -= log_p[torch.arange(len(y)), y].sum().item()
+            count += len(y)
+    return total / count
+
+
+# --- the final evaluation ---------------------------------------------------------------------------
+
+
+def test_final_val_loss_is_the_token_weighted_nll_over_every_window_of_the_validation_split(
+    corpus, tmp_path, trained_state
+):
+    data = data_module(corpus, tmp_path)
+    task = task_for(data, weights=trained_state)
+    run(task, data)
+    windows = val_windows(data)
+    assert len(windows) % EVAL_BATCH != 0  # a short last batch: a mean of batch means would be off
+    assert task.final_metrics["final_val_loss"] == pytest.approx(mean_nll(task.model, windows), abs=1e-5)
+    assert task.final_metrics["final_val_ppl"] == pytest.approx(math.exp(mean_nll(task.model, windows)), rel=1e-5)
+
+
+def test_with_padded_paragraphs_every_real_token_weighs_the_same_and_padding_none(corpus, tmp_path, trained_state):
+    data = data_module(corpus, tmp_path, packing="documents")
+    task = task_for(data, weights=trained_state)
+    run(task, data)
+    paragraphs = val_paragraphs(corpus)
+    lengths = {len(y) for _, y in paragraphs}
+    assert len(lengths) > 3  # batches of very different real token counts
+    per_batch = [mean_nll(task.model, paragraphs[i : i + EVAL_BATCH]) for i in range(0, len(paragraphs), EVAL_BATCH)]
+    expected = mean_nll(task.model, paragraphs)
+    assert abs(np.mean(per_batch) - expected) > 1e-4  # the wrong weighting would show, 10x the tolerance
+    assert task.final_metrics["final_val_loss"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_with_a_domain_corpus_the_general_and_domain_losses_are_each_their_own_corpus(corpus, tmp_path):
+    domain = tmp_path / "domain.txt"
+    domain.write_text("".join(f"x = {i} * {i % 7} + {i // 3}\n" for i in range(600)))
+    data = data_module(corpus, tmp_path, domain="textfile", domain_path=str(domain), mix="1:1")
+    task = task_for(data, OptimConfig(max_steps=30, warmup_steps=0, lr=1e-2, min_lr=1e-2))
+    run(task, data, steps=30)  # trained a little on both, so that the two losses differ clearly
+    general = mean_nll(task.model, val_windows(data))
+    ids = torch.from_numpy(data.domain_tokens.val.astype(np.int64))
+    domain_windows = [(ids[s : s + BLOCK], ids[s + 1 : s + BLOCK + 1]) for s in range(0, len(ids) - BLOCK, BLOCK)]
+    specific = mean_nll(task.model, domain_windows)
+    assert abs(general - specific) > 0.05
+    assert task.final_metrics["final_val_loss"] == pytest.approx(general, abs=1e-5)
+    assert task.final_metrics["final_domain_val_loss"] == pytest.approx(specific, abs=1e-5)
+
+
+# --- the training loss and the schedule -------------------------------------------------------------
+
+
+def test_training_steps_use_the_smoothed_loss_and_the_evaluation_the_plain_nll(corpus, tmp_path, trained_state):
+    """The first logged train_loss is PyTorch's smoothed form (1 - eps) NLL + eps mean_V(-log p) of the first batch."""
+    data = data_module(corpus, tmp_path)
+    eps = 0.3
+    task = task_for(data, OptimConfig(max_steps=3, warmup_steps=0), trained_state, label_smoothing=eps)
+    initial = copy.deepcopy(task.model)
+    x, y = next(iter(data.train_dataloader()))
+    _, run_id = run(task, data, steps=3)
+    with torch.no_grad():
+        log_p = initial(x).double().log_softmax(-1)
+    nll = -log_p.gather(-1, y[..., None]).mean().item()
+    smoothed = (1 - eps) * nll + eps * -log_p.mean(-1).mean().item()
+    history = MlflowClient(tracking.tracking_uri()).get_metric_history(run_id, "train_loss")
+    first = next(m.value for m in history if m.step == 1)
+    assert first == pytest.approx(smoothed, abs=1e-5)
+    assert abs(smoothed - nll) > 0.1
+    assert task.final_metrics["final_val_loss"] == pytest.approx(mean_nll(task.model, val_windows(data)), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(0, 1 / 5), (3, 4 / 5), (4, 1.0), (9, 0.1 + 0.5 * 0.9), (14, 0.1), (40, 0.1)],
+)
+def test_the_schedule_is_linear_warmup_then_cosine_to_min_lr(step, expected):
+    """lr 1, min_lr 0.1, 4 warm-up steps, 14 steps: halfway through the decay (step 9) the cosine is 0."""
+    assert OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=4, max_steps=14).lr_at(step) == pytest.approx(expected)
+
+
+def test_the_optimizer_follows_the_schedule(corpus, tmp_path):
+    data = data_module(corpus, tmp_path)
+    optim = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=4, max_steps=9)
+    task = task_for(data, optim)
+    trainer, _ = run(task, data, steps=9)
+    # after 9 updates the scheduler has stepped 9 times: the end of the cosine, min_lr
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+# --- calibration and BatchNorm's train/eval gap -----------------------------------------------------
+
+
+def test_calibration_metrics_match_a_direct_computation(corpus, tmp_path, trained_state):
+    data = data_module(corpus, tmp_path)
+    task = task_for(data, weights=trained_state, calibration=True)  # trained: confidences spread over the bins
+    _, run_id = run(task, data)
+    confidence, correct = [], []
+    with torch.no_grad():
+        for x, y in val_windows(data):
+            probs = task.model(x[None])[0].double().softmax(-1)
+            confidence.append(probs.max(-1).values)
+            correct.append(probs.argmax(-1) == y)
+    confidence, correct = torch.cat(confidence).numpy(), torch.cat(correct).numpy().astype(float)
+    bins = np.minimum((confidence * 15).astype(int), 14)  # 15 equal-width bins over [0, 1]
+    assert len(set(bins)) >= 4
+    ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean() for b in set(bins))
+    metrics = task.final_metrics
+    assert metrics["final_top1_acc"] == pytest.approx(correct.mean(), abs=1e-6)
+    assert metrics["final_mean_confidence"] == pytest.approx(confidence.mean(), abs=1e-5)
+    assert metrics["final_ece"] == pytest.approx(ece, abs=1e-5)
+    client = MlflowClient(tracking.tracking_uri())
+    counts = {m.step: m.value for m in client.get_metric_history(run_id, "reliability_count")}
+    assert counts == {b: float((bins == b).sum()) for b in range(15)}
+
+
+def test_train_eval_gap_is_the_eval_mode_loss_minus_the_train_mode_loss_on_the_same_batches(corpus, tmp_path):
+    """BatchNorm in train mode normalizes each evaluation batch (EVAL_BATCH windows, in order) by its own statistics."""
+    data = data_module(corpus, tmp_path)
+    optim = OptimConfig(max_steps=20, warmup_steps=0, lr=1e-2, min_lr=1e-2)
+    task = task_for(data, optim, eval_train_mode=True, model={"norm": "batchnorm"})
+    run(task, data, steps=20)
+    windows = val_windows(data)
+    eval_loss = mean_nll(task.model.eval(), windows)
+    train_mode = copy.deepcopy(task.model).train()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(windows), EVAL_BATCH):
+            chunk = windows[i : i + EVAL_BATCH]
+            x, y = torch.stack([w[0] for w in chunk]), torch.stack([w[1] for w in chunk])
+            log_p = train_mode(x).double().log_softmax(-1)
+            total -= log_p.gather(-1, y[..., None]).sum().item()
+            count += y.numel()
+    metrics = task.final_metrics
+    assert metrics["final_val_loss"] == pytest.approx(eval_loss, abs=1e-5)
+    assert metrics["final_val_loss_train_mode"] == pytest.approx(total / count, abs=1e-5)
+    assert metrics["train_eval_gap"] == pytest.approx(eval_loss - total / count, abs=1e-5)
+    assert abs(metrics["train_eval_gap"]) > 1e-3
+
+
+# --- quantized evaluation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["none", "dynamic_int8", "weight_int4"])
+def test_a_quantized_evaluation_scores_the_quantized_copy_and_its_kl_from_the_original(
+    corpus, tmp_path, trained_state, method
+):
+    data = data_module(corpus, tmp_path)
+    task = task_for(data, weights=trained_state)
+    original = copy.deepcopy(task.model).eval()
+    quantized = quantize(task.model, QuantizeConfig(method=method))
+    task.evaluate_with(quantized)
+    run(task, data)
+    # Dynamic int8 quantizes activations with the range of the whole batch: score the evaluation's batches.
+    windows = val_windows(data)
+    batches = [
+        (torch.stack([x for x, _ in chunk]), torch.stack([y for _, y in chunk]))
+        for chunk in (windows[i : i + EVAL_BATCH] for i in range(0, len(windows), EVAL_BATCH))
+    ]
+    kl, nll, count = 0.0, 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            log_p, log_q = (m(x).double().log_softmax(-1) for m in (original, quantized))
+            kl += (log_p.exp() * (log_p - log_q)).sum().item()  # KL(original || quantized), summed over tokens
+            nll -= log_q.gather(-1, y[..., None]).sum().item()
+            count += y.numel()
+    metrics = task.final_metrics
+    assert metrics["final_val_loss"] == pytest.approx(nll / count, abs=1e-5)
+    assert metrics["final_kl_to_reference"] == pytest.approx(kl / count, abs=1e-6)
+    if method == "none":
+        assert metrics["final_kl_to_reference"] == pytest.approx(0, abs=1e-9)
+    else:
+        assert metrics["final_kl_to_reference"] > 1e-6
+        assert abs(metrics["final_val_loss"] - mean_nll(original, windows)) > 1e-6
+
+
+# --- pairing: the same seed, the same batches -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"packing": "documents"}, {"packing": "buckets", "epochs": 1}, {"domain": "textfile", "mix": "1:5"}],
+    ids=["windows", "documents", "buckets", "mixed"],
+)
+def test_two_arms_with_the_same_seed_train_on_the_same_batches(corpus, tmp_path, settings):
+    """The paired test assumes it: whatever else an arm changes (here the model), seed s draws the same data."""
+    if "domain" in settings:
+        settings = settings | {"domain_path": str(corpus)}
+
+    def batches(seed: int, model: dict) -> list[torch.Tensor]:
+        data = data_module(corpus, tmp_path, seed=seed, **settings)
+        task_for(data, model=model)  # building a model consumes the global random state differently
+        stream = iter(data.train_dataloader())
+        return [torch.cat(next(stream)) for _ in range(5)]
+
+    arm_a, arm_b = batches(3, {}), batches(3, {"d_ff": 64, "norm": "rmsnorm"})
+    assert all(torch.equal(a, b) for a, b in zip(arm_a, arm_b, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(arm_a, batches(4, {}), strict=False))
