@@ -14,22 +14,25 @@ def write(path: Path, content: bytes) -> Path:
     return path
 
 
-def test_stdlib_prose_is_english_prose_of_about_two_megabytes_and_deterministic(tmp_path):
+def test_stdlib_prose_is_english_prose_of_about_two_megabytes_and_deterministic(cache_dir):
     text = data.build_stdlib_prose()
     assert 1_000_000 < len(text) < 5_000_000
     assert "Return" in text and "def " not in text[:10_000]
-    assert data.build_stdlib_prose() == text  # same Python, same bytes
+    # same Python, same bytes: the session's cached copy (built again if this test runs first) is identical
+    assert load_corpus("stdlib_prose", cache_dir=cache_dir).text == text
 
 
-def test_corpus_hash_is_the_sha256_of_its_text_and_the_built_text_is_cached(tmp_path):
-    corpus = load_corpus("stdlib_prose", cache_dir=tmp_path)
+def test_corpus_hash_is_the_sha256_of_its_text_and_the_built_text_is_cached(cache_dir, monkeypatch):
+    corpus = load_corpus("stdlib_prose", cache_dir=cache_dir)
     assert corpus.sha256 == hashlib.sha256(corpus.text.encode()).hexdigest()
-    assert len(list(tmp_path.glob("stdlib_prose-py*.txt"))) == 1
-    assert load_corpus("stdlib_prose", cache_dir=tmp_path).sha256 == corpus.sha256
+    assert len(list(Path(cache_dir).glob("stdlib_prose-py*.txt"))) == 1
+    monkeypatch.setattr(data, "build_stdlib_prose", lambda: pytest.fail("built again despite the cache"))
+    monkeypatch.setitem(data.CORPORA, "stdlib_prose", data._built(data.build_stdlib_prose, "stdlib_prose"))
+    assert load_corpus("stdlib_prose", cache_dir=cache_dir).sha256 == corpus.sha256
 
 
-def test_stdlib_code_is_python_source(tmp_path):
-    text = data.build_stdlib_code()
+def test_stdlib_code_is_python_source(cache_dir):
+    text = load_corpus("stdlib_code", cache_dir=cache_dir).text  # built once per test session, as E09 needs it
     assert len(text) > 5_000_000 and "def " in text and "import " in text
 
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ablations import results, tracking
-from ablations.experiment import ArmRun, arm_config, arm_run_key, metric_value, verdicts_for
+from ablations.experiment import ArmRun, arm_config, arm_run_key, derived_metrics, metric_value, verdicts_for
 from ablations.verdict import Hypothesis
 
 # --- a diverged run counts as the uniform prediction ------------------------------------------------
@@ -50,9 +50,19 @@ def runs_table(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
     """runs.csv rows of attention_heads (quick tier, stdlib_prose): (arm, seed, status, final_val_loss)."""
     return pd.DataFrame(
         [
-            {"experiment": "attention_heads", "tier": "quick", "corpus": "stdlib_prose", "arm": arm, "seed": seed,
-             "status": status, "final_val_loss": loss, "vocab_size": 256.0, "n_params": 800.0, "wall_seconds": 10.0,
-             "run_id": f"{arm}-{seed}"}  # fmt: skip
+            {
+                "experiment": "attention_heads",
+                "tier": "quick",
+                "corpus": "stdlib_prose",
+                "arm": arm,
+                "seed": seed,
+                "status": status,
+                "final_val_loss": loss,
+                "vocab_size": 256.0,
+                "n_params": 800.0,
+                "wall_seconds": 10.0,
+                "run_id": f"{arm}-{seed}",
+            }
             for arm, seed, status, loss in rows
         ]
     )
@@ -140,3 +150,18 @@ def test_the_seed_the_arm_and_the_corpus_content_enter_the_run_key(smoke_config)
 )
 def test_where_and_how_a_run_executes_leaves_its_key_alone(smoke_config, override):
     assert key_of(smoke_config, override) == key_of(smoke_config)
+
+
+# --- metrics derived from the measured ones ---------------------------------------------------------
+
+
+def test_derived_rates_logs_and_padding_fraction_by_hand():
+    measured = {"train_tokens": 3000.0, "train_seconds": 2.0, "final_kl_to_reference": 0.05}
+    derived = derived_metrics(measured, steps=10, train_slots=4000)
+    assert derived["train_tokens_per_sec"] == 1500
+    assert derived["log_train_tokens_per_sec"] == pytest.approx(math.log(1500))
+    assert derived["train_padding_fraction"] == pytest.approx(0.25)
+    assert derived["log_kl_to_reference"] == pytest.approx(math.log(0.05))
+    assert derived_metrics({"final_kl_to_reference": 0.0}, steps=0, train_slots=0) == {
+        "log_kl_to_reference": pytest.approx(math.log(1e-12))
+    }  # an evaluation-only arm has no training rates; an exact copy's KL is floored, not -inf

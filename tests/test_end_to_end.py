@@ -179,7 +179,7 @@ def test_a_terminated_experiment_marks_its_run_killed_and_resumes_without_duplic
 
     uri = f"sqlite:///{tmp_path / 'killed.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    args = ["experiment=attention_heads", "tier=smoke", "seeds=1", "optim.max_steps=400", "threads=1"]
+    args = ["experiment=attention_heads", "tier=smoke", "seeds=1", "optim.max_steps=150", "threads=1"]
     env = os.environ | {"ABLATIONS_CACHE": cache_dir}
     process = subprocess.Popen([sys.executable, "-m", "ablations", *args], env=env, stdout=subprocess.PIPE, text=True)
     client = MlflowClient(uri)

@@ -307,3 +307,12 @@ def test_two_arms_with_the_same_seed_train_on_the_same_batches(corpus, tmp_path,
     arm_a, arm_b = batches(3, {}), batches(3, {"d_ff": 64, "norm": "rmsnorm"})
     assert all(torch.equal(a, b) for a, b in zip(arm_a, arm_b, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(arm_a, batches(4, {}), strict=False))
+
+
+def test_test_windows_limits_the_final_evaluation_to_that_many_windows_spread_over_the_split(corpus, tmp_path):
+    """The smoke tier's plumbing setting; every tier that decides verdicts scores the whole split (null)."""
+    whole, limited = data_module(corpus, tmp_path), data_module(corpus, tmp_path, test_windows=4)
+    assert sum(len(x) for x, _ in whole.test_dataloader()) == len(val_windows(whole))
+    x = torch.cat([x for x, _ in limited.test_dataloader()])
+    firsts = [w[0] for w in val_windows(whole)]
+    assert len(x) == 4 and torch.equal(x[0], firsts[0]) and torch.equal(x[-1], firsts[-1])

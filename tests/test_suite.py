@@ -61,7 +61,7 @@ def test_workers_that_would_oversubscribe_the_cores_are_refused(cache_dir, tmp_p
 def test_a_suite_killed_mid_run_resumes_with_exactly_one_run_per_arm_and_seed(cache_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'killed.db'}"
     env = os.environ | {"ABLATIONS_CACHE": cache_dir, "MLFLOW_TRACKING_URI": uri}
-    args = [*SMOKE, "threads=1", "optim.max_steps=300"]
+    args = [*SMOKE, "threads=1", "optim.max_steps=120"]
     process = subprocess.Popen([sys.executable, "-m", "ablations.suite", *args], env=env, stdout=subprocess.DEVNULL)
     client, deadline = MlflowClient(uri), time.monotonic() + 300
     while time.monotonic() < deadline:  # kill while the second run trains

@@ -401,6 +401,7 @@ class TextDataModule(pl.LightningDataModule):
         batch_size: int = 12,
         eval_batch_size: int = 64,
         eval_windows: int = 256,
+        test_windows: int | None = None,
         seed: int = 0,
         cache_dir: str = ".cache",
         packing: str = "windows",
@@ -438,7 +439,7 @@ class TextDataModule(pl.LightningDataModule):
             raise ValueError(f"data.epochs needs an epoch-based data.packing ({', '.join(EPOCH_PACKINGS)})")
         self.corpus_name, self.tokenizer, self.path = corpus, tokenizer, path
         self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
-        self.eval_windows, self.seed, self.cache_dir = eval_windows, seed, cache_dir
+        self.eval_windows, self.test_windows, self.seed, self.cache_dir = eval_windows, test_windows, seed, cache_dir
         self.tokens: TokenizedCorpus | None = None
 
     def prepare_data(self) -> None:
@@ -511,8 +512,8 @@ class TextDataModule(pl.LightningDataModule):
         return self._evaluation(self.eval_windows)
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        """The whole validation split, for the final figures that verdicts use."""
-        return self._evaluation(None)
+        """The whole validation split (test_windows: that many, spread evenly), for the final figures verdicts use."""
+        return self._evaluation(self.test_windows)
 
     def _evaluation(self, limit: int | None) -> DataLoader | list[DataLoader]:
         """The validation split (limit: that many windows or documents); with a domain, [corpus, domain]."""
