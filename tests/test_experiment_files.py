@@ -80,3 +80,21 @@ def test_an_arm_overriding_a_missing_key_is_refused():
     cfg = OmegaConf.create({"model": {"n_head": 1}})
     with pytest.raises(KeyError, match="not a config key"):
         arm_config(cfg, "bad", {"model.n_heads": 2}, seed=0)
+
+
+def test_tier_grid_changes_a_grid_option_for_its_tier_only():
+    spec = OmegaConf.create(
+        {
+            "id": "E0", "name": "t", "title": "t", "claim": {}, "hypotheses": [],
+            "grid": {"size": {"s": {"model.d_model": 32}, "l": {"model.d_model": 64}},
+                     "budget": {"short": {"optim.max_steps": 100}}},
+            "tier_grid": {"smoke": {"budget": {"short": {"optim.max_steps": 5}}}},
+        }
+    )  # fmt: skip
+    arms = ExperimentSpec.from_config(spec)
+    assert arms.arms_for("smoke") == {"s-short": {"model.d_model": 32, "optim.max_steps": 5},
+                                      "l-short": {"model.d_model": 64, "optim.max_steps": 5}}  # fmt: skip
+    assert arms.arms_for("quick")["l-short"] == {"model.d_model": 64, "optim.max_steps": 100}
+    spec.tier_grid.smoke.budget = {"long": {"optim.max_steps": 5}}
+    with pytest.raises(ValueError, match=r"tier_grid.smoke.budget .* \['long'\]"):
+        ExperimentSpec.from_config(spec)

@@ -65,6 +65,9 @@ class ExperimentSpec:
     full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     figures: list[dict[str, Any]] = field(default_factory=list)  # {x, hue, y, title}: axes of the grid, a metric
     tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm
+    # tier -> axis -> label -> overrides merged into that grid option for that tier (e.g. the smoke tier's budgets,
+    # which a grid axis would otherwise fix for every tier)
+    tier_grid: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     base: dict[str, Any] | None = None  # overrides of the first stage, the arm "base"
     design: str = ""  # how the arms are built and measured, in words, for the report
     report_metrics: list[str] = field(default_factory=list)  # metrics the report tabulates per arm
@@ -81,6 +84,11 @@ class ExperimentSpec:
             missing = {h.treatment, h.control} - set(arms)
             if missing:
                 raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
+        for tier, axes in spec.tier_grid.items():
+            for axis, options in axes.items():
+                if unknown := set(options) - set(spec.grid.get(axis, {})):
+                    raise ValueError(f"tier_grid.{tier}.{axis} of {spec.name} names options {sorted(unknown)} "
+                                     "that its grid does not define")  # fmt: skip
         for figure in spec.figures:
             if figure.get("kind") == "scatter":
                 if not {"x", "y"} <= set(figure):
@@ -90,11 +98,16 @@ class ExperimentSpec:
                 raise ValueError(f"figure of {spec.name} uses axes {sorted(unknown)} that its grid does not define")
         return spec
 
-    def grid_arms(self) -> dict[str, dict[str, Any]]:
+    def grid_arms(self, tier: str) -> dict[str, dict[str, Any]]:
         if not self.grid:
             return {}  # the product of no axes would be one nameless arm
+        changes = self.tier_grid.get(tier, {})
+        grid = {
+            axis: {label: overrides | changes.get(axis, {}).get(label, {}) for label, overrides in options.items()}
+            for axis, options in self.grid.items()
+        }
         arms = {}
-        for combination in itertools.product(*(options.items() for options in self.grid.values())):
+        for combination in itertools.product(*(options.items() for options in grid.values())):
             name = "-".join(label for label, _ in combination)
             arms[name] = {key: value for _, overrides in combination for key, value in overrides.items()}
         return arms
@@ -110,7 +123,7 @@ class ExperimentSpec:
 
     def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
         base = {} if self.base is None else {"base": self.base | {"save_checkpoint": True}}
-        arms = base | self.arms | self.grid_arms()
+        arms = base | self.arms | self.grid_arms(tier)
         return arms | self.full_tier_arms if tier == "full" else arms
 
 
