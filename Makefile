@@ -10,7 +10,7 @@ jobs      ?= 2
 launcher  ?= local
 SHARDS    := $(shell i=0; while [ $$i -lt $(jobs) ]; do printf '%s' "$$i/$(jobs)"; i=$$((i+1)); [ $$i -lt $(jobs) ] && printf ,; done)
 
-.PHONY: setup experiment sweep suite results report ui test lint bench clean-cache
+.PHONY: setup experiment sweep suite results report ui test lint bench clean-cache mutation
 
 # torch is pinned first and on its own: 2.13.0 is the CPU build on this machine's disk; an unpinned
 # torch would pull a multi-GB CUDA build.
@@ -50,13 +50,21 @@ test: $(SETUP)
 	$(PY) -m pytest
 
 lint: $(SETUP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 bench: $(SETUP)  ## needs NANOGPT=/path/to/nanoGPT DATA=/path/to/tinyshakespeare/input.txt; run on an idle machine
 	@if [ -z "$(NANOGPT)" ] || [ -z "$(DATA)" ]; then echo "usage: make bench NANOGPT=/path/to/nanoGPT DATA=/path/to/input.txt"; exit 2; fi
 	$(PY) benchmarks/step_speed.py --nanogpt $(NANOGPT) --data $(DATA)
 	$(PY) benchmarks/baseline_vs_nanogpt.py --nanogpt $(NANOGPT) --data $(DATA)
+
+# Mutation testing of the code that decides verdicts, with fast unit tests only (config: [tool.mutmut] in
+# pyproject.toml); not part of `make test`. Fails if any mutant of verdict.py survives. workers=N mutants at once.
+mutation: $(SETUP)
+	rm -rf mutants
+	globs="$$($(PY) scripts/mutation_score.py --globs)" && set -f && \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(workers),1) $$globs
+	$(PY) scripts/mutation_score.py
 
 clean-cache:
 	rm -rf .cache

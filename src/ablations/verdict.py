@@ -11,10 +11,14 @@ refuted      the whole 95% CI lies below min_effect (a smaller effect, none, or 
 inconclusive the CI contains min_effect; `seeds_to_settle` estimates the seeds per arm that would
              shrink it enough, if the mean and spread stay as measured.
 For ``equal``: supported when the CI lies inside (-min_effect, min_effect), refuted when it lies
-wholly outside, inconclusive otherwise.
+wholly outside it (at or beyond one edge), inconclusive otherwise; `seeds_to_settle` then aims at the
+nearer edge. A CI that merely touches the threshold settles nothing.
 
-Seeds are paired (the same seed gives both arms the same data order), so the CI is the t interval
-of the per-seed differences; with unpaired seeds it falls back to Welch's t interval.
+Seeds are paired (the same seed gives both arms the same data order), so when both arms have exactly
+the same seeds the CI is the t interval of the per-seed differences, mean ± t(0.975, n-1)·sd/√n.
+When their seeds differ at all (a run missing from one arm, a partly finished sweep) it is Welch's t
+interval of the two arms instead, with n the smaller arm; `Verdict.test` says which ("paired t" or
+"Welch t"), so that the switch is never silent.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from scipy import stats
 
 DIRECTIONS = ("lower", "higher", "equal")
 MAX_SEEDS_REPORTED = 1000
+PAIRED, WELCH = "paired t", "Welch t"  # Verdict.test
 
 
 @dataclass(frozen=True)
@@ -71,46 +76,51 @@ class Verdict:
     ci_high: float
     verdict: str
     seeds_to_settle: int | None  # seeds per arm that would likely settle an inconclusive verdict
+    test: str  # PAIRED or WELCH: the interval the arms' seeds allowed (last, so CSV columns only gain one)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _half_width(sd: float, n: int | np.ndarray) -> float | np.ndarray:
+    """Half the width of the 95% t interval of the mean of n values whose standard deviation is sd."""
+    return stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+
+
 def _effect_interval(
     control: dict[int, float], treatment: dict[int, float], sign: int
-) -> tuple[float, float, float, float, int]:
-    """Mean effect, CI low, CI high, standard deviation of the per-seed effect, n."""
-    paired = sorted(set(control) & set(treatment))
-    if paired and len(paired) == len(control) == len(treatment):
-        diffs = sign * (np.array([treatment[s] for s in paired]) - np.array([control[s] for s in paired]))
-        n, mean, sd = len(diffs), float(diffs.mean()), float(diffs.std(ddof=1)) if len(diffs) > 1 else math.nan
-        if n > 1 and sd == 0:
-            return mean, mean, mean, 0.0, n
+) -> tuple[float, float, float, float, int, str]:
+    """Mean effect, CI low, CI high, standard deviation of the per-seed effect, n, and the test used."""
+    if set(control) == set(treatment):
+        diffs = sign * np.array([treatment[s] - control[s] for s in sorted(control)])
+        n, mean = len(diffs), float(diffs.mean())
         if n < 2:
-            return mean, -math.inf, math.inf, math.nan, n
-        low, high = stats.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
-        return mean, float(low), float(high), sd, n
+            return mean, -math.inf, math.inf, math.nan, n, PAIRED
+        sd = float(diffs.std(ddof=1))
+        half = float(_half_width(sd, n))
+        return mean, mean - half, mean + half, sd, n, PAIRED
     a, b = np.array(list(treatment.values())), np.array(list(control.values()))
-    n = min(len(a), len(b))
-    mean = sign * float(a.mean() - b.mean())
+    n, mean = min(len(a), len(b)), sign * float(a.mean() - b.mean())
     if n < 2:
-        return mean, -math.inf, math.inf, math.nan, n
-    spread = math.sqrt(a.var(ddof=1) + b.var(ddof=1))
-    if spread == 0:
-        return mean, mean, mean, 0.0, n
-    low, high = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    low, high = sorted((sign * float(low), sign * float(high)))
-    return mean, low, high, spread, n
+        return mean, -math.inf, math.inf, math.nan, n, WELCH
+    spread = math.sqrt(a.var(ddof=1) + b.var(ddof=1))  # the sd of one treatment seed minus one control seed
+    if spread == 0:  # exact, where scipy would warn "precision loss ... may be unreliable"
+        return mean, mean, mean, spread, n, WELCH
+    # no mutate: its only surviving mutant, equal_var=None, is falsy too, so scipy runs the same Welch test
+    welch = stats.ttest_ind(a, b, equal_var=False)  # pragma: no mutate
+    low, high = sorted(sign * float(x) for x in welch.confidence_interval(0.95))
+    return mean, low, high, spread, n, WELCH
 
 
-def seeds_to_settle(mean: float, sd: float, distance_needed: float) -> int | None:
-    """Smallest n whose t half-width sd * t(n-1) / sqrt(n) falls under `distance_needed`."""
-    if not math.isfinite(sd) or distance_needed <= 0:
-        return None
-    for n in range(2, MAX_SEEDS_REPORTED + 1):
-        if stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) < distance_needed:
-            return n
-    return None
+def seeds_to_settle(sd: float, distance_needed: float) -> int | None:
+    """Smallest n (up to MAX_SEEDS_REPORTED) whose t half-width t(0.975, n-1)·sd/√n falls under `distance_needed`.
+
+    None when no n does, or cannot (sd unknown with one seed, or no distance to win: a CI that touches
+    the threshold with zero width stays there).
+    """
+    n = 2 + np.arange(MAX_SEEDS_REPORTED - 1)  # 2, 3, ..., MAX_SEEDS_REPORTED
+    settled = np.flatnonzero(_half_width(sd, n) < distance_needed)
+    return int(n[settled[0]]) if settled.size else None
 
 
 def decide(h: Hypothesis, control: dict[int, float], treatment: dict[int, float]) -> Verdict:
@@ -118,7 +128,7 @@ def decide(h: Hypothesis, control: dict[int, float], treatment: dict[int, float]
     if not control or not treatment:
         raise ValueError(f"hypothesis {h.id}: no values for {'control' if not control else 'treatment'} arm")
     sign = -1 if h.direction == "lower" else 1
-    effect, low, high, sd, n = _effect_interval(control, treatment, sign)
+    effect, low, high, sd, n, test = _effect_interval(control, treatment, sign)
     m = h.min_effect
     if h.direction == "equal":
         if -m < low and high < m:
@@ -127,7 +137,7 @@ def decide(h: Hypothesis, control: dict[int, float], treatment: dict[int, float]
             verdict = "refuted"
         else:
             verdict = "inconclusive"
-        distance = m - abs(effect) if abs(effect) < m else abs(effect) - m
+        distance = abs(abs(effect) - m)  # to the nearer edge of (-m, m)
     else:
         verdict = "supported" if low > m else "refuted" if high < m else "inconclusive"
         distance = abs(effect - m)
@@ -145,5 +155,6 @@ def decide(h: Hypothesis, control: dict[int, float], treatment: dict[int, float]
         ci_low=low,
         ci_high=high,
         verdict=verdict,
-        seeds_to_settle=seeds_to_settle(effect, sd, distance) if verdict == "inconclusive" else None,
+        seeds_to_settle=seeds_to_settle(sd, distance) if verdict == "inconclusive" else None,
+        test=test,
     )

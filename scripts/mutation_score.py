@@ -1,0 +1,119 @@
+"""Score the mutants of the code that decides verdicts, from the results `mutmut run` left in mutants/.
+
+    python scripts/mutation_score.py --globs   # the mutant-name globs `make mutation` passes to `mutmut run`
+    python scripts/mutation_score.py           # per module: killed / survived / no tests / total / score
+
+mutmut mutates whole files, but only the functions below turn runs into verdicts, so only their mutants are
+run (against the fast unit tests chosen in pyproject.toml) and scored. A mutant counts as killed when a test
+failed or timed out on it (mutmut's own statuses, read from its meta files); anything else (survived, no
+tests, not checked...) is a survivor, and every survivor is listed. Exits 1 if any mutant of the decision
+rule (ablations.verdict) survives: a wrong verdict there changes every result of the suite. Survivors
+elsewhere are listed but do not fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+MUTANTS = Path("mutants/src/ablations")
+# (label, source file, mutant-name globs, fatal if any survives)
+MODULES = [
+    ("verdict: the decision rule", "verdict.py", ["ablations.verdict.*"], True),
+    (
+        "data: the mixture sampler",
+        "data.py",
+        ["ablations.data.x_parse_mix__mutmut_*", "ablations.data.xǁMixedWindowsǁ*"],
+        False,
+    ),
+    ("quantization: quantize (a copy)", "quantization.py", ["ablations.quantization.x_quantize__mutmut_*"], False),
+    (
+        "experiment: metric_value, verdicts_for, derived_metrics",
+        "experiment.py",
+        [
+            "ablations.experiment.x_metric_value__mutmut_*",
+            "ablations.experiment.x_verdicts_for__mutmut_*",
+            "ablations.experiment.x_derived_metrics__mutmut_*",
+        ],
+        False,
+    ),
+    (
+        "results: verdicts, finished_runs",
+        "results.py",
+        ["ablations.results.x_verdicts__mutmut_*", "ablations.results.x_finished_runs__mutmut_*"],
+        False,
+    ),
+]
+KILLED = {"killed", "timeout", "caught by type check"}
+
+
+def statuses(source: str, globs: list[str]) -> dict[str, str]:
+    """mutmut's status of every mutant of `source` whose name matches one of `globs`, in source order."""
+    meta = MUTANTS / f"{source}.meta"
+    if not meta.exists():
+        return {}
+    exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+    selected = [name for name in exit_codes if any(fnmatch.fnmatchcase(name, g) for g in globs)]
+    return {name: status_by_exit_code[exit_codes[name]] for name in sorted(selected, key=_by_function_and_number)}
+
+
+def _by_function_and_number(name: str) -> tuple[str, int]:
+    function, _, number = name.rpartition("__mutmut_")
+    return function, int(number)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """1,2,3,5 -> "1-3,5": the mutants of a function nothing tests, in one line."""
+    runs: list[list[int]] = []
+    for k in sorted(numbers):
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--globs", action="store_true", help="print the globs to run, one a line, and exit")
+    args = parser.parse_args()
+    if args.globs:
+        print("\n".join(g for *_, globs, _ in MODULES for g in globs))
+        return 0
+    if not MUTANTS.is_dir():
+        print("no mutants/ here: run `make mutation` (or mutmut run) first", file=sys.stderr)
+        return 2
+
+    failed, lines = False, []
+    print(f"{'module':<40} {'killed':>6} {'survived':>8} {'no tests':>8} {'total':>5} {'score':>6}")
+    for label, source, globs, fatal in MODULES:
+        found = statuses(source, globs)
+        killed = [name for name, status in found.items() if status in KILLED]
+        untested = [name for name, status in found.items() if status == "no tests"]
+        survived = {name: status for name, status in found.items() if status not in KILLED and status != "no tests"}
+        score = f"{100 * len(killed) / len(found):5.1f}%" if found else "     -"
+        print(f"{label:<40} {len(killed):>6} {len(survived):>8} {len(untested):>8} {len(found):>5} {score:>6}")
+        mark = "  <- decision rule" if fatal else ""
+        lines += [f"  {name}  [{status}]{mark}" for name, status in survived.items()]
+        # mutmut maps tests to whole functions: "no tests" means no selected test calls the function at all
+        by_function: dict[str, list[int]] = {}
+        for name in untested:
+            function, number = _by_function_and_number(name)
+            by_function.setdefault(function, []).append(number)
+        lines += [f"  {f}__mutmut_{{{_ranges(n)}}}  [no tests]{mark}" for f, n in by_function.items()]
+        if fatal and (len(killed) < len(found) or not found):  # no mutants would mean the globs match nothing
+            failed = True
+    if lines:
+        print("\nsurviving mutants (see one with `.venv/bin/mutmut show NAME`):", *lines, sep="\n")
+    if failed:
+        print("\nFAIL: every mutant of ablations.verdict must be killed by tests/test_verdict.py", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
