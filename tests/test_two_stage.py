@@ -45,6 +45,25 @@ def test_the_mixture_sampler_places_exactly_floor_k_b_share_domain_windows_in_th
         assert seen == math.floor(k * batch_size * share), f"after {k} batches"
 
 
+def test_mixed_windows_are_consecutive_tokens_of_their_corpus_drawn_by_the_seed_alone():
+    domain, general = torch.arange(0, 300), torch.arange(1000, 1300)  # every window tells where it starts
+
+    def draw(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed + 99)  # the global random state must not matter
+        stream = iter(MixedWindows(domain, general, block_size=8, batch_size=6, share=0.5, seed=seed))
+        return [torch.cat(next(stream), 1) for _ in range(20)]
+
+    batches = draw(0)
+    for batch in batches:
+        x, y = batch[:, :8], batch[:, 8:]
+        assert torch.equal(y, x + 1) and torch.equal(x[:, 1:], x[:, :-1] + 1)  # consecutive, target = next token
+        assert ((x < 300).all(1) | (x >= 1000).all(1)).all()
+    starts = torch.cat([b[:, 0] for b in batches])
+    assert (starts % 2 == 1).any() and (starts % 2 == 0).any()  # every offset can start a window
+    assert all(torch.equal(a, b) for a, b in zip(batches, draw(0), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(batches, draw(1), strict=True))
+
+
 @pytest.mark.parametrize("mix", ["0:0", "a:b", "-1:2", "1", "1:2:3"])
 def test_a_bad_mixing_ratio_is_refused(mix):
     with pytest.raises(ValueError, match="data.mix"):
@@ -163,6 +182,32 @@ def test_quantized_models_run_and_keep_the_output_shape(trained_like_model, over
     with torch.no_grad():
         torch.testing.assert_close(trained_like_model(x), reference, rtol=0, atol=0)
     assert quantized is not trained_like_model
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_dynamic_int8_scales_weights_per_output_channel_or_per_tensor_as_configured(trained_like_model, per_channel):
+    quantized = quantize(trained_like_model, QuantizeConfig(method="dynamic_int8", per_channel=per_channel))
+    linears = [
+        m
+        for name, m in quantized.named_modules()
+        if name.startswith("blocks.") and callable(getattr(m, "weight", None))
+    ]
+    schemes = {m.weight().qscheme() for m in linears}
+    assert len(schemes) == 1 and len(linears) == 4 * 2  # qkv, out, mlp in, mlp out in each of 2 blocks
+    expected = torch.per_channel_affine if per_channel else torch.per_tensor_affine
+    assert schemes == {expected} and {m.weight().dtype for m in linears} == {torch.qint8}
+
+
+def test_int4_blocks_are_stored_quantized_on_their_own_coarser_grid(trained_like_model):
+    """torchao keeps int4 values one per byte on CPU (not packed two per byte): about 1.2 bytes per weight."""
+    n_weights = sum(m.weight.numel() for m in block_linears(trained_like_model).values())
+    int4 = quantize(trained_like_model, QuantizeConfig(method="weight_int4"))
+    assert block_bytes(int4) < 1.5 * n_weights + 0.05 * block_bytes(trained_like_model)  # not fp32's 4 bytes
+    int8 = quantize(trained_like_model, QuantizeConfig(method="weight_int8"))
+    x = torch.randint(0, 256, (2, 32))
+    with torch.no_grad():
+        reference, error4, error8 = trained_like_model(x), int4(x), int8(x)
+    assert (error4 - reference).norm() > 3 * (error8 - reference).norm()  # 16 levels err more than 256
 
 
 @pytest.mark.parametrize("method", ["dynamic_int8", "weight_int8", "static_int8"])
