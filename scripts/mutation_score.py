@@ -33,12 +33,11 @@ MODULES = [
     ),
     ("quantization: quantize (a copy)", "quantization.py", ["ablations.quantization.x_quantize__mutmut_*"], False),
     (
-        "experiment: metric_value, verdicts_for, derived_metrics",
+        "experiment: metric_value, verdicts_for",
         "experiment.py",
         [
             "ablations.experiment.x_metric_value__mutmut_*",
             "ablations.experiment.x_verdicts_for__mutmut_*",
-            "ablations.experiment.x_derived_metrics__mutmut_*",
         ],
         False,
     ),

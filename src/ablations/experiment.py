@@ -36,7 +36,7 @@ from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
 from ablations.model import ModelConfig
 from ablations.probes import PROBES
 from ablations.quantization import QuantizeConfig, quantized_evaluation
-from ablations.training import LanguageModelTask, OptimConfig
+from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
 from ablations.verdict import Hypothesis, Verdict, decide
 
 console = Console(width=None if Console().is_terminal else 140)
@@ -284,24 +284,6 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
             mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     return ArmRun(arm, seed, run_id, status, metrics, reused=False, key=key)
-
-
-def derived_metrics(metrics: Mapping[str, float], steps: int, train_slots: int) -> dict[str, float]:
-    """Metrics computed from a run's measured ones, which hypotheses test on a log scale or as rates.
-
-    train_slots: the token positions of the training batches, padding included.
-    """
-    derived = {}
-    if steps > 0:
-        tokens, seconds = metrics["train_tokens"], max(metrics["train_seconds"], 1e-9)
-        derived |= {
-            "train_tokens_per_sec": tokens / seconds,
-            "log_train_tokens_per_sec": math.log(max(tokens, 1) / seconds),
-            "train_padding_fraction": 1 - tokens / max(train_slots, 1),
-        }
-    if "final_kl_to_reference" in metrics:  # floored: an exact copy (KL 0) has a finite log
-        derived["log_kl_to_reference"] = math.log(max(metrics["final_kl_to_reference"], 1e-12))
-    return derived
 
 
 def trainer_options(run_cfg: DictConfig) -> dict[str, Any]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import io
 import json
 import os
 import platform
 import subprocess
 import tempfile
 import time
+import tokenize
 import urllib.request
 import warnings
 from pathlib import Path
@@ -23,16 +26,23 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-ROOT = Path(__file__).resolve().parents[2]
-# The modules whose code decides a run's numbers: a change to any of them makes old runs stale.
-NUMERIC_MODULES = ("model.py", "data.py", "training.py", "probes.py")
+from ablations import store
+
+ROOT = store.ROOT
+# The modules whose code decides a run's numbers: a change to their code (not to comments, docstrings or
+# line breaks) makes old runs stale. Everything else (orchestration, tracking, reports) cannot change a number:
+# the run's budget and every setting enter the run key through its resolved config.
+NUMERIC_MODULES = ("model.py", "data.py", "training.py", "probes.py", "quantization.py")
 
 ROLE, ARM_ROLE, EXPERIMENT_ROLE = "ablations.role", "arm", "experiment"
 
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set (a shared server), else the SQLite store inside the project."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or PROJECT_STORE_URI
+
+
+PROJECT_STORE_URI = f"sqlite:///{store.DATABASE}"
 
 
 class TrackingServerError(ValueError):
@@ -42,6 +52,8 @@ class TrackingServerError(ValueError):
 def client() -> MlflowClient:
     """A client of the store, checked first: a server that does not answer is a clear error, not minutes of retries."""
     uri = tracking_uri()
+    if uri == PROJECT_STORE_URI:
+        store.make_portable()  # a store written by an older version names its artifacts by absolute paths
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
@@ -61,23 +73,53 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     if found is not None:
         return found.experiment_id
     uri = mlflow_client.tracking_uri
-    # A local SQLite store keeps its artifacts beside the database; a server decides for itself.
-    location = (
-        (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / name).as_uri()
-        if uri.startswith("sqlite:///")
-        else None
-    )
+    # The project's store addresses its artifacts relative to itself (ablations.store); another local SQLite
+    # store keeps them beside its database; a server decides for itself.
+    if uri == PROJECT_STORE_URI:
+        location = store.artifact_location(name)
+    elif uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / name).as_uri()
+    else:
+        location = None
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
-def _hash_numeric_modules() -> str:
+def code_tokens(source: str) -> list[str]:
+    """The tokens of a module's code: no comments, no docstrings, no line breaks inside brackets.
+
+    Block structure stays (INDENT, DEDENT and statement ends are kept as tokens), so moving a statement
+    in or out of a block changes the result; reformatting, comments and docstrings do not.
+    """
+    docstring_lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                docstring_lines.update(range(first.lineno, first.end_lineno + 1))
+    skipped = (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER)
+    return [
+        tokenize.tok_name[token.type]
+        if token.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE)
+        else token.string
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type not in skipped and token.start[0] not in docstring_lines
+    ]
+
+
+def code_fingerprint(sources: dict[str, str]) -> str:
+    """A short hash of the code tokens of the named module sources."""
     digest = hashlib.sha256()
-    for name in NUMERIC_MODULES:
-        digest.update((Path(__file__).parent / name).read_bytes())
+    for name in sorted(sources):
+        digest.update(json.dumps([name, code_tokens(sources[name])]).encode())
     return digest.hexdigest()[:12]
 
 
-CODE_VERSION = _hash_numeric_modules()  # of the code this process loaded, even if the files change later
+# Of the code this process loaded, even if the files change later.
+CODE_VERSION = code_fingerprint({name: (Path(__file__).parent / name).read_text() for name in NUMERIC_MODULES})
 
 
 def code_version() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import pytorch_lightning as pl
@@ -293,3 +294,21 @@ class LanguageModelTask(pl.LightningModule):
             "final_mean_confidence": confidence.mean().item(),
             "final_ece": self._calibration.compute().item(),
         }
+
+
+def derived_metrics(metrics: Mapping[str, float], steps: int, train_slots: int) -> dict[str, float]:
+    """Metrics computed from a run's measured ones, which hypotheses test on a log scale or as rates.
+
+    train_slots: the token positions of the training batches, padding included.
+    """
+    derived = {}
+    if steps > 0:
+        tokens, seconds = metrics["train_tokens"], max(metrics["train_seconds"], 1e-9)
+        derived |= {
+            "train_tokens_per_sec": tokens / seconds,
+            "log_train_tokens_per_sec": math.log(max(tokens, 1) / seconds),
+            "train_padding_fraction": 1 - tokens / max(train_slots, 1),
+        }
+    if "final_kl_to_reference" in metrics:  # floored: an exact copy (KL 0) has a finite log
+        derived["log_kl_to_reference"] = math.log(max(metrics["final_kl_to_reference"], 1e-12))
+    return derived
