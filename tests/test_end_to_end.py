@@ -74,11 +74,52 @@ def test_runs_land_in_mlflow_nested_under_a_parent_with_params_metrics_and_tags(
         assert len(client.get_metric_history(run.info.run_id, "grad_norm")) == 4
 
 
-def test_running_it_again_reuses_every_finished_run(smoke_store):
-    uri, _, second = smoke_store
+def test_running_it_again_reuses_every_finished_run_and_their_parent(smoke_store):
+    uri, first, second = smoke_store
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("reused finished run") == 6
-    assert len(arm_runs(MlflowClient(uri))) == 6
+    client = MlflowClient(uri)
+    assert len(arm_runs(client)) == 6
+    experiment = client.get_experiment_by_name("attention_heads")
+    parents = client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'experiment'")
+    assert len(parents) == 1  # no empty duplicate
+    parent_id = parents[0].info.run_id
+    assert f"MLflow parent run {parent_id}\n" in first.stdout
+    assert f"MLflow parent run {parent_id} (reused: every run was already finished)" in second.stdout
+    assert f"#/experiments/{experiment.experiment_id}/runs/{parent_id}" in second.stdout
+    assert "make results report" in second.stdout
+
+
+def test_the_ui_opens_on_the_runs_and_the_parent_describes_the_claim_and_its_verdicts(smoke_store):
+    uri, first, _ = smoke_store
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("attention_heads")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'experiment'")
+    description = parent.data.tags["mlflow.note.content"]
+    assert "E01 attention_heads" in description and "Claim" in description
+    for hypothesis in ("H1", "H2", "H3"):
+        verdict = parent.data.tags[f"verdict.{hypothesis}"]
+        assert f"| {hypothesis} |" in description and f"| {verdict} |" in description
+    assert "| 0.02 |" in description  # the minimum effects
+    assert parent.info.run_name == "smoke · stdlib_prose"
+    assert {r.info.run_name for r in arm_runs(client)} == {f"{a}/seed{s}" for a in ARMS for s in (0, 1)}
+    for run in arm_runs(client):
+        assert not any("${" in value for value in run.data.params.values())  # resolved values
+        assert "data.cache_dir" not in run.data.params
+
+
+def test_smoke_verdicts_say_they_are_not_evidence(smoke_store, tmp_path):
+    uri, first, _ = smoke_store
+    assert "not evidence about the claim" in first.stdout and "refuted (not evidence)" in first.stdout
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("attention_heads").experiment_id], "tags.`ablations.role` = 'experiment'"
+    )
+    assert parent.data.tags["ablations.evidence"].startswith("no")
+    assert "not evidence" in parent.data.tags["mlflow.note.content"]
+    results.export(tmp_path, client)
+    assert not pd.read_csv(tmp_path / "verdicts.csv").evidence.any()
 
 
 def test_export_writes_runs_and_verdicts_and_is_deterministic(smoke_store, tmp_path):
@@ -128,6 +169,7 @@ def test_a_diverging_run_is_recorded_as_diverged_and_the_experiment_finishes(cac
         ("data=textfile data.path=/nonexistent/corpus.txt", "does not exist"),
         ("trainer._target_=os.system", "trainer._target_ must be"),
         ("train.probes=[telepathy]", "unknown probes"),
+        ("model.n_head=7", "model.n_head is set by arms of attention_heads (h1, h8, h32)"),
     ],
 )
 def test_bad_overrides_fail_with_one_clear_line(cache_dir, override, message):

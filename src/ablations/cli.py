@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -46,10 +47,11 @@ def fail_on_bad_input(err: Exception) -> None:
 
 @hydra.main(config_path=str(ROOT / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ablations.experiment import parse_shard, run_experiment
+    from ablations.experiment import ExperimentSpec, check_overrides, parse_shard, run_experiment
 
     prepare_process()  # again: a launcher's job (submitit) calls this function in a process of its own
     try:
+        check_overrides(ExperimentSpec.from_config(cfg.experiment), cfg.tier, list(HydraConfig.get().overrides.task))
         run_experiment(cfg, shard=parse_shard(cfg.shard))
     except BAD_INPUT as err:
         fail_on_bad_input(err)

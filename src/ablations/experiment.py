@@ -22,6 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
@@ -34,6 +35,7 @@ from ablations.cli import available_cores
 from ablations.data import TextDataModule, evaluation_windows
 from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
 from ablations.model import ModelConfig
+from ablations.parent_run import EVIDENCE_TAG, NOTE_TAG, ParentRun, is_evidence, note, where_to_look
 from ablations.probes import PROBES
 from ablations.quantization import QuantizeConfig, quantized_evaluation
 from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
@@ -168,6 +170,21 @@ def check_config(run_cfg: DictConfig) -> None:
     QuantizeConfig(**run_cfg.quantize)
 
 
+def check_overrides(spec: ExperimentSpec, tier: str, overrides: list[str]) -> None:
+    """Refuse a command-line override that the experiment sets again for some arm or for the whole tier:
+    it would be overwritten there without a word."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key in spec.tier_overrides.get(tier, {}):
+            raise ValueError(f"{key} is set by {spec.name}'s {tier} tier itself: the override would be ignored")
+        if setters := [arm for arm, changes in spec.arms_for(tier).items() if key in changes]:
+            named = ", ".join(setters[:6]) + (f" and {len(setters) - 6} more" if len(setters) > 6 else "")
+            raise ValueError(
+                f"{key} is set by arms of {spec.name} ({named}): the override would be overwritten there; "
+                "drop it, or change the experiment file"
+            )
+
+
 def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
     """The run key of a run config whose budget is resolved: what it computes, not where or how it executes.
 
@@ -178,8 +195,30 @@ def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
     return tracking.run_key(key_config | corpus_hashes)
 
 
-def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, parent_tags: dict[str, str]) -> ArmRun:
-    """Train and evaluate one arm x seed in its own MLflow run, or reuse the finished run with the same key."""
+def run_params(run_cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as MLflow params: no cache folder (it changes no number) and corpus paths relative
+    to the project, so that the committed store names no folder of the machine that made the run."""
+    config = OmegaConf.to_container(run_cfg, resolve=True)
+    config.pop("experiment")
+    data = config["data"]
+    data.pop("cache_dir")
+    for key in ("path", "domain_path"):
+        if data.get(key):
+            data[key] = os.path.relpath(Path(data[key]).expanduser().resolve(), tracking.ROOT)
+    return tracking.flatten(config)
+
+
+def train_arm(
+    run_cfg: DictConfig,
+    mlflow_client: MlflowClient,
+    exp_id: str,
+    tags: dict[str, str],
+    parent_id: Callable[[], str] | None = None,
+) -> ArmRun:
+    """Train and evaluate one arm x seed in its own MLflow run, or reuse the finished run with the same key.
+
+    parent_id: called only when the run is trained, for the parent run to nest it under (created on demand).
+    """
     arm, seed = run_cfg.arm, run_cfg.seed
     started = time.perf_counter()
     data = TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size, seed=seed)
@@ -221,13 +260,14 @@ def train_arm(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str, par
 
     run_id = None
     try:  # from here on, an interruption at any point marks the run KILLED
+        nesting = {"mlflow.parentRunId": parent_id()} if parent_id else {}
         run_id = mlflow_client.create_run(
             exp_id,
-            run_name=f"{run_cfg.experiment.name}/{arm}/seed{seed}",
-            tags=parent_tags | {tracking.ROLE: tracking.ARM_ROLE, "ablations.run_key": key, "arm": arm,
-                                "seed": str(seed), **hashes},
+            run_name=f"{arm}/seed{seed}",  # the experiment is the MLflow experiment already
+            tags=tags | nesting | {tracking.ROLE: tracking.ARM_ROLE, "ablations.run_key": key, "arm": arm,
+                                   "seed": str(seed), **hashes},
         ).info.run_id  # fmt: skip
-        params = tracking.flatten({k: v for k, v in OmegaConf.to_container(run_cfg).items() if k != "experiment"})
+        params = run_params(run_cfg)
         params |= {"model.vocab_size": str(tokens.vocab_size), "model.n_params": str(task.model.num_params())}
         items = sorted(params.items())
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -408,12 +448,14 @@ def run_experiment(
         index, count = shard
         # A seed's arms start from its base, so with two stages a shard takes whole seeds.
         run_cfgs = [c for c in run_cfgs if c.seed % count == index] if spec.base is not None else run_cfgs[index::count]
-    parent = mlflow_client.create_run(
+    evidence = is_evidence(cfg.tier)
+    parent = ParentRun(
+        mlflow_client,
         exp_id,
-        run_name=f"{spec.name} [{cfg.tier}, {cfg.data.corpus}]" + (f" shard {index + 1}/{count}" if shard else ""),
-        tags=tags | {tracking.ROLE: tracking.EXPERIMENT_ROLE, "arms": ",".join(arms), "seeds": str(len(seeds))},
-    )
-    parent_id = parent.info.run_id
+        f"{cfg.tier} · {cfg.data.corpus}" + (f" · shard {index + 1}/{count}" if shard else ""),
+        tags | {tracking.ROLE: tracking.EXPERIMENT_ROLE, "arms": ",".join(arms), "seeds": str(len(seeds)),
+                EVIDENCE_TAG: "yes" if evidence else f"no: {cfg.tier} tier, plumbing only"},
+    )  # fmt: skip
     started, runs, base_keys = time.perf_counter(), [], {}
     try:
         console.print(
@@ -423,30 +465,39 @@ def run_experiment(
         for run_cfg in run_cfgs:
             if spec.base is not None and run_cfg.arm != "base":
                 run_cfg.init_from = base_keys[run_cfg.seed]  # the base arm comes first: arms_for puts it there
-            run = train_arm(run_cfg, mlflow_client, exp_id, tags | {"mlflow.parentRunId": parent_id})
+            run = train_arm(run_cfg, mlflow_client, exp_id, tags, parent.id)
             if run.arm == "base":
                 if run.status != "finished":
                     raise ValueError(f"the base model of seed {run.seed} diverged: no arm can start from it")
                 base_keys[run.seed] = run.key
             runs.append(run)
-            loss = metric_value(run.status, run.metrics, "final_val_loss")
-            note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
-            if run.status == "diverged":
-                note += f", diverged at step {run.metrics['diverged_step']:.0f}: counted as the uniform loss"
-            console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
+            print_run(run)
             if on_run:
                 on_run(run)
-        if shard is not None:
-            mlflow_client.set_terminated(parent_id, "FINISHED")
-            return []
-        verdicts = verdicts_for(spec.hypotheses, runs)
-        _log_summary(mlflow_client, parent_id, spec, runs, verdicts, time.perf_counter() - started)
-        mlflow_client.set_terminated(parent_id, "FINISHED")
+        parent.settle([r.key for r in runs])
+        verdicts = [] if shard is not None else verdicts_for(spec.hypotheses, runs)
+        if shard is None and not parent.reused:
+            seconds = time.perf_counter() - started
+            _log_summary(mlflow_client, parent.id(), spec, runs, verdicts, seconds)
+            mlflow_client.set_tag(parent.id(), NOTE_TAG, note(spec, cfg.tier, cfg.data.corpus, verdicts))
+        parent.end("FINISHED")
     except BaseException:
-        mlflow_client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
+        parent.end(RunStatus.to_string(RunStatus.KILLED))
         raise
-    print_verdicts(spec, verdicts)
+    if shard is not None:
+        return []
+    print_verdicts(spec, verdicts, evidence)
+    for line in where_to_look(exp_id, parent.id(), parent.reused):
+        console.print(line, highlight=False)
     return verdicts
+
+
+def print_run(run: ArmRun) -> None:
+    loss = metric_value(run.status, run.metrics, "final_val_loss")
+    note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
+    if run.status == "diverged":
+        note += f", diverged at step {run.metrics['diverged_step']:.0f}: counted as the uniform loss"
+    console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
 
 
 def _log_summary(
@@ -517,8 +568,11 @@ def figure_from_spec(
     )
 
 
-def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict]) -> None:
-    table = Table(title=f"{spec.id} {spec.name}: {spec.title}")
+def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool = True) -> None:
+    title = f"{spec.id} {spec.name}: {spec.title}"
+    if not evidence:
+        title += "\n[bold]smoke tier: these verdicts check the plumbing and are not evidence about the claim[/]"
+    table = Table(title=title)
     for column in ("hypothesis", "metric", "treatment vs control", "effect [95% CI]", "min effect", "seeds", "verdict"):
         table.add_column(column)
     colour = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
@@ -538,6 +592,6 @@ def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict]) -> None:
             f"{v.effect:+.4g} [{v.ci_low:+.4g}, {v.ci_high:+.4g}]",
             f"{v.min_effect:g}",
             str(v.n_seeds),
-            f"[{colour[v.verdict]}]{v.verdict}[/]{settle}",
+            f"[{colour[v.verdict]}]{v.verdict}[/]{settle}" if evidence else f"{v.verdict} (not evidence)",
         )
     console.print(table)

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from ablations import tracking
 from ablations.experiment import ArmRun, load_spec, verdicts_for
+from ablations.parent_run import is_evidence
 
 RELIABILITY = ("reliability_accuracy", "reliability_confidence", "reliability_count")  # step = bin
 TAILS = ("weight_tail", "activation_tail")  # step = quantile index (ablations.quantization.TAIL_QUANTILES)
@@ -106,6 +107,7 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
                     "statement": h.statement,
                     **{k: val for k, val in v.as_dict().items() if k != "hypothesis"},
                     "wall_seconds": float(group["wall_seconds"].sum()),
+                    "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
                 }
             )
     return pd.DataFrame(rows)

@@ -68,9 +68,16 @@ def client() -> MlflowClient:
     return MlflowClient(uri)
 
 
+# MLflow's UI opens an experiment of this kind on its runs table, not on its GenAI traces page.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if found.tags.get(key) != value:  # an experiment made by an older version
+                mlflow_client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     uri = mlflow_client.tracking_uri
     # The project's store addresses its artifacts relative to itself (ablations.store); another local SQLite
@@ -81,7 +88,7 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
         location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / name).as_uri()
     else:
         location = None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def code_tokens(source: str) -> list[str]:

@@ -1,0 +1,109 @@
+"""The parent run of one invocation of an experiment: what MLflow's UI shows and where the console points.
+
+A parent is created only when a run of the invocation has to be trained. When every run is reused,
+the finished parent over exactly those runs (same run keys) is reused too, so running the same command
+twice never leaves an empty duplicate. Its MLflow note (the run's description in the UI) holds the
+claim, the hypotheses with their minimum effects and the verdict table in Markdown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from mlflow.tracking import MlflowClient
+
+from ablations import tracking
+from ablations.verdict import Verdict
+
+if TYPE_CHECKING:  # the spec's module builds parents: a type only, no import at run time
+    from ablations.experiment import ExperimentSpec
+
+RUNS_TAG = "ablations.run_keys_sha256"  # the runs a parent decided over
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description
+EVIDENCE_TAG = "ablations.evidence"
+NOT_EVIDENCE_TIERS = ("smoke",)  # plumbing checks: their verdicts say nothing about the claim
+
+
+def is_evidence(tier: str) -> bool:
+    return tier not in NOT_EVIDENCE_TIERS
+
+
+def runs_digest(keys: Iterable[str]) -> str:
+    return hashlib.sha256(",".join(sorted(keys)).encode()).hexdigest()
+
+
+class ParentRun:
+    """The parent of an invocation's arm runs, created on first need (the first run that trains)."""
+
+    def __init__(self, client: MlflowClient, exp_id: str, name: str, tags: dict[str, str]):
+        self.client, self.exp_id, self.name, self.tags = client, exp_id, name, tags
+        self.run_id: str | None = None
+        self.reused = False
+
+    def id(self) -> str:
+        if self.run_id is None:
+            self.run_id = self.client.create_run(self.exp_id, run_name=self.name, tags=self.tags).info.run_id
+        return self.run_id
+
+    def settle(self, keys: list[str]) -> None:
+        """Once every run is trained or reused: adopt the finished parent over exactly these runs when nothing
+        was trained and one exists; otherwise make sure this invocation has its own, tagged with its runs."""
+        digest = runs_digest(keys)
+        if self.run_id is None:
+            found = self.client.search_runs(
+                [self.exp_id],
+                filter_string=f"tags.`{RUNS_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if found:
+                self.run_id, self.reused = found[0].info.run_id, True
+                return
+        self.client.set_tag(self.id(), RUNS_TAG, digest)
+
+    def end(self, status: str) -> None:
+        if self.run_id is not None and not self.reused:
+            self.client.set_terminated(self.run_id, status)
+
+
+def note(spec: ExperimentSpec, tier: str, corpus: str, verdicts: list[Verdict]) -> str:
+    """The parent run's description: the claim, the hypotheses and the verdicts, in Markdown."""
+    claim, hypotheses = spec.claim, spec.hypotheses
+    lines = [
+        f"## {spec.id} {spec.name}: {spec.title}",
+        "",
+        f"**Claim** (handbook lines {claim.get('lines', '?')}): {' '.join(str(claim.get('en', '')).split())}",
+        "",
+        f"**Tier** {tier}, **corpus** {corpus}."
+        + ("" if is_evidence(tier) else " **Smoke tier: checks the plumbing; these verdicts are not evidence.**"),
+        "",
+        "| hypothesis | statement | metric | treatment vs control | min effect | effect [95% CI] | test | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    statements = {h.id: h.statement for h in hypotheses}
+    for v in verdicts:
+        lines.append(
+            f"| {v.hypothesis} | {statements[v.hypothesis]} | {v.metric} ({v.direction}) | {v.treatment} vs "
+            f"{v.control} | {v.min_effect:g} | {v.effect:+.4g} [{v.ci_low:+.4g}, {v.ci_high:+.4g}] | {v.test} "
+            f"| {v.verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def where_to_look(exp_id: str, parent_id: str, reused: bool) -> list[str]:
+    """The console's closing lines: the parent run, how to open it in the UI, and the report."""
+    uri = tracking.tracking_uri()
+    page = f"/#/experiments/{exp_id}/runs/{parent_id}"
+    if uri.startswith(("http://", "https://")):
+        open_it = f"{uri.rstrip('/')}{page}"
+    elif uri == tracking.PROJECT_STORE_URI:
+        open_it = f"make ui, then http://127.0.0.1:5000{page}"
+    else:
+        open_it = f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000{page}"
+    return [
+        f"MLflow parent run {parent_id}" + (" (reused: every run was already finished)" if reused else ""),
+        f"  open it: {open_it}",
+        "  the evidence report: make results report  (reports/evidence-report.pdf)",
+    ]
