@@ -95,7 +95,7 @@ def note(spec: ExperimentSpec, tier: str, corpus: str, verdicts: list[Verdict]) 
 def where_to_look(exp_id: str, parent_id: str, reused: bool) -> list[str]:
     """The console's closing lines: the parent run, how to open it in the UI, and the report."""
     uri = tracking.tracking_uri()
-    page = f"/#/experiments/{exp_id}/runs/{parent_id}"
+    page = f"/#/experiments/{exp_id}/runs/{parent_id}?workflowType=machine_learning"  # the UI's training view
     if uri.startswith(("http://", "https://")):
         open_it = f"{uri.rstrip('/')}{page}"
     elif uri == tracking.PROJECT_STORE_URI:
