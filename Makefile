@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SETUP  := $(VENV)/.setup-done
 PORT   ?= 5000
-OVERRIDES := $(filter-out name=% PYTHON=% PORT=% jobs=% launcher=% NANOGPT=% DATA=%,$(MAKEOVERRIDES))
+OVERRIDES := $(filter-out name=% PYTHON=% PORT=% jobs=% launcher=% NANOGPT=% DATA=% test_workers=%,$(MAKEOVERRIDES))
 jobs      ?= 2
 launcher  ?= local
 SHARDS    := $(shell i=0; while [ $$i -lt $(jobs) ]; do printf '%s' "$$i/$(jobs)"; i=$$((i+1)); [ $$i -lt $(jobs) ] && printf ,; done)
@@ -44,10 +44,12 @@ report: $(SETUP)  ## reports/evidence-report.pdf from results/, logged to MLflow
 	$(PY) -m ablations.report
 
 ui: $(SETUP)  ## the MLflow UI on the project's store, on loopback only
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port $(PORT)
 
+# Two pytest workers: every test runs single-threaded, so two of them fill the two cores this suite is sized
+# for. Tests are shared out one by one, except the modules whose tests share a costly fixture (xdist_group).
 test: $(SETUP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(or $(test_workers),2) --dist loadgroup
 
 lint: $(SETUP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -10,6 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from ablations import results
 
+# make test runs two workers: this module's tests share one module fixture, so they stay on one worker
+pytestmark = pytest.mark.xdist_group("smoke_store")
+
 ARMS = {"h1", "h8", "h32"}
 
 

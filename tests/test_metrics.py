@@ -21,6 +21,9 @@ from ablations.model import ModelConfig
 from ablations.quantization import QuantizeConfig, quantize
 from ablations.training import LanguageModelTask, OptimConfig
 
+# make test runs two workers: this module's tests share one module fixture, so they stay on one worker
+pytestmark = pytest.mark.xdist_group("trained_state")
+
 BLOCK = 64
 EVAL_BATCH = 7  # windows per evaluation batch
 # Long words: after their first letters the rest is certain, so a trained model's confidences spread widely.

@@ -26,6 +26,7 @@ def start_server(port: int, store: Path) -> subprocess.Popen:
          "--backend-store-uri", f"sqlite:///{store / 'server.db'}",
          "--artifacts-destination", str(store / "artifacts")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job workers: tracking only
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -10,6 +10,9 @@ from pypdf import PdfReader
 
 from ablations import report
 
+# make test runs two workers: this module's tests share one module fixture, so they stay on one worker
+pytestmark = pytest.mark.xdist_group("report_pdf")
+
 FIXTURE = Path(__file__).parent / "fixtures" / "smoke_results"
 
 
