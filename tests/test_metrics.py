@@ -319,3 +319,11 @@ def test_test_windows_limits_the_final_evaluation_to_that_many_windows_spread_ov
     x = torch.cat([x for x, _ in limited.test_dataloader()])
     firsts = [w[0] for w in val_windows(whole)]
     assert len(x) == 4 and torch.equal(x[0], firsts[0]) and torch.equal(x[-1], firsts[-1])
+
+
+def test_max_documents_trains_on_the_first_paragraphs_only(corpus, tmp_path):
+    """The smoke tier's short epochs: 10 paragraphs in batches of 4 are 3 steps an epoch."""
+    limited = data_module(corpus, tmp_path, packing="fixed", epochs=1, max_documents=10, batch_size=4)
+    whole = data_module(corpus, tmp_path, packing="fixed", epochs=1, batch_size=4)
+    assert limited.steps_per_epoch() == 3 and whole.steps_per_epoch() > 100
+    assert all(torch.equal(a, b) for a, b in zip(limited.train_docs, whole.train_docs[:10], strict=True))

@@ -407,6 +407,7 @@ class TextDataModule(pl.LightningDataModule):
         packing: str = "windows",
         max_tokens: int = 2048,
         epochs: int | None = None,
+        max_documents: int | None = None,
         domain: str | None = None,
         domain_path: str | None = None,
         mix: str | None = None,
@@ -415,6 +416,7 @@ class TextDataModule(pl.LightningDataModule):
         at their natural length (cut at block_size + 1 tokens), `batch_size` drawn at random per batch
         and padded to the longest; "fixed", "buckets" and "sorted" pass over every paragraph once per
         epoch in batches from DocumentBatches (max_tokens: the padded-size budget of a batch).
+        max_documents: train on the first that many paragraphs only (the smoke tier's short epochs).
 
         domain: a second corpus for continued training (`domain_path` if it needs a path). Training
         windows then mix it with `corpus` at `mix` = "domain:general" (MixedWindows), and validation
@@ -434,7 +436,7 @@ class TextDataModule(pl.LightningDataModule):
         self.domain_tokens: TokenizedCorpus | None = None
         if packing not in PACKINGS:
             raise ValueError(f"data.packing={packing!r} must be one of {PACKINGS}")
-        self.packing, self.max_tokens, self.epochs = packing, max_tokens, epochs
+        self.packing, self.max_tokens, self.epochs, self.max_documents = packing, max_tokens, epochs, max_documents
         if epochs is not None and packing not in EPOCH_PACKINGS:
             raise ValueError(f"data.epochs needs an epoch-based data.packing ({', '.join(EPOCH_PACKINGS)})")
         self.corpus_name, self.tokenizer, self.path = corpus, tokenizer, path
@@ -476,6 +478,7 @@ class TextDataModule(pl.LightningDataModule):
                 [torch.from_numpy(d.astype(np.int64)) for d in documents(split, newline, self.block_size + 1)]
                 for split in (tokens.train, tokens.val)
             )
+            self.train_docs = self.train_docs[: self.max_documents]
 
     def probe_batch(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed training batch, the same for every arm and seed, for probes to measure on."""
