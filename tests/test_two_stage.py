@@ -230,7 +230,7 @@ def test_clipping_calibrations_choose_a_narrower_range_than_min_max(trained_like
         assert ranges["entropy"][name] <= amax * 1.001
 
 
-@pytest.mark.parametrize("bad", [{"method": "int3"}, {"calibration": "mse"}, {"percentile": 0}])
+@pytest.mark.parametrize("bad", [{"method": "int3"}, {"calibration": "mse"}, {"percentile": 0}, {"entropy_stride": 0}])
 def test_a_bad_quantization_setting_is_refused(bad):
     with pytest.raises(ValueError, match="quantize."):
         QuantizeConfig(**bad)

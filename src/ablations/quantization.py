@@ -48,6 +48,7 @@ class QuantizeConfig:
     per_channel: bool = True  # dynamic_int8: one weight scale per output channel (else per tensor)
     calibration: str = "minmax"  # static_int8: how the activation range is chosen
     percentile: float = 99.99  # static_int8 with percentile calibration
+    entropy_stride: int = 1  # static_int8 with entropy calibration: try every stride-th threshold (1: all)
     calibration_batches: int = 8  # training batches seen by the static calibration
     group_size: int = 32  # weight_int4: weights per scale
     latency_batches: tuple[int, ...] = (1, 32)  # batch sizes of the latency measurement
@@ -63,6 +64,7 @@ class QuantizeConfig:
             f"quantize.percentile={self.percentile} must lie in (50, 100]": 50 < self.percentile <= 100,
             f"quantize.calibration_batches={self.calibration_batches} must be positive": self.calibration_batches > 0,
             f"quantize.group_size={self.group_size} must be positive": self.group_size > 0,
+            f"quantize.entropy_stride={self.entropy_stride} must be positive": self.entropy_stride > 0,
         }
         if failed := [message for message, ok in checks.items() if not ok]:
             raise ValueError("; ".join(failed))
@@ -126,7 +128,7 @@ def calibrate_inputs(model: nn.Module, batches: Iterable[torch.Tensor], cfg: Qua
         raise ValueError("static_int8 needs calibration batches")
     if cfg.calibration == "minmax":
         return {name: float(c.compute_amax()) for name, c in calibrators.items()}
-    kwargs = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
+    kwargs = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {"stride": cfg.entropy_stride}
     return {name: float(c.compute_amax(cfg.calibration, **kwargs)) for name, c in calibrators.items()}
 
 
