@@ -217,3 +217,24 @@ def test_moving_a_statement_out_of_its_block_changes_the_fingerprint():
     inside = "def f(x):\n    if x:\n        x = 1\n        return x\n"
     outside = "def f(x):\n    if x:\n        x = 1\n    return x\n"
     assert tracking.code_tokens(inside) != tracking.code_tokens(outside)
+
+
+def test_the_export_keeps_summary_metrics_and_model_params_and_records_each_runs_parent(tmp_path):
+    client = tracking.client()
+    exp_id = tracking.experiment_id(client, "attention_heads")
+    tags = {tracking.ROLE: tracking.ARM_ROLE, "experiment": "attention_heads", "tier": "quick", "arm": "h8",
+            "corpus": "stdlib_prose", "corpus_sha256": "c", "tokenizer": "byte", "git_commit": "g",
+            "code_version": "v", "hardware": "cpu", "ablations.status": "finished"}  # fmt: skip
+    parent = client.create_run(exp_id).info.run_id
+    for seed, nested in ((0, {"mlflow.parentRunId": parent}), (1, {})):
+        run_id = client.create_run(exp_id, tags=tags | {"seed": str(seed)} | nested).info.run_id
+        for key, value in {"final_val_loss": 2.0, "val_loss": 2.1, "probe/attn_entropy": 0.5}.items():
+            client.log_metric(run_id, key, value)
+        client.log_param(run_id, "model.n_head", "8")
+        client.log_param(run_id, "train.log_every", "10")
+        client.set_terminated(run_id, "FINISHED")
+    runs = results.finished_runs(MlflowClient(tracking.tracking_uri()))
+    assert list(runs.columns) == results.RUN_COLUMNS + ["final_val_loss", "model.n_head"] + results.PROVENANCE
+    assert list(runs.index) == [0, 1] and list(runs.parent_run_id) == [parent, ""]
+    empty = results.finished_runs(MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}"))
+    assert empty.empty and list(empty.columns) == results.RUN_COLUMNS + results.PROVENANCE
