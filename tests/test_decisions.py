@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ablations import results, tracking
-from ablations.experiment import ArmRun, arm_config, arm_run_key, metric_value, verdicts_for
+from ablations.experiment import ArmRun, arm_config, arm_run_key, load_spec, metric_value, verdicts_for
 from ablations.training import derived_metrics
 from ablations.verdict import Hypothesis
 
@@ -238,3 +238,36 @@ def test_the_export_keeps_summary_metrics_and_model_params_and_records_each_runs
     assert list(runs.index) == [0, 1] and list(runs.parent_run_id) == [parent, ""]
     empty = results.finished_runs(MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}"))
     assert empty.empty and list(empty.columns) == results.RUN_COLUMNS + results.PROVENANCE
+
+
+VERDICT_COLUMNS = [
+    "experiment", "experiment_id", "tier", "corpus", "hypothesis", "claim_lines", "source", "statement", "metric",
+    "treatment", "control", "direction", "min_effect", "n_seeds", "control_mean", "treatment_mean", "effect",
+    "ci_low", "ci_high", "verdict", "seeds_to_settle", "test", "wall_seconds", "evidence",
+]  # fmt: skip
+
+
+def test_verdicts_csv_rows_carry_the_experiment_files_words_sorted_by_group_with_each_groups_wall_time():
+    rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h8", "h32") for s in (0, 1)]
+    prose = runs_table(rows)
+    shakespeare = prose.assign(corpus="tinyshakespeare", wall_seconds=5.0)
+    table = results.verdicts(pd.concat([shakespeare, prose], ignore_index=True))  # groups out of order
+    assert list(table.columns) == VERDICT_COLUMNS
+    assert list(zip(table.corpus, table.hypothesis, strict=True)) == [
+        (c, h) for c in ("stdlib_prose", "tinyshakespeare") for h in ("H1", "H2", "H3")
+    ]
+    assert table.evidence.tolist() == [True] * 6  # quick-tier verdicts are evidence
+    spec = load_spec("attention_heads")
+    for row, h in zip(table.itertuples(), spec.hypotheses * 2, strict=True):
+        assert (row.experiment_id, row.claim_lines) == (spec.id, spec.claim["lines"])
+        assert (row.hypothesis, row.source, row.statement) == (h.id, h.source, h.statement)
+        assert row.wall_seconds == (60.0 if row.corpus == "stdlib_prose" else 30.0)  # 6 runs of the group
+
+
+def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exactly():
+    runs = runs_table([(arm, s, "finished", 2.0 + 0.1 * s) for arm in ("h1", "h32") for s in range(3)])
+    with pytest.warns(UserWarning) as caught:
+        results.verdicts(runs)
+    assert [str(w.message) for w in caught] == [
+        "attention_heads [quick, stdlib_prose]: left out of verdicts.csv, arms without runs: H1 (h8), H2 (h8), H3 (h8)"
+    ]
