@@ -24,7 +24,8 @@ from mutmut.stats import status_by_exit_code
 MUTANTS = Path("mutants/src/ablations")
 # (label, source file, mutant-name globs, fatal if any survives)
 MODULES = [
-    ("verdict: the decision rule", "verdict.py", ["ablations.verdict.*"], True),
+    ("verdict: the decision rules", "verdict.py", ["ablations.verdict.*"], True),
+    ("health: baselines and run health", "health.py", ["ablations.health.*"], False),
     (
         "data: the mixture sampler",
         "data.py",
@@ -32,19 +33,12 @@ MODULES = [
         False,
     ),
     ("quantization: quantize (a copy)", "quantization.py", ["ablations.quantization.x_quantize__mutmut_*"], False),
-    (
-        "experiment: metric_value, verdicts_for",
-        "experiment.py",
-        [
-            "ablations.experiment.x_metric_value__mutmut_*",
-            "ablations.experiment.x_verdicts_for__mutmut_*",
-        ],
-        False,
-    ),
+    ("decisions: values, arms, scale verdicts, the trend test", "decisions.py", ["ablations.decisions.*"], False),
     (
         "results: verdicts, finished_runs",
         "results.py",
-        ["ablations.results.x_verdicts__mutmut_*", "ablations.results.x_finished_runs__mutmut_*"],
+        ["ablations.results.x_verdicts__mutmut_*", "ablations.results.x_finished_runs__mutmut_*",
+         "ablations.results.x__group_verdicts__mutmut_*", "ablations.results.x_trend_table__mutmut_*"],
         False,
     ),
 ]

@@ -1,3 +1,4 @@
+import ast
 import hashlib
 from pathlib import Path
 
@@ -15,25 +16,67 @@ def write(path: Path, content: bytes) -> Path:
 
 
 def test_stdlib_prose_is_english_prose_of_about_two_megabytes_and_deterministic(cache_dir):
-    text = data.build_stdlib_prose()
+    documents = data.stdlib_prose_documents()
+    text = data.DOCUMENT_SEPARATOR.join(documents) + "\n"
     assert 1_000_000 < len(text) < 5_000_000
     assert "Return" in text and "def " not in text[:10_000]
     # same Python, same bytes: the session's cached copy (built again if this test runs first) is identical
-    assert load_corpus("stdlib_prose", cache_dir=cache_dir).text == text
+    corpus = load_corpus("stdlib_prose", cache_dir=cache_dir)
+    assert (corpus.text, corpus.documents, corpus.split) == (text, tuple(documents), "documents")
 
 
 def test_corpus_hash_is_the_sha256_of_its_text_and_the_built_text_is_cached(cache_dir, monkeypatch):
     corpus = load_corpus("stdlib_prose", cache_dir=cache_dir)
     assert corpus.sha256 == hashlib.sha256(corpus.text.encode()).hexdigest()
-    assert len(list(Path(cache_dir).glob("stdlib_prose-py*.txt"))) == 1
-    monkeypatch.setattr(data, "build_stdlib_prose", lambda: pytest.fail("built again despite the cache"))
-    monkeypatch.setitem(data.CORPORA, "stdlib_prose", data._built(data.build_stdlib_prose, "stdlib_prose"))
+    assert len(list(Path(cache_dir).glob("stdlib_prose-py*.json"))) == 1
+    fail = lambda: pytest.fail("built again despite the cache")  # noqa: E731
+    monkeypatch.setitem(data.CORPORA, "stdlib_prose", data._built(fail, "stdlib_prose", "\n\n", "\n"))
     assert load_corpus("stdlib_prose", cache_dir=cache_dir).sha256 == corpus.sha256
 
 
-def test_stdlib_code_is_python_source(cache_dir):
-    text = load_corpus("stdlib_code", cache_dir=cache_dir).text  # built once per test session, as E09 needs it
-    assert len(text) > 5_000_000 and "def " in text and "import " in text
+def test_stdlib_code_is_python_source_without_the_docstrings_that_make_the_prose_corpus(cache_dir):
+    corpus = load_corpus("stdlib_code", cache_dir=cache_dir)  # built once per test session, as E09 needs it
+    assert len(corpus.text) > 5_000_000 and "def " in corpus.text and "import " in corpus.text
+    assert corpus.text == "".join(corpus.documents) and corpus.documents[0].startswith("# file: ")
+    # the module docstring of json/__init__.py opens with this sentence; the prose corpus has it, the code not
+    sentence = "JSON (JavaScript Object Notation)"
+    assert sentence in load_corpus("stdlib_prose", cache_dir=cache_dir).text and sentence not in corpus.text
+
+
+def test_docstrings_are_removed_line_by_line_and_an_emptied_body_gets_pass():
+    source = (
+        '"""Module doc."""\nimport os\n\n\nclass A:\n    """Class doc\n    on two lines."""\n\n    x = 1\n\n'
+        '    def f(self):\n        """Only a docstring."""\n\n\ndef g(): "kept: shares its line"\n'
+    )
+    stripped = data.without_docstrings(source, ast.parse(source))
+    assert stripped == (
+        'import os\n\n\nclass A:\n\n    x = 1\n\n    def f(self):\n        pass\n\n\ndef g(): "kept: shares its line"\n'
+    )
+    ast.parse(stripped)
+
+
+def test_a_collection_of_documents_is_split_by_a_fixed_random_sample_of_documents(tmp_path):
+    documents = tuple(f"document {i:03d}" for i in range(200))
+    text = "\n\n".join(documents) + "\n"
+    corpus = data.Corpus("d", text, data.sha256_bytes(text.encode()), documents, "\n\n")
+    drawn = data.validation_documents(200)
+    assert len(drawn) == 20 and len(set(drawn.tolist())) == 20
+    np.testing.assert_array_equal(drawn, data.validation_documents(200))  # whatever the run's seed
+    train, val = (bytes(ids).decode() for ids in (lambda t: (t.train, t.val))(tokenize(corpus, "byte", tmp_path)))
+    assert val == "\n\n".join(documents[i] for i in drawn)
+    assert train == "\n\n".join(d for i, d in enumerate(documents) if i not in set(drawn.tolist()))
+    assert list(tmp_path.glob("tokens-*-byte-documents.npz"))
+
+
+def test_the_stdlib_validation_split_draws_from_every_part_of_the_corpus(cache_dir):
+    """The last 10 % of stdlib_prose is all pydoc topics: the validation sample must reach every tenth of it."""
+    corpus = load_corpus("stdlib_prose", cache_dir=cache_dir)
+    drawn = data.validation_documents(len(corpus.documents))
+    tenths = set((drawn * 10 // len(corpus.documents)).tolist())
+    assert tenths == set(range(10))
+    tokens = tokenize(corpus, "byte", cache_dir)
+    assert 0.07 < len(tokens.val) / (len(tokens.train) + len(tokens.val)) < 0.13
+    assert tokens.split == "documents"
 
 
 def test_split_is_first_ninety_percent_then_the_rest(tmp_path):
@@ -51,7 +94,7 @@ def test_tokenized_arrays_are_cached_and_reused(tmp_path, monkeypatch):
     text = "hello world\n" * 200
     corpus = data.Corpus("t", text, data.sha256_bytes(text.encode()))
     first = tokenize(corpus, "char", tmp_path)
-    cached = list(tmp_path.glob("tokens-*-char.npz"))
+    cached = list(tmp_path.glob("tokens-*-char-tail.npz"))
     assert len(cached) == 1
     # A second call must read the cache, not re-tokenize: make tokenizing impossible and call again.
     monkeypatch.setattr(data.np, "fromiter", lambda *a, **k: pytest.fail("re-tokenized despite the cache"))

@@ -12,7 +12,9 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ablations import results, tracking
-from ablations.experiment import ArmRun, arm_config, arm_run_key, load_spec, metric_value, verdicts_for
+from ablations.decisions import ArmRun, metric_value, verdicts_for
+from ablations.experiment import arm_config, arm_run_key
+from ablations.spec import load_spec
 from ablations.training import derived_metrics
 from ablations.verdict import Hypothesis
 
@@ -24,24 +26,51 @@ def test_a_diverged_run_counts_as_the_uniform_loss_and_perplexity_of_its_vocabul
     assert metric_value("diverged", metrics, "final_val_loss") == pytest.approx(math.log(65))
     assert metric_value("diverged", metrics, "final_val_ppl") == 65
     assert metric_value("diverged", metrics, "n_params") == 1000  # facts of the model are kept
-    with pytest.raises(KeyError):
-        metric_value("diverged", metrics, "final_ece")  # a metric a diverged run never measured is not invented
+    assert math.isnan(metric_value("diverged", metrics, "final_ece"))  # never measured: not invented
     assert metric_value("finished", {"final_val_loss": 1.9}, "final_val_loss") == 1.9
+    with pytest.raises(KeyError):
+        metric_value("finished", {"final_val_loss": 1.9}, "final_ece")  # a finished run must have measured it
 
 
-def test_verdicts_for_puts_a_diverged_seed_in_at_ln_v():
+LEARNED = {"baseline_unigram": 3.3}  # a loss of at most 0.9 * 3.3 = 2.97 learned
+
+
+def test_a_diverged_seed_is_shown_at_ln_v_but_decides_nothing():
     h = Hypothesis("H1", "s", "final_val_loss", "h8", "h1", "lower", 0.02)
-    runs = [ArmRun("h8", s, f"t{s}", "finished", {"final_val_loss": v}, True) for s, v in enumerate((2.0, 2.1, 2.05))]
+    runs = [ArmRun("h8", s, f"t{s}", "finished", {"final_val_loss": v} | LEARNED, True)
+            for s, v in enumerate((2.0, 2.1, 2.05))]  # fmt: skip
     runs += [
-        ArmRun("h1", 0, "c0", "finished", {"final_val_loss": 2.3}, True),
+        ArmRun("h1", 0, "c0", "finished", {"final_val_loss": 2.3} | LEARNED, True),
         ArmRun("h1", 1, "c1", "diverged", {"vocab_size": 256.0}, True),
-        ArmRun("h1", 2, "c2", "finished", {"final_val_loss": 2.35}, True),
+        ArmRun("h1", 2, "c2", "finished", {"final_val_loss": 2.35} | LEARNED, True),
     ]
     (v,) = verdicts_for([h], runs)
     diffs = [2.3 - 2.0, math.log(256) - 2.1, 2.35 - 2.05]  # control - treatment, per seed
     assert v.effect == pytest.approx(sum(diffs) / 3)
     assert (v.ci_low, v.ci_high) == pytest.approx(stats.ttest_1samp(diffs, 0).confidence_interval(0.95))
     assert v.control_mean == pytest.approx((2.3 + math.log(256) + 2.35) / 3)
+    assert (v.verdict, v.reason) == ("not decided", "did not learn: h1: 1 of 3 runs diverged")
+    assert (v.control_health, v.treatment_health) == ("2 learned, 1 diverged", "3 learned")
+
+
+def test_a_run_without_a_baseline_has_unknown_health_and_decides_nothing():
+    h = Hypothesis("H1", "s", "final_val_loss", "b", "a", "lower", 0.02)
+    runs = [ArmRun(arm, s, "r", "finished", {"final_val_loss": 2.0 + s / 2} | (LEARNED if arm == "b" else {}), True)
+            for arm in ("a", "b") for s in range(2)]  # fmt: skip
+    (v,) = verdicts_for([h], runs)
+    assert (v.verdict, v.reason) == ("not decided", "did not learn: a: 2 of 2 runs unknown")
+
+
+def test_counts_read_each_runs_health():
+    """Post-LN without warm-up: 3 of 5 runs stuck at the unigram loss (3.3 > 2.97), against none with warm-up."""
+    h = Hypothesis("H2", "s", "not_learned", "warm", "cold", "lower", 0, test="counts")
+    cold = [ArmRun("cold", s, "c", "finished", {"final_val_loss": v} | LEARNED, True)
+            for s, v in enumerate((3.3, 3.29, 3.31, 2.5, 2.6))]  # fmt: skip
+    warm = [ArmRun("warm", s, "w", "finished", {"final_val_loss": 2.4} | LEARNED, True) for s in range(5)]
+    (v,) = verdicts_for([h], cold + warm)
+    assert (v.control_mean, v.treatment_mean, v.control_health) == (0.6, 0.0, "3 plateau, 2 learned")
+    # one-sided p: C(5,3) C(5,0) / C(10,3) = 10/120; doubled 1/6 -> inconclusive at 5 runs an arm
+    assert (v.verdict, v.p_value) == ("inconclusive", pytest.approx(1 / 6))
 
 
 # --- re-deciding from runs.csv ----------------------------------------------------------------------
@@ -61,6 +90,7 @@ def runs_table(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
                 "final_val_loss": loss,
                 "vocab_size": 256.0,
                 "n_params": 800.0,
+                "baseline_unigram": 3.3,
                 "wall_seconds": 10.0,
                 "run_id": f"{arm}-{seed}",
             }
@@ -79,9 +109,11 @@ def test_verdicts_are_recomputed_from_runs_csv_with_diverged_rows_at_ln_v():
     table = results.verdicts(runs).set_index("hypothesis")
     assert list(table.index) == ["H1", "H2", "H3"]
     assert table.loc["H1", "effect"] == pytest.approx((2.3 - 2.0 + math.log(256) - 2.1 + 2.35 - 2.05) / 3)
+    assert (table.loc["H1", "verdict"], table.loc["H1", "control_health"]) == ("not decided", "2 learned, 1 diverged")
     assert table.loc["H2", "effect"] == pytest.approx((0.2 + 0.11 + 0.14) / 3)  # h32 - h8
     assert table.loc["H2", "verdict"] == "supported"
-    assert (table.loc["H3", "effect"], table.loc["H3", "verdict"]) == (0, "refuted")  # equal counts
+    # equal parameter counts, but measured as a superiority test, so h1's diverged run stops it too
+    assert (table.loc["H3", "effect"], table.loc["H3", "verdict"]) == (0, "not decided")
 
 
 def test_a_hypothesis_whose_arm_has_no_runs_is_named_not_silently_dropped():
@@ -241,9 +273,10 @@ def test_the_export_keeps_summary_metrics_and_model_params_and_records_each_runs
 
 
 VERDICT_COLUMNS = [
-    "experiment", "experiment_id", "tier", "corpus", "hypothesis", "claim_lines", "source", "statement", "metric",
-    "treatment", "control", "direction", "min_effect", "n_seeds", "control_mean", "treatment_mean", "effect",
-    "ci_low", "ci_high", "verdict", "seeds_to_settle", "test", "wall_seconds", "evidence",
+    "experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source", "statement",
+    "metric", "treatment", "control", "direction", "min_effect", "test", "n_seeds", "control_mean", "treatment_mean",
+    "effect", "ci_low", "ci_high", "ci_level", "p_value", "verdict", "interval", "control_health", "treatment_health",
+    "reason", "p_adjusted", "verdict_adjusted", "superseded", "wall_seconds", "evidence",
 ]  # fmt: skip
 
 

@@ -4,7 +4,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from ablations.cli import experiment_names
-from ablations.experiment import ExperimentSpec, arm_config, load_spec
+from ablations.experiment import arm_config
+from ablations.spec import ExperimentSpec, load_spec
 
 NAMES = experiment_names()
 

@@ -16,21 +16,27 @@ pytestmark = pytest.mark.xdist_group("report_pdf")
 FIXTURE = Path(__file__).parent / "fixtures" / "smoke_results"
 
 
-# One verdict of each kind, so that a report printing the wrong verdict for a hypothesis fails.
+# One verdict of each kind, so that a report printing the wrong verdict for a hypothesis fails: H2 is refuted but
+# turned inconclusive by the false-discovery adjustment, H3 not decided (the smoke tier's runs did not learn).
 VERDICTS = {
-    "H1": {"verdict": "supported", "effect": 0.05, "ci_low": 0.03, "ci_high": 0.07, "seeds_to_settle": None},
-    "H2": {"verdict": "refuted", "effect": 0.001, "ci_low": -0.01, "ci_high": 0.012, "seeds_to_settle": None},
-    "H3": {"verdict": "inconclusive", "effect": 1.0, "ci_low": -0.5, "ci_high": 2.5, "seeds_to_settle": 7},
-}
+    "H1": {"verdict": "supported", "verdict_adjusted": "supported", "effect": 0.05, "ci_low": 0.03, "ci_high": 0.07,
+           "p_value": 0.001, "p_adjusted": 0.003, "reason": ""},
+    "H2": {"verdict": "refuted", "verdict_adjusted": "inconclusive", "effect": 0.001, "ci_low": -0.01,
+           "ci_high": 0.012, "p_value": 0.04, "p_adjusted": 0.06, "reason": ""},
+    "H3": {"verdict": "not decided", "verdict_adjusted": "not decided", "effect": 1.0, "ci_low": -0.5, "ci_high": 2.5,
+           "p_value": float("nan"), "p_adjusted": float("nan"), "reason": "did not learn: h1: 2 of 2 runs plateau"},
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("results")
-    for name in ("runs.csv", "curves.csv"):
+    for name in ("runs.csv", "trends.csv", "curves.csv"):
         shutil.copy(FIXTURE / name, out / name)
     verdicts = pd.read_csv(FIXTURE / "verdicts.csv")
-    assert set(verdicts.hypothesis) == set(VERDICTS)
+    verdicts = verdicts[~verdicts.treatment.str.contains("@")]  # the hypotheses at the tier's own scale
+    assert sorted(verdicts.hypothesis) == sorted(VERDICTS)
+    verdicts = verdicts.astype({"reason": object, "verdict": object, "verdict_adjusted": object})
     for hypothesis, values in VERDICTS.items():
         for column, value in values.items():
             verdicts.loc[verdicts.hypothesis == hypothesis, column] = value
@@ -62,32 +68,45 @@ def verdicts_part(text: list[str], section_title: str) -> str:
 
 def test_each_hypothesis_renders_with_its_own_verdict_inside_its_experiments_section(pdf, results_dir):
     text = pages(pdf)
-    verdicts = pd.read_csv(results_dir / "verdicts.csv")
+    verdicts = pd.read_csv(results_dir / "verdicts.csv", keep_default_na=False)
     for experiment in set(verdicts.experiment):
         spec = report.load_spec(experiment)
         part = verdicts_part(text, f"{spec.id} {experiment}")
         ids = list(verdicts[verdicts.experiment == experiment].hypothesis)
         for i, v in enumerate(verdicts[verdicts.experiment == experiment].itertuples()):
-            # each line: the verdict badge, corpus and tier, then the sentence that ends in the verdict
-            start = part.index(f"{v.verdict} {v.corpus}, {v.tier} tier. {v.hypothesis} ({v.metric}")
+            # each line: the adjusted verdict's badge, corpus and tier, then the sentence with the raw verdict
+            start = part.index(f"{v.verdict_adjusted} {v.corpus}, {v.tier} tier. {v.hypothesis} ({v.test}, {v.metric}")
             end = part.find(f"tier. {ids[i + 1]} (", start) if i + 1 < len(ids) else len(part)
             sentence = part[start:end]
-            assert f": {v.verdict}" in sentence, sentence
-            others = {"supported", "refuted", "inconclusive"} - {v.verdict}
-            assert not any(f": {o}" in sentence for o in others), sentence
-        assert "seeds per arm would likely settle it" in part  # the inconclusive one says what would settle it
+            expected = {"supported": ": supported.", "refuted": ": refuted.", "not decided": "Not decided: did not"}
+            assert expected[v.verdict] in sentence, sentence
+            others = {"supported", "refuted"} - {v.verdict}
+            assert not any(f": {o}." in sentence for o in others), sentence
+            if v.verdict_adjusted != v.verdict:
+                assert f"report's tests: {v.verdict_adjusted}." in sentence, sentence
 
 
 def test_summary_lists_every_hypothesis_and_the_numbers_match_verdicts_csv(pdf, results_dir):
-    summary = next(t for t in pages(pdf) if t.lstrip().startswith("Summary"))
+    summary = flat(next(t for t in pages(pdf) if "E01 attention_heads H1:" in flat(t)))
     verdicts = pd.read_csv(results_dir / "verdicts.csv")
     for v in verdicts.itertuples():
         assert f"{v.hypothesis}:" in summary
         assert report.fmt(v.effect).replace("−", "-") in summary.replace("−", "-")
-    assert [w for w in flat(summary).split() if w in VERDICTS_WORDS] == [v["verdict"] for v in VERDICTS.values()]
+    badges = [w for w in summary.replace("not decided", "not_decided").split() if w in VERDICTS_WORDS]
+    assert badges == ["supported", "refuted", "inconclusive", "not_decided"]  # H2 raw, then adjusted
 
 
-VERDICTS_WORDS = ("supported", "refuted", "inconclusive")
+def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
+    text = flat("\n".join(pages(pdf)))
+    rules = ("Superiority", "Non-inferiority", "Equivalence", "two one-sided tests", "on learned / plateau / diverged",
+             "Hochberg (false discovery rate 5%)", "not at least 10% below the unigram baseline")
+    for rule in rules:
+        assert rule in text, rule
+    trends = pd.read_csv(FIXTURE / "trends.csv")
+    assert "Along the scale axis" in text and f"{trends.trend[0]} (16: did not learn" in text
+
+
+VERDICTS_WORDS = ("supported", "refuted", "inconclusive", "not_decided")
 
 
 # CI installs a CJK font (.ci/run): there the test must run, not skip.

@@ -1,41 +1,47 @@
-"""The decision rule. Every expected number is worked out here by hand on tiny inputs (exact binary fractions,
-t quantiles from a table) or by scipy directly, never by the code under test. `make mutation` checks that these
-tests kill every mutant of ablations.verdict."""
+"""The decision rules. Every expected number is worked out here by hand on tiny inputs (exact binary fractions,
+t quantiles from a table, hypergeometric counts) or by scipy's own tests directly, never by the code under test.
+`make mutation` checks that these tests kill every mutant of ablations.verdict."""
 
 import math
 import warnings
+from dataclasses import replace
 
 import pytest
 from scipy import stats
 
-from ablations.verdict import MAX_SEEDS_REPORTED, Hypothesis, decide, seeds_to_settle
+from ablations.verdict import ALPHA, Arm, Hypothesis, adjust, decide
 
-# t(0.975, n - 1) / sqrt(n), from a t table: the half-width of a 95% interval of n values of unit sd.
-# n=3: 4.303 / 1.732 = 2.484   n=4: 3.182 / 2 = 1.591   n=6: 2.571 / 2.449 = 1.050   n=7: 2.447 / 2.646 = 0.925
 T2 = 4.302652729749462  # t(0.975, 2)
+T2_90 = 2.919985580355516  # t(0.95, 2)
 
 
-def hypothesis(direction="lower", min_effect=0.02) -> Hypothesis:
-    return Hypothesis("H", "s", "final_val_loss", "treatment", "control", direction, min_effect)
+def hypothesis(direction="lower", min_effect=0.02, test="", metric="final_val_loss") -> Hypothesis:
+    return Hypothesis("H", "s", metric, "treatment", "control", direction, min_effect, test=test)
 
 
-def values(*xs):
-    return dict(enumerate(xs))
+def values(*xs) -> Arm:
+    return Arm.learned(dict(enumerate(xs)))
+
+
+def arm(values_by_seed: dict[int, float], *health: str) -> Arm:
+    return Arm(values_by_seed, dict(zip(values_by_seed, health, strict=True)))
+
+
+# --- superiority: the 95% CI against min_effect ---------------------------------------------------------------
 
 
 def test_clearly_better_treatment_is_supported():
     v = decide(hypothesis(), values(2.00, 2.01, 1.99), values(1.90, 1.92, 1.88))
-    assert v.verdict == "supported"
+    assert (v.verdict, v.test, v.interval, v.ci_level) == ("supported", "superiority", "paired t", 0.95)
     assert v.effect == pytest.approx(0.1)
     assert v.ci_low > 0.02
-    assert v.seeds_to_settle is None  # only an inconclusive verdict asks for more seeds
 
 
-def test_a_verdict_records_every_input_and_result_with_the_test_as_its_last_field():
-    """Per-seed effects (control - treatment) 1.0, 0.5, 1.5: mean 1, sd 0.5, half-width t(0.975, 2) * 0.5 / sqrt(3)."""
+def test_a_verdict_records_every_input_and_result():
+    """Per-seed effects (control - treatment) 1.0, 0.5, 1.5: mean 1, sd 0.5, half-width t(0.975, 2) * 0.5 / sqrt(3)
+    = 1.242; the CI [-0.242, 2.242] contains 0.02. p: the two-sided t test of effect = 0.02."""
     v = decide(hypothesis("lower", 0.02), values(3.0, 2.5, 3.5), values(2.0, 2.0, 2.0))
     half = T2 * 0.5 / math.sqrt(3)
-    # 0.98 to win with sd 0.5, a ratio of 1.96: 3 seeds give 2.484 (too wide), 4 give 1.591.
     assert v.as_dict() == {
         "hypothesis": "H",
         "metric": "final_val_loss",
@@ -43,213 +49,296 @@ def test_a_verdict_records_every_input_and_result_with_the_test_as_its_last_fiel
         "control": "control",
         "direction": "lower",
         "min_effect": 0.02,
+        "test": "superiority",
         "n_seeds": 3,
         "control_mean": 3.0,
         "treatment_mean": 2.0,
         "effect": 1.0,
         "ci_low": pytest.approx(1 - half, rel=1e-12),
         "ci_high": pytest.approx(1 + half, rel=1e-12),
+        "ci_level": 0.95,
+        "p_value": pytest.approx(stats.ttest_1samp([1.0, 0.5, 1.5], 0.02).pvalue, rel=1e-9),
         "verdict": "inconclusive",
-        "seeds_to_settle": 4,
-        "test": "paired t",
+        "interval": "paired t",
+        "control_health": "3 learned",
+        "treatment_health": "3 learned",
+        "reason": "",
+        "p_adjusted": pytest.approx(math.nan, nan_ok=True),
+        "verdict_adjusted": "",
     }
-    assert list(v.as_dict())[-1] == "test"  # CSV columns only gain one, at the end
     assert (v.ci_low, v.ci_high) == pytest.approx(stats.ttest_1samp([1.0, 0.5, 1.5], 0).confidence_interval())
 
 
-def test_effect_and_interval_are_the_paired_t_interval_of_the_seed_differences():
-    control, treatment = values(2.00, 2.05, 1.97, 2.02), values(1.95, 1.99, 1.96, 1.93)
-    v = decide(hypothesis(), control, treatment)
-    diffs = [control[s] - treatment[s] for s in control]
-    low, high = stats.ttest_1samp(diffs, 0).confidence_interval(0.95)
-    assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((sum(diffs) / 4, low, high))
-    assert (v.test, v.n_seeds) == ("paired t", 4)
-
-
-def test_two_paired_seeds_give_a_finite_interval():
-    """Effects 0.5 and 1.0: mean 0.75, sd sqrt(0.125); t(0.975, 1) = 12.706."""
-    v = decide(hypothesis(), values(1.0, 1.0), values(0.5, 0.0))
-    half = 12.706204736174694 * math.sqrt(0.125) / math.sqrt(2)
-    assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((0.75, 0.75 - half, 0.75 + half), rel=1e-12)
-    assert (v.verdict, v.n_seeds, v.test) == ("inconclusive", 2, "paired t")
-
-
-def test_no_difference_or_the_opposite_direction_is_refuted():
-    assert decide(hypothesis(), values(2.0, 2.01, 1.99), values(2.0, 2.011, 1.99)).verdict == "refuted"
+def test_refuted_when_the_whole_interval_lies_below_min_effect():
+    # effect 0 ± 0.0248 (equal arms): wholly below 0.05 -> refuted; a mirrored effect -0.2 is refuted too
+    assert decide(hypothesis("lower", 0.05), values(2.0, 2.01, 1.99), values(2.0, 2.0, 2.0)).verdict == "refuted"
     assert decide(hypothesis(), values(1.8, 1.81, 1.79), values(2.0, 2.01, 1.99)).verdict == "refuted"
 
 
-def test_noisy_result_straddling_the_threshold_is_inconclusive_and_says_how_many_seeds_would_settle_it():
-    v = decide(hypothesis(), values(2.00, 2.10, 1.95), values(1.97, 2.02, 1.96))
-    assert v.ci_low < 0.02 < v.ci_high
-    assert v.verdict == "inconclusive"
-    assert v.seeds_to_settle is not None and v.seeds_to_settle > 3
-
-
-def test_higher_direction_flips_the_sign():
+def test_higher_orients_the_effect_as_treatment_minus_control():
     v = decide(hypothesis("higher"), values(1.0, 1.0, 1.01), values(1.2, 1.21, 1.2))
-    assert v.effect == pytest.approx(0.2, abs=0.01) and v.verdict == "supported"
+    assert v.effect == pytest.approx(0.2)  # 0.2, 0.21, 0.19
+    assert v.verdict == "supported"
 
 
-@pytest.mark.parametrize(("direction", "treatment"), [("higher", 1.25), ("lower", 0.75)])
-def test_an_interval_that_only_touches_min_effect_is_inconclusive_for_good(direction, treatment):
-    """A deterministic effect of exactly min_effect: the interval [0.25, 0.25] is neither above nor below it,
-    and no number of seeds can move it (so no seeds_to_settle)."""
-    v = decide(hypothesis(direction, 0.25), values(1.0, 1.0), values(treatment, treatment))
-    assert (v.effect, v.ci_low, v.ci_high) == (0.25, 0.25, 0.25)
-    assert (v.verdict, v.seeds_to_settle) == ("inconclusive", None)
+@pytest.mark.parametrize(
+    ("control", "treatment", "expected"),
+    [
+        ((2.0, 2.01, 1.99), (1.90, 1.92, 1.88), "supported"),
+        ((3.0, 2.5, 3.5), (2.0, 2.0, 2.0), "inconclusive"),
+        ((2.0, 2.01, 1.99), (2.0, 2.0, 2.0), "inconclusive"),  # 0 ± 0.0248 contains 0.02
+        ((2.0, 2.01, 1.99), (2.05, 2.06, 2.04), "refuted"),
+        ((2.0, 2.1, 1.95, 2.2, 2.03), (1.97, 2.02, 1.96, 2.1, 2.0), "inconclusive"),
+        ((2.0, 2.1, 1.95, 2.2, 2.03), (1.9, 2.02, 1.86, 2.1, 1.93), "supported"),
+    ],
+)
+def test_a_superiority_p_value_is_the_t_test_against_min_effect_and_below_alpha_exactly_when_decided(
+    control, treatment, expected
+):
+    v = decide(hypothesis("lower", 0.02), values(*control), values(*treatment))
+    diffs = [c - t for c, t in zip(control, treatment, strict=True)]
+    assert v.p_value == pytest.approx(stats.ttest_1samp(diffs, 0.02).pvalue, rel=1e-9)
+    assert v.verdict == expected
+    assert (v.p_value < ALPHA) == (v.verdict != "inconclusive")
 
 
-def test_an_effect_just_past_min_effect_with_zero_width_is_decided():
-    assert decide(hypothesis("higher", 0.25), values(1.0, 1.0), values(1.5, 1.5)).verdict == "supported"
-    assert decide(hypothesis("higher", 0.25), values(1.0, 1.0), values(1.125, 1.125)).verdict == "refuted"
+# --- non-inferiority: the 95% CI against -min_effect -----------------------------------------------------------
 
 
-# --- equal: the effect must lie within ±min_effect ------------------------------------------------------------
+def test_e05_h4_an_improvement_is_supported_as_non_inferior_but_not_as_equivalent():
+    """E05 H4 "keeps top-1 accuracy (within 0.005)": accuracy improved by 0.005. Per-seed gains 0.0045, 0.005,
+    0.0055 (sd 0.0005): the 95% CI [0.00376, 0.00624] lies above -0.005, so not worse by more than 0.005. As an
+    equivalence test the mean sits on the margin, so that test cannot be decided."""
+    control, treatment = values(0.40, 0.41, 0.42), values(0.4045, 0.415, 0.4255)
+    kept = decide(hypothesis("higher", 0.005, "non_inferiority", "final_top1_acc"), control, treatment)
+    half = T2 * 0.0005 / math.sqrt(3)
+    assert (kept.ci_low, kept.ci_high) == pytest.approx((0.005 - half, 0.005 + half), rel=1e-6)
+    assert (kept.verdict, kept.test, kept.ci_level) == ("supported", "non_inferiority", 0.95)
+    assert kept.p_value == pytest.approx(stats.ttest_1samp([0.0045, 0.005, 0.0055], -0.005).pvalue, rel=1e-6)
+    assert decide(hypothesis("equal", 0.005, metric="final_top1_acc"), control, treatment).verdict == "inconclusive"
 
 
-def test_equal_direction_supports_only_when_the_interval_is_inside_the_margin():
-    inside = decide(hypothesis("equal", 0.05), values(2.0, 2.01, 1.99), values(2.0, 2.012, 1.991))
-    outside = decide(hypothesis("equal", 0.05), values(2.0, 2.01, 1.99), values(2.2, 2.21, 2.19))
-    assert inside.verdict == "supported" and outside.verdict == "refuted"
-    assert inside.seeds_to_settle is None and outside.seeds_to_settle is None
+def test_non_inferiority_is_refuted_when_the_treatment_is_worse_by_more_than_the_margin():
+    # loss higher by 0.1 (± 0.025) under direction lower, margin 0.05: wholly below -0.05
+    v = decide(hypothesis("lower", 0.05, "non_inferiority"), values(2.0, 2.01, 1.99), values(2.1, 2.1, 2.1))
+    assert (v.effect, v.verdict) == (pytest.approx(-0.1), "refuted")
+    # worse by 0.03 ± 0.025: the CI [-0.055, -0.005] contains -0.05
+    v = decide(hypothesis("lower", 0.05, "non_inferiority"), values(2.0, 2.01, 1.99), values(2.03, 2.03, 2.03))
+    assert v.verdict == "inconclusive"
 
 
-def test_equal_direction_refutes_an_effect_below_minus_min_effect():
+# --- equivalence: TOST, the 90% CI inside (-m, m) --------------------------------------------------------------
+
+
+def test_equivalence_is_two_one_sided_tests_at_five_percent():
+    """Differences 0.03, 0.05, 0.04: mean 0.04, sd 0.01. 90% CI 0.04 ± 2.920 * 0.01 / sqrt(3) = [0.0231, 0.0569],
+    inside (-0.06, 0.06); the 95% CI [0.0152, 0.0648] is not, so only a 5%-level TOST supports it."""
+    v = decide(hypothesis("equal", 0.06), values(1.0, 1.0, 1.0), values(1.03, 1.05, 1.04))
+    half = T2_90 * 0.01 / math.sqrt(3)
+    assert (v.ci_low, v.ci_high, v.ci_level) == (pytest.approx(0.04 - half), pytest.approx(0.04 + half), 0.9)
+    assert 0.04 + T2 * 0.01 / math.sqrt(3) > 0.06
+    assert v.verdict == "supported"
+    diffs = [0.03, 0.05, 0.04]
+    tost = max(stats.ttest_1samp(diffs, -0.06, alternative="greater").pvalue,
+               stats.ttest_1samp(diffs, 0.06, alternative="less").pvalue)  # fmt: skip
+    assert v.p_value == pytest.approx(tost, rel=1e-6)
+
+
+def test_equivalence_is_refuted_when_the_90_percent_interval_lies_beyond_an_edge():
+    v = decide(hypothesis("equal", 0.05), values(2.0, 2.01, 1.99), values(2.2, 2.21, 2.19))
+    assert v.verdict == "refuted"
+    diffs = [0.2, 0.2, 0.2 + 1e-12]
     v = decide(hypothesis("equal", 0.5), values(2.0, 2.0, 2.0), values(1.0, 1.01, 0.99))
-    assert v.effect == pytest.approx(-1.0) and v.ci_high < -0.5
-    assert (v.verdict, v.seeds_to_settle) == ("refuted", None)
+    assert (v.effect, v.verdict) == (pytest.approx(-1.0), "refuted")
+    assert v.p_value == pytest.approx(stats.ttest_1samp([-1.0, -0.99, -1.01], -0.5, alternative="less").pvalue)
+    assert diffs  # the first case is exact: a zero-spread difference far outside
 
 
-@pytest.mark.parametrize(("treatment", "verdict"), [(1.25, "refuted"), (0.75, "refuted"), (1.125, "supported")])
-def test_equal_direction_at_the_edges_of_the_margin(treatment, verdict):
-    """Zero-width intervals at exactly +min_effect and -min_effect lie outside the open margin (-0.25, 0.25)."""
-    v = decide(hypothesis("equal", 0.25), values(1.0, 1.0), values(treatment, treatment))
-    assert v.ci_low == v.ci_high == treatment - 1.0
-    assert (v.verdict, v.seeds_to_settle) == (verdict, None)
-
-
-def test_equal_direction_straddling_plus_min_effect_is_inconclusive_and_aims_at_that_edge():
-    """Effects 0.25, 0.5, 0.75: mean 0.5, sd 0.25, CI 0.5 ± 0.621 reaches past +1. The edge is 0.5 away,
-    twice the sd: 4 seeds (1.591 < 2, 3 seeds give 2.484)."""
+def test_equivalence_straddling_an_edge_is_inconclusive():
     v = decide(hypothesis("equal", 1.0), values(1.0, 1.0, 1.0), values(1.25, 1.5, 1.75))
-    half = T2 * 0.25 / math.sqrt(3)
-    assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((0.5, 0.5 - half, 0.5 + half), rel=1e-12)
-    assert -1.0 < v.ci_low < 1.0 < v.ci_high
-    assert (v.verdict, v.seeds_to_settle) == ("inconclusive", 4)
-
-
-def test_equal_direction_straddling_minus_min_effect_is_inconclusive_and_aims_at_that_edge():
-    """Effects -1, -0.5, -1.5: mean -1, sd 0.5, CI -1 ± 1.242 from -2.24 to +0.24, across -0.5 but inside +0.5.
-    The edge -0.5 is 0.5 away, one sd: 7 seeds (0.925 < 1, 6 seeds give 1.050)."""
+    half = T2_90 * 0.25 / math.sqrt(3)
+    assert (v.ci_low, v.ci_high) == pytest.approx((0.5 - half, 0.5 + half))
+    assert v.verdict == "supported"  # 0.5 ± 0.42 lies inside (-1, 1)
     v = decide(hypothesis("equal", 0.5), values(2.0, 2.0, 2.0), values(1.0, 1.5, 0.5))
-    half = T2 * 0.5 / math.sqrt(3)
-    assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((-1.0, -1.0 - half, -1.0 + half), rel=1e-12)
-    assert v.ci_low < -0.5 < v.ci_high < 0.5
-    assert (v.verdict, v.seeds_to_settle) == ("inconclusive", 7)
+    assert (v.effect, v.verdict) == (pytest.approx(-1.0), "inconclusive")  # -1 ± 0.84 crosses -0.5
+
+
+@pytest.mark.parametrize(("treatment", "verdict"), [(1.125, "supported"), (1.5, "refuted"), (1.25, "inconclusive")])
+def test_an_exact_equivalence_decides_strictly_inside_or_beyond_and_not_on_the_edge(treatment, verdict):
+    v = decide(hypothesis("equal", 0.25), values(1.0, 1.0), values(treatment, treatment))
+    assert (v.effect, v.ci_low, v.ci_high, v.verdict) == (treatment - 1.0, treatment - 1.0, treatment - 1.0, verdict)
+
+
+# --- counts: Fisher's exact test on learned / plateau / diverged -----------------------------------------------
+
+
+def test_counts_three_against_three_cannot_decide_and_five_against_five_can():
+    """"Warm-up keeps Post-LN from getting stuck": all control runs plateau, no treatment run does. With 3 runs an
+    arm the one-sided p is 1 / C(6, 3) = 1/20 = 0.05 (not below 2.5%); with 5, 1 / C(10, 5) = 1/252."""
+    h = hypothesis("lower", 0.0, "counts", "not_learned")
+    three = decide(h, arm(dict.fromkeys(range(3), 3.35), *["plateau"] * 3), values(2.4, 2.5, 2.45))
+    assert (three.verdict, three.p_value, three.interval) == ("inconclusive", pytest.approx(2 / 20), "Fisher exact")
+    assert (three.control_mean, three.treatment_mean, three.effect) == (1.0, 0.0, 1.0)
+    control = arm(dict.fromkeys(range(5), 3.35), "plateau", "plateau", "diverged", "plateau", "plateau")
+    five = decide(h, control, values(2.4, 2.5, 2.45, 2.4, 2.42))
+    assert (five.verdict, five.p_value) == ("supported", pytest.approx(2 / 252))
+    assert (five.control_health, five.treatment_health) == ("4 plateau, 1 diverged", "5 learned")
+    assert math.isnan(five.ci_low) and math.isnan(five.ci_level)
+
+
+def test_counts_are_refuted_when_the_treatment_fails_more_and_count_only_their_status():
+    """4 of 5 treatment runs diverge, none of the control: one-sided p = C(5,4) / C(10,4) = 5/210 < 2.5%."""
+    treatment = arm(dict.fromkeys(range(5), 5.5), "diverged", "diverged", "diverged", "diverged", "learned")
+    v = decide(hypothesis("lower", 0.0, "counts", "diverged"), values(2.4, 2.5, 2.45, 2.4, 2.42), treatment)
+    assert (v.verdict, v.p_value, v.effect) == ("refuted", pytest.approx(10 / 210), pytest.approx(-0.8))
+    plateaus = decide(hypothesis("higher", 0.0, "counts", "plateau"), values(2.4, 2.5, 2.45, 2.4, 2.42), treatment)
+    assert (plateaus.verdict, plateaus.treatment_mean) == ("inconclusive", 0.0)  # diverged is not a plateau
+
+
+# --- facts ---------------------------------------------------------------------------------------------------
+
+
+def test_a_fact_is_compared_exactly_and_has_no_p_value():
+    """E01 H3: 8 heads have exactly as many parameters as 1 head."""
+    same = Hypothesis("H3", "s", "n_params", "h8", "h1", "equal", 0, test="fact")
+    v = decide(same, values(800, 800, 800), values(800, 800, 800))
+    assert (v.verdict, v.effect, v.interval, v.test) == ("supported", 0, "fact", "fact")
+    assert math.isnan(v.p_value)
+    more = Hypothesis("H", "s", "n_params", "big", "small", "higher", 100, test="fact")
+    assert decide(more, values(800, 800), values(900, 900)).verdict == "supported"  # exactly 100 more
+    assert decide(more, values(800, 800), values(899, 899)).verdict == "refuted"
+    assert decide(same, values(800, 800), values(801, 801)).verdict == "refuted"
+
+
+def test_a_fact_that_varies_by_seed_is_not_decided():
+    h = Hypothesis("H3", "s", "n_params", "h8", "h1", "equal", 0, test="fact")
+    v = decide(h, values(800, 800), values(800, 801))
+    assert (v.verdict, v.reason) == ("not decided", "a fact varies by seed in h8")
+
+
+# --- health: arms that did not learn decide nothing ------------------------------------------------------------
+
+
+def test_a_plateaued_arm_cannot_support_or_refute_a_loss_hypothesis():
+    """E04 on TinyShakespeare: Post-LN L24 without warm-up ends at 3.350, 3.348 (the unigram loss) and 2.577."""
+    stuck = arm({0: 3.350, 1: 3.348, 2: 2.577}, "plateau", "plateau", "learned")
+    for h in (hypothesis("lower", 0.02), hypothesis("higher", 0.02), hypothesis("equal", 0.5),
+              hypothesis("higher", 5.0, "non_inferiority")):  # fmt: skip
+        v = decide(h, stuck, values(2.2, 2.25, 2.21))
+        assert v.verdict == "not decided"
+        assert v.reason == "did not learn: control: 2 of 3 runs plateau"
+        assert math.isnan(v.p_value)
+    v = decide(hypothesis(), values(2.2, 2.25, 2.21), arm({0: 9.0, 1: 2.2, 2: 3.3}, "diverged", "learned", "plateau"))
+    assert v.reason == "did not learn: treatment: 1 of 3 runs diverged, 1 of 3 runs plateau"
+    assert v.treatment_health == "1 diverged, 1 learned, 1 plateau"
 
 
 # --- seeds that do not pair: Welch's interval, and it says so ------------------------------------------------
 
 
-def test_deterministic_metric_has_a_zero_width_interval():
-    """Parameter counts do not vary by seed: 8 heads have exactly as many as 1 head."""
-    v = decide(Hypothesis("H3", "s", "n_params", "h8", "h1", "higher", 1), values(800, 800, 800), values(800, 800, 800))
-    assert (v.effect, v.ci_low, v.ci_high, v.verdict, v.test) == (0, 0, 0, "refuted", "paired t")
-
-
 def test_one_seed_is_always_inconclusive():
-    v = decide(hypothesis(), {0: 2.0}, {0: 1.0})
-    assert (v.ci_low, v.ci_high) == (-math.inf, math.inf)
-    assert (v.verdict, v.seeds_to_settle, v.n_seeds, v.test) == ("inconclusive", None, 1, "paired t")
+    v = decide(hypothesis(), values(2.0), values(1.0))
+    assert (v.ci_low, v.ci_high, v.p_value) == (-math.inf, math.inf, 1.0)
+    assert (v.verdict, v.n_seeds, v.interval, v.reason) == ("inconclusive", 1, "paired t", "one seed gives no interval")
 
 
 def test_unpaired_seeds_fall_back_to_welch():
-    v = decide(hypothesis(), {0: 2.0, 1: 2.02, 2: 1.98}, {5: 1.7, 6: 1.72, 7: 1.69})
-    low, high = stats.ttest_ind([2.0, 2.02, 1.98], [1.7, 1.72, 1.69], equal_var=False).confidence_interval(0.95)
-    assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((2.0 - 1.7033333333333334, low, high))
-    assert (v.verdict, v.test) == ("supported", "Welch t")
+    v = decide(hypothesis(), Arm.learned({0: 2.0, 1: 2.02, 2: 1.98}), Arm.learned({5: 1.7, 6: 1.72, 7: 1.69}))
+    welch = stats.ttest_ind([2.0, 2.02, 1.98], [1.7, 1.72, 1.69], equal_var=False)
+    assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((2.0 - 1.7033333333333334, *welch.confidence_interval()))
+    shifted = stats.ttest_ind([2.0 - 0.02, 2.02 - 0.02, 1.98 - 0.02], [1.7, 1.72, 1.69], equal_var=False)
+    assert v.p_value == pytest.approx(shifted.pvalue, rel=1e-9)
+    assert (v.verdict, v.interval) == ("supported", "Welch t")
 
 
 def test_partly_overlapping_seeds_use_welch_over_all_values_and_say_so():
     """Seeds 1 and 2 are in both arms, 0 only in control, 3 and 4 only in treatment: Welch over every value, with
     n the smaller arm, not a paired interval over the two shared seeds."""
     control, treatment = {0: 2.3, 1: 2.0, 2: 2.1}, {1: 1.9, 2: 1.7, 3: 2.2, 4: 1.6}
-    v = decide(hypothesis(), control, treatment)
+    v = decide(hypothesis(), Arm.learned(control), Arm.learned(treatment))
     low, high = stats.ttest_ind([2.3, 2.0, 2.1], [1.9, 1.7, 2.2, 1.6], equal_var=False).confidence_interval(0.95)
     assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((6.4 / 3 - 7.4 / 4, low, high))
-    assert (v.n_seeds, v.test) == (3, "Welch t")
-    paired = stats.ttest_1samp([2.0 - 1.9, 2.1 - 1.7], 0).confidence_interval(0.95)
-    assert (v.ci_low, v.ci_high) != pytest.approx(tuple(paired))
+    assert (v.n_seeds, v.interval) == (3, "Welch t")
 
 
-def test_welch_with_two_seeds_an_arm_is_finite_and_asks_for_seeds_by_the_spread_of_a_difference():
-    """Each arm's variance is 0.125, so one treatment seed minus one control seed has sd sqrt(0.25) = 0.5. Effect 1,
-    min_effect 2: 1 away, twice that sd, so 4 seeds (1.591 < 2, 3 seeds give 2.484)."""
-    v = decide(hypothesis("higher", 2.0), {1: 0.0, 2: 0.5}, {0: 1.0, 1: 1.5})
+def test_welch_under_higher_and_for_equivalence_uses_the_matching_interval():
+    v = decide(hypothesis("higher", 2.0), Arm.learned({1: 0.0, 2: 0.5}), Arm.learned({0: 1.0, 1: 1.5}))
     low, high = stats.ttest_ind([1.0, 1.5], [0.0, 0.5], equal_var=False).confidence_interval(0.95)
-    assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((1.0, low, high))
-    assert (v.verdict, v.seeds_to_settle, v.n_seeds, v.test) == ("inconclusive", 4, 2, "Welch t")
+    assert (v.effect, v.ci_low, v.ci_high, v.verdict) == (pytest.approx(1.0), low, high, "inconclusive")
+    v = decide(hypothesis("equal", 2.0), Arm.learned({1: 0.0, 2: 0.5}), Arm.learned({0: 1.0, 1: 1.5}))
+    low, high = stats.ttest_ind([1.0, 1.5], [0.0, 0.5], equal_var=False).confidence_interval(0.90)
+    assert (v.ci_low, v.ci_high) == pytest.approx((low, high))
 
 
 def test_welch_with_one_seed_in_an_arm_is_inconclusive_with_an_infinite_interval():
-    v = decide(hypothesis(), {0: 2.0, 1: 2.1, 2: 2.05}, {3: 1.0})
+    v = decide(hypothesis(), Arm.learned({0: 2.0, 1: 2.1, 2: 2.05}), Arm.learned({3: 1.0}))
     assert (v.effect, v.ci_low, v.ci_high) == pytest.approx((1.05, -math.inf, math.inf))
-    assert (v.verdict, v.seeds_to_settle, v.n_seeds, v.test) == ("inconclusive", None, 1, "Welch t")
+    assert (v.verdict, v.n_seeds, v.interval) == ("inconclusive", 1, "Welch t")
 
 
-def test_welch_on_a_deterministic_metric_has_a_zero_width_interval_without_warnings():
+def test_zero_spread_is_exact_without_warnings():
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # not scipy's "precision loss ... may be unreliable": the interval is exact
-        v = decide(hypothesis("higher", 1.0), {0: 5.0, 1: 5.0}, {1: 7.0, 2: 7.0})
-    assert (v.effect, v.ci_low, v.ci_high, v.verdict, v.test) == (2.0, 2.0, 2.0, "supported", "Welch t")
+        warnings.simplefilter("error")
+        welch = decide(hypothesis("higher", 1.0), Arm.learned({0: 5.0, 1: 5.0}), Arm.learned({1: 7.0, 2: 7.0}))
+        paired = decide(hypothesis("higher", 2.0), values(5.0, 5.0), values(7.0, 7.0))
+    assert (welch.effect, welch.ci_low, welch.ci_high, welch.verdict, welch.p_value) == (2.0, 2.0, 2.0, "supported", 0)
+    assert (paired.verdict, paired.p_value) == ("inconclusive", 1.0)  # exactly on the threshold
 
 
-# --- seeds_to_settle and invalid input -----------------------------------------------------------------------
+# --- Benjamini-Hochberg --------------------------------------------------------------------------------------
 
 
-def test_seeds_to_settle_is_the_smallest_n_whose_half_width_is_under_the_distance():
-    assert seeds_to_settle(sd=1.0, distance_needed=1.0) == 7  # 1.050 at 6, 0.925 at 7
-    assert seeds_to_settle(sd=0.5, distance_needed=1.0) == 4  # ratio 2: 2.484 at 3, 1.591 at 4
-    assert seeds_to_settle(sd=0.1, distance_needed=1.0) == 2  # 0.1 * 8.985 < 1 already at 2
-    n = seeds_to_settle(sd=0.03, distance_needed=0.03)
-    assert stats.t.ppf(0.975, n - 1) * 0.03 / math.sqrt(n) < 0.03
-    assert stats.t.ppf(0.975, n - 2) * 0.03 / math.sqrt(n - 1) >= 0.03
+def test_adjust_is_benjamini_hochberg_over_the_tests_with_a_p_value():
+    """p 0.01, 0.04, 0.03, 0.5 (sorted 0.01, 0.03, 0.04, 0.5): adjusted min over later ranks of p * 4 / rank:
+    0.5; 0.04 * 4/3 = 0.0533; min(0.03 * 2, 0.0533) = 0.0533; min(0.01 * 4, 0.0533) = 0.04. A fact and a hypothesis
+    not decided carry no p value and do not enlarge the family."""
+    base = decide(hypothesis(), values(2.0, 2.01, 1.99), values(1.90, 1.92, 1.88))
+    fact = decide(Hypothesis("F", "s", "n", "t", "c", "equal", 0, test="fact"), values(1, 1), values(1, 1))
+    stuck = decide(hypothesis(), arm({0: 3.3, 1: 3.3}, "plateau", "plateau"), values(2.0, 2.1))
+    made = ((0.01, "supported"), (0.04, "refuted"), (0.03, "supported"), (0.5, "inconclusive"))
+    family = [replace(base, p_value=p, verdict=verdict) for p, verdict in made]
+    adjusted = adjust([family[0], fact, family[1], stuck, family[2], family[3]])
+    p = [v.p_adjusted for v in adjusted]
+    assert p[0] == pytest.approx(0.04) and p[2] == pytest.approx(0.16 / 3) and p[4] == pytest.approx(0.16 / 3)
+    assert p[5] == pytest.approx(0.5) and math.isnan(p[1]) and math.isnan(p[3])
+    assert [v.verdict_adjusted for v in adjusted] == [
+        "supported", "supported", "inconclusive", "not decided", "inconclusive", "inconclusive"]  # fmt: skip
+    assert [v.verdict for v in adjusted] == ["supported", "supported", "refuted", "not decided", "supported",
+                                             "inconclusive"]  # the raw verdicts stay  # fmt: skip
+    assert adjust([]) == []
 
 
-def test_seeds_to_settle_is_none_without_a_spread_or_a_distance():
-    assert seeds_to_settle(sd=math.nan, distance_needed=1.0) is None  # one seed: the spread is unknown
-    assert seeds_to_settle(sd=0.0, distance_needed=0.0) is None  # a zero-width interval on the threshold
-    assert seeds_to_settle(sd=0.01, distance_needed=0.0) is None
+# --- invalid input -------------------------------------------------------------------------------------------
 
 
-def test_seeds_to_settle_reports_up_to_max_seeds_and_not_beyond():
-    def half_width(n: int) -> float:
-        return stats.t.ppf(0.975, n - 1) * 1.0 / math.sqrt(n)
-
-    last = MAX_SEEDS_REPORTED
-    assert seeds_to_settle(1.0, (half_width(last - 1) + half_width(last)) / 2) == last
-    assert seeds_to_settle(1.0, (half_width(last) + half_width(last + 1)) / 2) is None
+@pytest.mark.parametrize(("control", "treatment", "which"), [({}, {0: 1.0}, "control"), ({0: 1.0}, {}, "treatment")])
+def test_an_arm_without_values_is_refused_and_named(control, treatment, which):
+    with pytest.raises(ValueError, match=f"^hypothesis H: no values for {which} arm$"):
+        decide(hypothesis(), Arm.learned(control), Arm.learned(treatment))
 
 
-@pytest.mark.parametrize(("control", "treatment", "arm"), [({}, {0: 1.0}, "control"), ({0: 1.0}, {}, "treatment")])
-def test_an_arm_without_values_is_refused_and_named(control, treatment, arm):
-    with pytest.raises(ValueError, match=f"^hypothesis H: no values for {arm} arm$"):
-        decide(hypothesis(), control, treatment)
+@pytest.mark.parametrize(
+    ("direction", "min_effect", "test", "metric", "message"),
+    [
+        ("sideways", 0.1, "", "m", "direction 'sideways' must be one of"),
+        ("lower", -0.1, "", "m", "min_effect must be non-negative"),
+        ("lower", 0.1, "bayes", "m", "test 'bayes' must be one of"),
+        ("equal", 0.1, "superiority", "m", "the superiority test needs direction lower or higher"),
+        ("lower", 0.1, "equivalence", "m", "the equivalence test needs direction equal"),
+        ("equal", 0.0, "", "m", "an equivalence test needs a margin min_effect > 0"),
+        ("lower", 0.0, "counts", "final_val_loss", "a counts test counts one of"),
+        ("lower", 0.5, "counts", "plateau", "a counts test counts one of"),
+        ("equal", 0.0, "counts", "plateau", "the counts test needs direction lower or higher"),
+    ],
+)
+def test_a_hypothesis_that_does_not_fit_its_test_is_refused(direction, min_effect, test, metric, message):
+    with pytest.raises(ValueError, match=message):
+        Hypothesis("H", "s", metric, "t", "c", direction, min_effect, test=test)
 
 
-def test_invalid_hypotheses_are_refused():
-    with pytest.raises(ValueError, match=r"^hypothesis H: direction 'sideways' must be one of \('lower', 'higher'"):
-        hypothesis("sideways")
-    with pytest.raises(ValueError, match="^hypothesis H: min_effect must be non-negative$"):
-        hypothesis("lower", -1)
-    with pytest.raises(ValueError, match="^hypothesis H: literature_expects must be supported or refuted$"):
+def test_the_test_defaults_to_the_direction():
+    assert hypothesis("lower").test == hypothesis("higher").test == "superiority"
+    assert hypothesis("equal").test == "equivalence"
+    with pytest.raises(ValueError, match="literature_expects"):
         Hypothesis("H", "s", "m", "t", "c", "lower", 0.1, literature_expects="maybe")
-
-
-def test_valid_edge_hypotheses_are_accepted():
-    assert hypothesis("equal", 0.0).min_effect == 0.0  # non-negative includes zero
-    for expects in ("", "supported", "refuted"):
-        assert (
-            Hypothesis("H", "s", "m", "t", "c", "lower", 0.1, literature_expects=expects).literature_expects == expects
-        )
+    assert Hypothesis("H", "s", "m", "t", "c", "lower", 0.1, source="document, line 4").from_document

@@ -47,7 +47,8 @@ def fail_on_bad_input(err: Exception) -> None:
 
 @hydra.main(config_path=str(ROOT / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ablations.experiment import ExperimentSpec, check_overrides, parse_shard, run_experiment
+    from ablations.experiment import check_overrides, parse_shard, run_experiment
+    from ablations.spec import ExperimentSpec
 
     prepare_process()  # again: a launcher's job (submitit) calls this function in a process of its own
     try:

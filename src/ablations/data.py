@@ -3,15 +3,22 @@
 Corpora:
 - ``stdlib_prose``: English prose from the running Python's standard library (module, class and
   function docstrings, read with ``ast`` without importing anything, plus ``pydoc_data.topics``).
-- ``stdlib_code``: the standard library's own source, for domain-shift experiments.
+- ``stdlib_code``: the standard library's own source without its docstrings (those are the prose
+  corpus: a prose -> code shift must not carry the same text on both sides), for domain shift.
 - ``tinyshakespeare``: downloaded once over https and checked against its sha256, or read from a path.
 - ``textfile``: any local UTF-8 text file.
+
+Splits: a single text (TinyShakespeare, a text file) is split as nanoGPT does, the first 90 % of its
+tokens for training and the rest for validation. The standard-library corpora are collections of
+documents (a docstring, a help topic, a source file) whose order is the library's file order, so their
+validation split is a seeded random 10 % of the documents: every part of the library can land in it.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import math
 import os
 import sys
@@ -32,6 +39,12 @@ TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/maste
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TOKENIZERS = ("byte", "char")
 TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation (nanoGPT's split)
+VALIDATION_DOCUMENTS = 0.1  # the share of documents drawn for validation from a collection of documents
+SPLIT_SEED = 0  # fixed: one validation sample per corpus, whatever the run's seed
+
+
+# (path, cache folder) -> (text, documents, separator): a single text has no documents
+CorpusLoader = Callable[[str | None, Path], tuple[str, tuple[str, ...], str]]
 
 
 class CorpusError(ValueError):
@@ -43,6 +56,12 @@ class Corpus:
     name: str
     text: str
     sha256: str
+    documents: tuple[str, ...] = ()  # the documents `text` joins, for a corpus split by documents; () splits text
+    separator: str = ""  # what joins the documents in `text`
+
+    @property
+    def split(self) -> str:
+        return "documents" if self.documents else "tail"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -69,27 +88,57 @@ def _stdlib_sources() -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if keep(p))
 
 
-def build_stdlib_prose() -> str:
+DOCUMENT_SEPARATOR = "\n\n"
+
+
+def _is_docstring(node: ast.AST) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _documented(tree: ast.AST) -> Iterator[ast.AST]:
+    """The modules, classes and functions of a tree that open with a docstring."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.body and _is_docstring(node.body[0]):
+                yield node
+
+
+def _parsed_sources() -> Iterator[tuple[Path, str, ast.AST | None]]:
+    for path in _stdlib_sources():
+        source = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            yield path, source, ast.parse(source)
+        except SyntaxError:
+            yield path, source, None
+
+
+def stdlib_prose_documents() -> list[str]:
     import pydoc_data.topics
 
-    docstrings = []
-    for path in _stdlib_sources():
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                if doc := ast.get_docstring(node):
-                    docstrings.append(doc)
+    docstrings = [ast.get_docstring(node) for _, _, tree in _parsed_sources() if tree for node in _documented(tree)]
     topics = pydoc_data.topics.topics
-    return "\n\n".join(docstrings + [topics[key] for key in sorted(topics)]) + "\n"
+    return [doc for doc in docstrings if doc] + [topics[key] for key in sorted(topics)]
 
 
-def build_stdlib_code() -> str:
-    return "".join(
-        f"# file: {path.name}\n{path.read_text(encoding='utf-8', errors='replace')}\n" for path in _stdlib_sources()
-    )
+def without_docstrings(source: str, tree: ast.AST) -> str:
+    """The source with the lines of its docstrings removed (`pass` where a body would be left empty). A docstring
+    that shares a line with other code is kept."""
+    lines = source.splitlines(keepends=True)
+    for node in sorted(_documented(tree), key=lambda n: -n.body[0].lineno):  # bottom-up: line numbers stay valid
+        doc = node.body[0]
+        start, end = doc.lineno - 1, doc.end_lineno
+        if lines[start][: doc.col_offset].strip() or lines[end - 1][doc.end_col_offset :].strip():
+            continue
+        filler = [" " * doc.col_offset + "pass\n"] if len(node.body) == 1 else []
+        lines[start:end] = filler
+    return "".join(lines)
+
+
+def stdlib_code_documents() -> list[str]:
+    return [
+        f"# file: {path.name}\n{source if tree is None else without_docstrings(source, tree)}\n"
+        for path, source, tree in _parsed_sources()
+    ]
 
 
 def download(url: str, dest: Path, sha256: str) -> Path:
@@ -140,31 +189,37 @@ def _textfile(path: str | None, cache_dir: Path) -> str:
     return read_text_file(path)
 
 
-def _built(builder: Callable[[], str], name: str) -> Callable[[str | None, Path], str]:
-    """A corpus built from this Python's standard library, cached per Python version."""
+def _built(builder: Callable[[], list[str]], name: str, separator: str, end: str) -> CorpusLoader:
+    """A corpus of documents built from this Python's standard library, cached per Python version."""
 
-    def load(path: str | None, cache_dir: Path) -> str:
-        cached = cache_dir / f"{name}-py{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}.txt"
+    def load(path: str | None, cache_dir: Path) -> tuple[str, tuple[str, ...], str]:
+        version = ".".join(str(part) for part in sys.version_info[:3])
+        cached = cache_dir / f"{name}-py{version}.json"
         if not cached.exists():
-            _atomic_write(cached, builder().encode())
-        return cached.read_text(encoding="utf-8")
+            _atomic_write(cached, json.dumps(builder()).encode())
+        documents = tuple(json.loads(cached.read_text(encoding="utf-8")))
+        return separator.join(documents) + end, documents, separator
 
     return load
 
 
-CORPORA: dict[str, Callable[[str | None, Path], str]] = {
-    "stdlib_prose": _built(build_stdlib_prose, "stdlib_prose"),
-    "stdlib_code": _built(build_stdlib_code, "stdlib_code"),
-    "tinyshakespeare": _tinyshakespeare,
-    "textfile": _textfile,
+def _single_text(read: Callable[[str | None, Path], str]) -> CorpusLoader:
+    return lambda path, cache_dir: (read(path, cache_dir), (), "")
+
+
+CORPORA: dict[str, CorpusLoader] = {
+    "stdlib_prose": _built(stdlib_prose_documents, "stdlib_prose", DOCUMENT_SEPARATOR, "\n"),
+    "stdlib_code": _built(stdlib_code_documents, "stdlib_code", "", ""),
+    "tinyshakespeare": _single_text(_tinyshakespeare),
+    "textfile": _single_text(_textfile),
 }
 
 
 def load_corpus(name: str, path: str | None = None, cache_dir: str | Path = ".cache") -> Corpus:
     if name not in CORPORA:
         raise CorpusError(f"unknown corpus {name!r}; valid: {', '.join(sorted(CORPORA))}")
-    text = CORPORA[name](path, Path(cache_dir))
-    return Corpus(name=name, text=text, sha256=sha256_bytes(text.encode()))
+    text, documents, separator = CORPORA[name](path, Path(cache_dir))
+    return Corpus(name, text, sha256_bytes(text.encode()), documents, separator)
 
 
 @dataclass(frozen=True)
@@ -172,6 +227,7 @@ class TokenizedCorpus:
     corpus: str
     sha256: str
     tokenizer: str
+    split: str  # "tail" or "documents" (Corpus.split)
     vocab: str  # the characters of a char-level vocabulary, in id order; empty for bytes
     train: np.ndarray
     val: np.ndarray
@@ -186,28 +242,52 @@ class TokenizedCorpus:
         return "".join(self.vocab[i] for i in ids)
 
 
+def validation_documents(n_documents: int) -> np.ndarray:
+    """The sorted indices of the documents drawn for validation: a fixed random VALIDATION_DOCUMENTS share."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    drawn = max(1, round(n_documents * VALIDATION_DOCUMENTS))
+    return np.sort(rng.choice(n_documents, size=drawn, replace=False))
+
+
+def split_texts(corpus: Corpus) -> tuple[str, str]:
+    """The training and validation text of a corpus split by documents, each joined as the corpus joins them."""
+    validation = set(validation_documents(len(corpus.documents)).tolist())
+    parts: tuple[list[str], list[str]] = ([], [])
+    for i, document in enumerate(corpus.documents):
+        parts[i in validation].append(document)
+    return corpus.separator.join(parts[0]), corpus.separator.join(parts[1])
+
+
+def _encode(text: str, tokenizer: str, lookup: dict[str, int]) -> np.ndarray:
+    if tokenizer == "byte":
+        return np.frombuffer(text.encode(), dtype=np.uint8)
+    return np.fromiter((lookup[ch] for ch in text), dtype=np.uint16, count=len(text))
+
+
 def tokenize(corpus: Corpus, tokenizer: str, cache_dir: str | Path = ".cache") -> TokenizedCorpus:
     """Token ids of the train and validation splits, read from the cache when present."""
     if tokenizer not in TOKENIZERS:
         raise CorpusError(f"unknown tokenizer {tokenizer!r}; valid: {', '.join(TOKENIZERS)}")
-    cached = Path(cache_dir) / f"tokens-{corpus.sha256[:16]}-{tokenizer}.npz"
+    cached = Path(cache_dir) / f"tokens-{corpus.sha256[:16]}-{tokenizer}-{corpus.split}.npz"
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        if tokenizer == "byte":
-            vocab, ids = "", np.frombuffer(corpus.text.encode(), dtype=np.uint8)
+        vocab = "" if tokenizer == "byte" else "".join(sorted(set(corpus.text)))
+        lookup = {ch: i for i, ch in enumerate(vocab)}
+        if corpus.documents:
+            train, val = (_encode(text, tokenizer, lookup) for text in split_texts(corpus))
         else:
-            vocab = "".join(sorted(set(corpus.text)))
-            lookup = {ch: i for i, ch in enumerate(vocab)}
-            ids = np.fromiter((lookup[ch] for ch in corpus.text), dtype=np.uint16, count=len(corpus.text))
-        n_train = int(len(ids) * TRAIN_FRACTION)
+            ids = _encode(corpus.text, tokenizer, lookup)
+            n_train = int(len(ids) * TRAIN_FRACTION)
+            train, val = ids[:n_train], ids[n_train:]
         with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, train=ids[:n_train], val=ids[n_train:], vocab=np.array(vocab))
+            np.savez(tmp, train=train, val=val, vocab=np.array(vocab))
         os.replace(tmp.name, cached)
     with np.load(cached) as arrays:
         return TokenizedCorpus(
             corpus=corpus.name,
             sha256=corpus.sha256,
             tokenizer=tokenizer,
+            split=corpus.split,
             vocab=str(arrays["vocab"]),
             train=arrays["train"],
             val=arrays["val"],

@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,111 +32,28 @@ from rich.table import Table
 from ablations import tracking
 from ablations.cli import available_cores
 from ablations.data import TextDataModule, evaluation_windows
+from ablations.decisions import ArmRun, Trend, metric_value, trends, verdicts_for
 from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
+from ablations.health import (
+    HEALTH_TAG,
+    PLATEAU_MARGIN,
+    LAST_QUARTER_DROP,
+    baselines,
+    last_quarter_drop,
+    reference_lines,
+    run_health,
+)
 from ablations.model import ModelConfig
 from ablations.parent_run import EVIDENCE_TAG, NOTE_TAG, ParentRun, is_evidence, note, where_to_look
 from ablations.probes import PROBES
 from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.spec import ExperimentSpec
 from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
-from ablations.verdict import Hypothesis, Verdict, decide
+from ablations.verdict import Verdict
 
 console = Console(width=None if Console().is_terminal else 140)
 # Config blocks that describe where and how a run executes, not what it computes.
 NOT_IN_RUN_KEY = ("experiment", "seeds", "threads", "shard")
-
-
-@dataclass
-class ExperimentSpec:
-    """What an experiment file declares. Arms come from `arms` (name -> overrides) and from `grid`,
-    whose axes multiply: {axis: {label: overrides}} gives one arm per combination of labels, named
-    by the labels joined with "-" (e.g. post-L24-nowarmup).
-
-    Two stages: with `base` (overrides, possibly {}), an arm named "base" is trained first for every
-    seed and its weights kept as an MLflow artifact; every other arm of that seed starts from them
-    (`init_from`) and is keyed by them, so a base is trained once and reused across arms, seeds'
-    reruns and invocations."""
-
-    id: str
-    name: str
-    title: str
-    claim: dict[str, Any]
-    hypotheses: list[Hypothesis]
-    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
-    grid: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
-    figures: list[dict[str, Any]] = field(default_factory=list)  # {x, hue, y, title}: axes of the grid, a metric
-    tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm
-    # tier -> axis -> label -> overrides merged into that grid option for that tier (e.g. the smoke tier's budgets,
-    # which a grid axis would otherwise fix for every tier)
-    tier_grid: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
-    base: dict[str, Any] | None = None  # overrides of the first stage, the arm "base"
-    design: str = ""  # how the arms are built and measured, in words, for the report
-    report_metrics: list[str] = field(default_factory=list)  # metrics the report tabulates per arm
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> ExperimentSpec:
-        raw = OmegaConf.to_container(cfg, resolve=True)
-        raw["hypotheses"] = [Hypothesis(**h) for h in raw["hypotheses"]]
-        spec = cls(**raw)
-        arms = spec.arms_for("full")
-        if not arms:
-            raise ValueError(f"experiment {spec.name} defines no arms")
-        for h in spec.hypotheses:
-            missing = {h.treatment, h.control} - set(arms)
-            if missing:
-                raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
-        for tier, axes in spec.tier_grid.items():
-            for axis, options in axes.items():
-                if unknown := set(options) - set(spec.grid.get(axis, {})):
-                    raise ValueError(f"tier_grid.{tier}.{axis} of {spec.name} names options {sorted(unknown)} "
-                                     "that its grid does not define")  # fmt: skip
-        for figure in spec.figures:
-            if figure.get("kind") == "scatter":
-                if not {"x", "y"} <= set(figure):
-                    raise ValueError(f"scatter figure of {spec.name} needs the metrics x and y")
-                continue
-            if unknown := {figure["x"], *figure.get("hue", [])} - set(spec.grid):
-                raise ValueError(f"figure of {spec.name} uses axes {sorted(unknown)} that its grid does not define")
-        return spec
-
-    def grid_arms(self, tier: str) -> dict[str, dict[str, Any]]:
-        if not self.grid:
-            return {}  # the product of no axes would be one nameless arm
-        changes = self.tier_grid.get(tier, {})
-        grid = {
-            axis: {label: overrides | changes.get(axis, {}).get(label, {}) for label, overrides in options.items()}
-            for axis, options in self.grid.items()
-        }
-        arms = {}
-        for combination in itertools.product(*(options.items() for options in grid.values())):
-            name = "-".join(label for label, _ in combination)
-            arms[name] = {key: value for _, overrides in combination for key, value in overrides.items()}
-        return arms
-
-    def axes_of(self, arm: str) -> dict[str, str]:
-        """The grid label of each axis for a grid arm ({} for an explicit arm)."""
-        labels = arm.split("-")
-        if len(labels) != len(self.grid):
-            return {}
-        if any(label not in options for label, options in zip(labels, self.grid.values(), strict=True)):
-            return {}
-        return dict(zip(self.grid, labels, strict=True))
-
-    def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
-        base = {} if self.base is None else {"base": self.base | {"save_checkpoint": True}}
-        arms = base | self.arms | self.grid_arms(tier)
-        return arms | self.full_tier_arms if tier == "full" else arms
-
-
-@dataclass
-class ArmRun:
-    arm: str
-    seed: int
-    run_id: str
-    status: str  # "finished" or "diverged"
-    metrics: dict[str, float]
-    reused: bool
-    key: str = ""  # the run key: config, corpus and code version
 
 
 def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) -> DictConfig:
@@ -177,6 +93,8 @@ def check_overrides(spec: ExperimentSpec, tier: str, overrides: list[str]) -> No
         key = override.key_or_group
         if key in spec.tier_overrides.get(tier, {}):
             raise ValueError(f"{key} is set by {spec.name}'s {tier} tier itself: the override would be ignored")
+        if spec.scale is not None and key == spec.scale.axis and tier in spec.scale.values:
+            raise ValueError(f"{key} is {spec.name}'s scale axis at the {tier} tier: its scaled arms set it")
         if setters := [arm for arm, changes in spec.arms_for(tier).items() if key in changes]:
             named = ", ".join(setters[:6]) + (f" and {len(setters) - 6} more" if len(setters) > 6 else "")
             raise ValueError(
@@ -293,9 +211,12 @@ def train_arm(
                 tracking.save_checkpoint(mlflow_client, run_id, task.model.state_dict())
         logger.flush(Path(run_cfg.data.cache_dir) / "unsent-metrics")
         steps, train_tokens = task.trained_steps, int(task.train_tokens)
+        curve = [(m.step, m.value) for m in mlflow_client.get_metric_history(run_id, "val_loss")]
         metrics = (
             task.final_metrics
             | measured
+            | baselines(tokens.train, tokens.val, tokens.vocab_size)
+            | {LAST_QUARTER_DROP: last_quarter_drop(curve)}
             | {
                 "n_params": task.model.num_params(),
                 "vocab_size": tokens.vocab_size,
@@ -315,6 +236,7 @@ def train_arm(
             metrics=[_metric(k, v, now, steps) for k, v in metrics.items() if math.isfinite(v)] + profile_points,
         )
         mlflow_client.set_tag(run_id, "ablations.status", status)
+        mlflow_client.set_tag(run_id, HEALTH_TAG, run_health(status, metrics))
         mlflow_client.set_terminated(run_id, "FINISHED")
     except BaseException:  # interrupted or crashed: never leave the run looking finished
         if run_id is None:  # interrupted inside create_run, which may have stored the run before returning
@@ -382,30 +304,21 @@ def _metric(key: str, value: float, timestamp: int, step: int) -> Metric:
     return Metric(key, float(value), timestamp, step)
 
 
-def metric_value(status: str, metrics: Mapping[str, float], metric: str) -> float:
-    """A diverged run counts as having learned nothing: its loss is that of the uniform prediction."""
-    if status == "diverged" and metric in ("final_val_loss", "final_val_ppl"):
-        vocab_size = metrics["vocab_size"]
-        return math.log(vocab_size) if metric == "final_val_loss" else vocab_size
-    return metrics[metric]
+def scale_value(spec: ExperimentSpec, cfg: DictConfig) -> float | None:
+    """The tier's own value of the experiment's scale axis (None without one)."""
+    if spec.scale is None:
+        return None
+    return spec.tier_overrides.get(cfg.tier, {}).get(spec.scale.axis, OmegaConf.select(cfg, spec.scale.axis))
 
 
-def verdicts_for(hypotheses: list[Hypothesis], runs: list[ArmRun]) -> list[Verdict]:
-    """The decision rule of every hypothesis, on the per-seed values of its two arms."""
-
-    def values(arm: str, metric: str) -> dict[int, float]:
-        return {r.seed: metric_value(r.status, r.metrics, metric) for r in runs if r.arm == arm}
-
-    return [decide(h, values(h.control, h.metric), values(h.treatment, h.metric)) for h in hypotheses]
-
-
-def load_spec(name: str) -> ExperimentSpec:
-    """The experiment file outside of Hydra (for exports and reports)."""
-    return ExperimentSpec.from_config(OmegaConf.load(tracking.ROOT / "experiments" / f"{name}.yaml").experiment)
+def tier_arms(spec: ExperimentSpec, cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Every arm a tier trains: the experiment's arms and, with a scale axis, the scaled hypotheses' arms at its
+    other values."""
+    return spec.arms_for(cfg.tier) | spec.scale_arms(cfg.tier, scale_value(spec, cfg))
 
 
 def planned_runs(cfg: DictConfig) -> int:
-    return len(ExperimentSpec.from_config(cfg.experiment).arms_for(cfg.tier)) * cfg.seeds
+    return len(tier_arms(ExperimentSpec.from_config(cfg.experiment), cfg)) * cfg.seeds
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -431,7 +344,7 @@ def run_experiment(
     torch.set_num_threads(cfg.threads or available_cores())
     mlflow_client = tracking.client()
     exp_id = tracking.experiment_id(mlflow_client, spec.name)
-    arms = spec.arms_for(cfg.tier)
+    arms = tier_arms(spec, cfg)
     seeds = list(range(cfg.seeds))
     tags = tracking.environment_tags() | {
         "experiment": spec.name,
@@ -476,6 +389,7 @@ def run_experiment(
                 on_run(run)
         parent.settle([r.key for r in runs])
         verdicts = [] if shard is not None else verdicts_for(spec.hypotheses, runs)
+        scale_trends = [] if shard is not None else trends(spec, cfg.tier, scale_value(spec, cfg), runs)
         if shard is None and not parent.reused:
             seconds = time.perf_counter() - started
             _log_summary(mlflow_client, parent.id(), spec, runs, verdicts, seconds)
@@ -487,6 +401,7 @@ def run_experiment(
     if shard is not None:
         return []
     print_verdicts(spec, verdicts, evidence)
+    print_trends(spec, scale_trends)
     for line in where_to_look(exp_id, parent.id(), parent.reused):
         console.print(line, highlight=False)
     return verdicts
@@ -496,7 +411,9 @@ def print_run(run: ArmRun) -> None:
     loss = metric_value(run.status, run.metrics, "final_val_loss")
     note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
     if run.status == "diverged":
-        note += f", diverged at step {run.metrics['diverged_step']:.0f}: counted as the uniform loss"
+        note += f", diverged at step {run.metrics['diverged_step']:.0f}: drawn at the uniform loss"
+    elif run.health == "plateau":
+        note += f", not {PLATEAU_MARGIN:.0%} below the unigram loss {run.metrics['baseline_unigram']:.3f}: a plateau"
     console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
 
 
@@ -530,6 +447,7 @@ def _log_summary(
             metric,
             [(r.arm, r.seed, metric_value(r.status, r.metrics, metric)) for r in runs],
             figure,
+            reference_lines(metric, [r.metrics for r in runs]),
         )
         mlflow_client.log_artifact(parent_id, str(figure))
         for spec_figure in spec.figures:
@@ -565,6 +483,7 @@ def figure_from_spec(
         figure.get("hue", []),
         values,
         path,
+        reference_lines(figure["y"], [metrics for _, _, _, metrics in runs]),
     )
 
 
@@ -572,26 +491,37 @@ def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool
     title = f"{spec.id} {spec.name}: {spec.title}"
     if not evidence:
         title += "\n[bold]smoke tier: these verdicts check the plumbing and are not evidence about the claim[/]"
-    table = Table(title=title)
-    for column in ("hypothesis", "metric", "treatment vs control", "effect [95% CI]", "min effect", "seeds", "verdict"):
+    caption = "p: this experiment alone; `make results` adjusts it over the whole report (FDR)"
+    table = Table(title=title, caption=caption)
+    for column in ("hypothesis", "test", "treatment vs control", "effect [CI]", "min effect", "seeds", "p", "verdict"):
         table.add_column(column)
-    colour = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}
+    colour = {"supported": "green", "refuted": "red", "inconclusive": "yellow", "not decided": "magenta"}
     for v in verdicts:
-        settle = ""
-        if v.verdict == "inconclusive":
-            if v.n_seeds < 2:
-                settle = " (one seed gives no interval: run at least 3)"
-            elif v.seeds_to_settle:
-                settle = f" (~{v.seeds_to_settle} seeds per arm would settle it)"
-            else:
-                settle = " (the effect sits at the threshold: hundreds of seeds or a larger budget)"
+        detail = f" ({v.reason})" if v.reason else ""
+        if superseded := spec.superseded(v.hypothesis):
+            detail += f" (superseded {superseded})"
+        level = "" if math.isnan(v.ci_level) else f" {v.ci_level:.0%}"
         table.add_row(
             v.hypothesis,
-            f"{v.metric} ({v.direction})",
+            f"{v.test}: {v.metric} ({v.direction})",
             f"{v.treatment} vs {v.control}",
-            f"{v.effect:+.4g} [{v.ci_low:+.4g}, {v.ci_high:+.4g}]",
+            f"{v.effect:+.4g} [{v.ci_low:+.4g}, {v.ci_high:+.4g}]{level}",
             f"{v.min_effect:g}",
             str(v.n_seeds),
-            f"[{colour[v.verdict]}]{v.verdict}[/]{settle}" if evidence else f"{v.verdict} (not evidence)",
+            "" if math.isnan(v.p_value) else f"{v.p_value:.3g}",
+            f"[{colour[v.verdict]}]{v.verdict}[/]{detail}" if evidence else f"{v.verdict} (not evidence){detail}",
         )
+    console.print(table)
+
+
+def print_trends(spec: ExperimentSpec, scale_trends: list[Trend]) -> None:
+    if not scale_trends:
+        return
+    table = Table(title=f"{spec.id}: the scaled hypotheses along {spec.scale.axis} (ablations.decisions)")
+    for column in ("hypothesis", "values", "slope per doubling [95% CI]", "expected", "trend"):
+        table.add_column(column)
+    for t in scale_trends:
+        outcome = t.trend + (f" ({t.reason})" if t.reason else "" if t.matches else " (not as expected)")
+        table.add_row(t.hypothesis, t.values, f"{t.slope:+.4g} [{t.slope_low:+.4g}, {t.slope_high:+.4g}]",
+                      t.expected, outcome)  # fmt: skip
     console.print(table)

@@ -14,8 +14,29 @@ import seaborn as sns  # noqa: E402
 FIGURE_DPI = 100  # sharp enough at the report's figure widths, and quick to draw
 
 
-def arm_comparison_figure(title: str, metric: str, values: list[tuple[str, int, float]], path: Path) -> Path:
-    """Every seed as a dot, and the arm mean with a bootstrap 95% interval; arms in the order given."""
+def draw_reference_lines(ax: plt.Axes, lines: dict[str, float] | None) -> None:
+    """Horizontal reference lines (e.g. a corpus's unigram baseline). A line far above or below the data would
+    squash it flat, so such a line is named in a corner note instead of drawn."""
+    low, high = ax.get_ylim()
+    margin = 0.5 * (high - low)
+    off_plot = []
+    for name, value in (lines or {}).items():
+        if low - margin <= value <= high + margin:
+            ax.axhline(value, color="black", linestyle="--", linewidth=0.9, label=name)
+            low, high = min(low, value), max(high, value)
+        else:
+            off_plot.append(f"{name} {value:.3g}")
+    ax.set_ylim(low - 0.02 * (high - low), high + 0.02 * (high - low))
+    if off_plot:
+        note = ", ".join(off_plot) + (" (off the plot)")
+        ax.annotate(note, (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=7, color="dimgrey")
+
+
+def arm_comparison_figure(
+    title: str, metric: str, values: list[tuple[str, int, float]], path: Path, lines: dict[str, float] | None = None
+) -> Path:
+    """Every seed as a dot, and the arm mean with a bootstrap 95% interval; arms in the order given; `lines`: named
+    reference values (draw_reference_lines)."""
     frame = pd.DataFrame(values, columns=["arm", "seed", metric])
     order = list(dict.fromkeys(frame.arm))
     fig, ax = plt.subplots(figsize=(max(5.5, 0.7 * len(order)), 3.5), layout="constrained")
@@ -32,6 +53,7 @@ def arm_comparison_figure(title: str, metric: str, values: list[tuple[str, int, 
         ax=ax,
     )
     sns.stripplot(frame, x="arm", y=metric, order=order, hue="seed", palette="deep", size=6, alpha=0.7, ax=ax)
+    draw_reference_lines(ax, lines)
     ax.set_title(title)
     ax.legend(title="seed", fontsize=8, title_fontsize=8)
     if len(order) > 4:
@@ -49,10 +71,12 @@ def grid_figure(
     hue_axes: list[str],
     values: list[tuple[dict[str, str], int, float]],
     path: Path,
+    lines: dict[str, float] | None = None,
 ) -> Path:
     """A metric against one axis of an experiment's grid, one line per combination of the hue axes.
 
     values: (grid labels of the arm, seed, value). Points are means over seeds with a bootstrap 95% band.
+    lines: named reference values (draw_reference_lines).
     """
     frame = pd.DataFrame(
         [
@@ -65,6 +89,7 @@ def grid_figure(
     sns.pointplot(
         frame, x=x_axis, y=y, order=x_order, hue="arm group", errorbar=("ci", 95), dodge=dodge, capsize=0.1, ax=ax
     )
+    draw_reference_lines(ax, lines)
     ax.set_title(title)
     ax.legend(title=", ".join(hue_axes), fontsize=8, title_fontsize=8)
     fig.savefig(path, dpi=FIGURE_DPI)

@@ -18,7 +18,7 @@ from ablations import tracking
 from ablations.verdict import Verdict
 
 if TYPE_CHECKING:  # the spec's module builds parents: a type only, no import at run time
-    from ablations.experiment import ExperimentSpec
+    from ablations.spec import ExperimentSpec
 
 RUNS_TAG = "ablations.run_keys_sha256"  # the runs a parent decided over
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description
@@ -79,16 +79,19 @@ def note(spec: ExperimentSpec, tier: str, corpus: str, verdicts: list[Verdict]) 
         f"**Tier** {tier}, **corpus** {corpus}."
         + ("" if is_evidence(tier) else " **Smoke tier: checks the plumbing; these verdicts are not evidence.**"),
         "",
-        "| hypothesis | statement | metric | treatment vs control | min effect | effect [95% CI] | test | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| hypothesis | statement | test | metric | treatment vs control | min effect | effect [CI] | p | verdict "
+        "| why |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     statements = {h.id: h.statement for h in hypotheses}
     for v in verdicts:
+        level = "" if v.ci_level != v.ci_level else f" ({v.ci_level:.0%})"  # NaN: no interval (counts, facts)
         lines.append(
-            f"| {v.hypothesis} | {statements[v.hypothesis]} | {v.metric} ({v.direction}) | {v.treatment} vs "
-            f"{v.control} | {v.min_effect:g} | {v.effect:+.4g} [{v.ci_low:+.4g}, {v.ci_high:+.4g}] | {v.test} "
-            f"| {v.verdict} |"
+            f"| {v.hypothesis} | {statements[v.hypothesis]} | {v.test} | {v.metric} ({v.direction}) | {v.treatment} "
+            f"vs {v.control} | {v.min_effect:g} | {v.effect:+.4g} [{v.ci_low:+.4g}, {v.ci_high:+.4g}]{level} "
+            f"| {v.p_value:.3g} | {v.verdict} | {v.reason} |"
         )
+    lines += ["", "p: this experiment alone; `make results` adjusts it over the report's family of tests (FDR)."]
     return "\n".join(lines)
 
 

@@ -28,9 +28,11 @@ import typst  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ablations import tracking  # noqa: E402
-from ablations.experiment import ExperimentSpec, figure_from_spec, load_spec  # noqa: E402
+from ablations.experiment import figure_from_spec  # noqa: E402
 from ablations.figures import FIGURE_DPI, arm_comparison_figure  # noqa: E402
+from ablations.health import PLATEAU_MARGIN, reference_lines  # noqa: E402
 from ablations.quantization import TAIL_QUANTILES  # noqa: E402
+from ablations.spec import ExperimentSpec, load_spec  # noqa: E402
 
 TEMPLATE = Path(__file__).with_name("report.typ")
 # Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
@@ -63,34 +65,49 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}g}".replace("-", "−")
 
 
+RULES = {
+    "superiority": "{t} {dir} than {c} by at least {m}",
+    "non_inferiority": "{t} not worse than {c} by more than {m} ({dir} is better)",
+    "equivalence": "{t} within ±{m} of {c}",
+    "counts": "fewer {metric} runs in {t} than in {c}",
+    "fact": "{t} against {c}: {dir} by {m}",
+}
+OUTCOMES = {
+    ("superiority", "supported"): "The whole 95% interval lies above the minimum effect",
+    ("superiority", "refuted"): "The whole 95% interval lies below the minimum effect",
+    ("non_inferiority", "supported"): "The whole 95% interval lies above minus the margin",
+    ("non_inferiority", "refuted"): "The whole 95% interval lies below minus the margin",
+    ("equivalence", "supported"): "The whole 90% interval lies inside the margin (TOST)",
+    ("equivalence", "refuted"): "The whole 90% interval lies beyond an edge of the margin",
+    ("counts", "supported"): "Fisher's exact test favours the treatment",
+    ("counts", "refuted"): "Fisher's exact test favours the control",
+    ("fact", "supported"): "The fixed values meet the statement",
+    ("fact", "refuted"): "The fixed values do not meet the statement",
+}
+
+
 def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
-    effect = f"{fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}]"
-    rule = {
-        "lower": f"{v.treatment} lower than {v.control} by at least {v.min_effect:g}",
-        "higher": f"{v.treatment} higher than {v.control} by at least {v.min_effect:g}",
-        "equal": f"{v.treatment} within ±{v.min_effect:g} of {v.control}",
-    }[v.direction]
-    text = (
-        f"{h.id} ({v.metric}, {rule}): effect {effect} over {v.n_seeds} seeds "
-        f"({v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}). "
-    )
-    where = "inside the margin" if v.direction == "equal" else "above the minimum effect"
-    outside = "outside the margin" if v.direction == "equal" else "below the minimum effect"
-    if v.verdict == "supported":
-        text += f"The whole interval lies {where}: supported."
-    elif v.verdict == "refuted":
-        text += f"The whole interval lies {outside}: refuted."
-        if h.from_document:
-            text += f" The document's claim ({h.source}) is false in this setting."
+    """One hypothesis's verdict in words: the test, the numbers, the raw and the adjusted verdict."""
+    rule = RULES[v.test].format(t=v.treatment, c=v.control, m=f"{v.min_effect:g}", metric=v.metric,
+                                dir={"lower": "lower", "higher": "higher", "equal": "equal"}[v.direction])  # fmt: skip
+    if v.test == "counts":
+        numbers = f"rates {v.control} {v.control_mean:.2f}, {v.treatment} {v.treatment_mean:.2f}"
     else:
-        if v.n_seeds < 2:
-            settle = "at least 3 seeds per arm (one seed gives no interval)"
-        elif pd.notna(v.seeds_to_settle):
-            settle = f"about {int(v.seeds_to_settle)} seeds per arm"
-        else:
-            settle = "no affordable number of seeds (the mean sits at the threshold; more than 1000 per arm)"
-        edge = "an edge of the margin" if v.direction == "equal" else "the minimum effect"
-        text += f"The interval contains {edge}: inconclusive; {settle} would likely settle it."
+        numbers = f"{v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}"
+    interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}] ({v.ci_level:.0%})"
+    text = f"{h.id} ({v.test}, {v.metric}: {rule}): effect {fmt(v.effect)}{interval} over {v.n_seeds} seeds ({numbers})"
+    text += "" if pd.isna(v.p_value) else f", p = {v.p_value:.3g}, adjusted {v.p_adjusted:.3g}"
+    text += ". "
+    if v.verdict == "not decided":
+        return text + f"Not decided: {v.reason}."
+    if v.verdict == "inconclusive":
+        text += "Neither side of the test is reached: inconclusive."
+    else:
+        text += f"{OUTCOMES[(v.test, v.verdict)]}: {v.verdict}."
+    if v.verdict_adjusted != v.verdict:
+        text += f" After the false-discovery adjustment over the report's tests: {v.verdict_adjusted}."
+    if v.verdict_adjusted == "refuted" and h.from_document:
+        text += f" The document's claim ({h.source}) does not hold at this model size and budget."
     return text
 
 
@@ -101,14 +118,14 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
         rows = exp_verdicts[exp_verdicts.hypothesis == h.id]
         if rows.empty:
             continue
-        by_corpus = {r.corpus: r.verdict for r in rows.itertuples()}
+        by_corpus = {r.corpus: r.verdict_adjusted for r in rows.itertuples()}
         if len(set(by_corpus.values())) == 1:
             verdict = next(iter(by_corpus.values()))
             where = "on every corpus" if len(by_corpus) > 1 else f"on {next(iter(by_corpus))}"
             text = f"{h.id} is {verdict} {where}"
         else:
             text = f"{h.id} depends on the corpus (" + ", ".join(f"{v} on {c}" for c, v in by_corpus.items()) + ")"
-        decided = {v for v in by_corpus.values() if v != "inconclusive"}
+        decided = {v for v in by_corpus.values() if v in ("supported", "refuted")}
         if h.literature_expects and decided:
             agree = decided == {h.literature_expects}
             text += (
@@ -122,8 +139,11 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
     return " ".join(sentences)
 
 
-def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
-    """Validation and training loss per step: the arm mean, and a band from the lowest to the highest seed."""
+def curves_figure(
+    curves: pd.DataFrame, arms: list[str], title: str, path: Path, baselines: dict[str, float] | None = None
+) -> Path:
+    """Validation and training loss per step: the arm mean, a band from the lowest to the highest seed, and the
+    corpus's unigram and bigram baselines (validation split) with the plateau line 10 % below unigram."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
     for ax, metric in zip(axes, ("val_loss", "train_loss"), strict=True):
         frame = curves[curves.metric == metric]
@@ -132,7 +152,11 @@ def curves_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path)
         )
         # The first tenth of training is a steep drop that would flatten everything after it.
         later = frame[frame.step >= frame.step.max() * 0.1].value
-        ax.set(title=f"{metric} ({title})", ylabel=metric, ylim=(later.min() * 0.98, later.max() * 1.02))
+        top = later.max()
+        for name, value in (baselines or {}).items():
+            ax.axhline(value, color="black", linestyle=":" if "bigram" in name else "--", linewidth=0.9, label=name)
+            top = max(top, value)
+        ax.set(title=f"{metric} ({title})", ylabel=metric, ylim=(later.min() * 0.98, top * 1.02))
     sns.move_legend(
         axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8, ncols=1 + len(arms) // 10
     )
@@ -181,7 +205,8 @@ def tails_figure(curves: pd.DataFrame, title: str, path: Path) -> Path:
 
 def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
     """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect."""
-    colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange"}
+    colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
+    verdicts = verdicts[verdicts.ci_low.notna()]  # counts and facts have no interval
     hypotheses = list(dict.fromkeys(verdicts.hypothesis))
     fig, axes = plt.subplots(
         len(hypotheses),
@@ -196,17 +221,27 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
             low, high = (v.ci_low, v.ci_high) if math.isfinite(v.ci_low) else (v.effect, v.effect)
             ax.plot([low, high], [i, i], color=colours[v.verdict], linewidth=3, solid_capstyle="butt")
             ax.plot(v.effect, i, "o", color=colours[v.verdict])
-        ax.axvline(rows.min_effect.iloc[0], color="black", linewidth=1.5, label="minimum effect")
+        threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
+        ax.axvline(threshold, color="black", linewidth=1.5, label="threshold of the test")
+        if rows.test.iloc[0] == "equivalence":
+            ax.axvline(-threshold, color="black", linewidth=1.5)
         ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
         ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier})" for v in rows.itertuples()])
         ax.set_ylim(len(rows) - 0.5, -0.5)
-        ax.set_title(f"{hypothesis}: {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), effect and 95% CI", fontsize=9)
+        level = f"{rows.ci_level.iloc[0]:.0%}"
+        ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), "
+                     f"effect and {level} CI", fontsize=9)  # fmt: skip
     axes[0, 0].legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("effect (positive = as the hypothesis predicts)")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path
+
+
+def _metrics_of(row: dict) -> dict[str, float]:
+    """A runs.csv row's finite numbers."""
+    return {k: v for k, v in row.items() if isinstance(v, float) and math.isfinite(v)}
 
 
 def setup_line(group: pd.DataFrame) -> str:
@@ -259,7 +294,9 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                     "ci": f"[{low:.4f}, {high:.4f}]",
                     "params": f"{int(arm_runs.n_params.iloc[0]):,}",
                     "tok_s": "—" if math.isnan(speed) else f"{speed:,.0f}",  # evaluation-only arms do not train
-                    "diverged": int((arm_runs.status == "diverged").sum()),
+                    "health": ", ".join(f"{n} {h}" for h, n in arm_runs.health.value_counts().items())
+                    if "health" in arm_runs
+                    else "",
                 }
             )
         measures = {"metrics": spec.report_metrics, "rows": []}
@@ -281,31 +318,32 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                         for r in group[group.arm == arm].itertuples()
                     ],
                     work / f"{tag}-arms.png",
+                    reference_lines(primary, [_metrics_of(r) for r in group.to_dict("records")]),
                 ).name,
                 "caption": f"{primary} per seed (dots) and arm mean with a bootstrap 95% interval; "
-                f"{corpus}, {tier} tier.",
+                f"{corpus}, {tier} tier. For the validation loss: the corpus's unigram baseline and the plateau "
+                "line (dashed, or named in the corner when far off the plot).",
             }
         )
         run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
         if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
+            lines = {}
+            if "baseline_unigram" in group and group.baseline_unigram.notna().any():
+                unigram = float(group.baseline_unigram.mean())
+                lines = {"unigram": unigram, "plateau line": (1 - PLATEAU_MARGIN) * unigram,
+                         "bigram": float(group.baseline_bigram.mean())}  # fmt: skip
             figures.append(
                 {
                     "path": curves_figure(
-                        run_curves, list(spec.arms_for(tier)), f"{corpus}, {tier}", work / f"{tag}-curves.png"
+                        run_curves, list(spec.arms_for(tier)), f"{corpus}, {tier}", work / f"{tag}-curves.png", lines
                     ).name,
                     "caption": "Loss per step: arm mean and the band from the lowest to the highest seed "
-                    "(validation on a fixed subset of windows).",
+                    "(validation on a fixed subset of windows). Dashed: the unigram baseline and the plateau line "
+                    f"{PLATEAU_MARGIN:.0%} below it (a run ending above it did not learn); dotted: the bigram "
+                    "baseline.",
                 }
             )
-        as_runs = [
-            (
-                r["arm"],
-                r["seed"],
-                r["status"],
-                {k: v for k, v in r.items() if isinstance(v, float) and math.isfinite(v)},
-            )
-            for r in group.to_dict("records")
-        ]
+        as_runs = [(r["arm"], r["seed"], r["status"], _metrics_of(r)) for r in group.to_dict("records")]
         for i, spec_figure in enumerate(spec.figures):
             path = figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}.png")
             if path is not None:
@@ -348,7 +386,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                 "corpus": v.corpus,
                 "tier": v.tier,
                 "hypothesis": v.hypothesis,
-                "verdict": v.verdict,
+                "verdict": v.verdict_adjusted,  # the badge: the verdict to read; the sentence gives both
                 "text": verdict_sentence(pd.Series(v._asdict()), hypotheses[v.hypothesis], spec),
             }
         )
@@ -356,8 +394,8 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
         figures.append(
             {
                 "path": effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects.png").name,
-                "caption": "Effect of each hypothesis with its paired-t 95% CI (colour = verdict) "
-                "and the minimum effect.",
+                "caption": "Effect of each hypothesis with its interval (colour = raw verdict; grey: not "
+                "decided, an arm did not learn) and the threshold of its test.",
             }
         )
     return {
@@ -373,6 +411,8 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                 "statement": h.statement,
                 "metric": h.metric,
                 "direction": h.direction,
+                "test": h.test.replace("_", "-"),
+                "superseded": spec.superseded(h.id),
                 "arms": f"{h.treatment} vs {h.control}",
                 "min_effect": f"{h.min_effect:g}",
                 "literature": h.literature,
@@ -393,25 +433,50 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> li
     rows = []
     for v in verdicts.itertuples():
         h = next(h for h in specs[v.experiment].hypotheses if h.id == v.hypothesis)
-        agrees = (
-            "—"
-            if v.verdict == "inconclusive" or not h.literature_expects
-            else ("yes" if v.verdict == h.literature_expects else "no")
-        )
+        decided = v.verdict_adjusted in ("supported", "refuted")
+        agrees = "—" if not decided or not h.literature_expects else "no"
+        agrees = "yes" if decided and v.verdict_adjusted == h.literature_expects else agrees
+        interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}]"
         rows.append(
             {
                 "experiment": f"{v.experiment_id} {v.experiment}",
                 "hypothesis": f"{v.hypothesis}: {h.statement}",
                 "corpus": v.corpus,
                 "tier": v.tier,
+                "test": v.test.replace("_", "-"),
                 "seeds": int(v.n_seeds),
-                "effect": f"{fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}]",
+                "effect": f"{fmt(v.effect)}{interval}",
                 "min_effect": f"{v.min_effect:g}",
+                "p": "—" if pd.isna(v.p_value) else f"{v.p_value:.2g} / {v.p_adjusted:.2g}",
                 "verdict": v.verdict,
+                "verdict_adjusted": v.verdict_adjusted,
                 "literature": agrees,
             }
         )
     return rows
+
+
+def trend_rows(trends: pd.DataFrame) -> list[dict]:
+    return [
+        {
+            "experiment": f"{t.experiment_id} {t.experiment}", "hypothesis": t.hypothesis, "corpus": t.corpus,
+            "tier": t.tier, "axis": t.axis, "values": t.values,
+            "slope": "—" if pd.isna(t.slope) else f"{fmt(t.slope)} [{fmt(t.slope_low)}, {fmt(t.slope_high)}]",
+            "expected": t.expected,
+            "trend": t.trend + (f" ({t.reason})" if isinstance(t.reason, str) and t.reason else ""),
+            "matches": "yes" if t.matches else "no",
+        }
+        for t in trends.itertuples()
+    ]  # fmt: skip
+
+
+def amendment_rows(specs: dict[str, ExperimentSpec]) -> list[dict]:
+    return [
+        {"experiment": f"{spec.id} {spec.name}", "date": a.date, "change": a.change, "reason": a.reason,
+         "supersedes": ", ".join(a.supersedes) or "—"}
+        for spec in specs.values()
+        for a in spec.amendments
+    ]  # fmt: skip
 
 
 def environment(runs: pd.DataFrame) -> dict:
@@ -430,8 +495,14 @@ def environment(runs: pd.DataFrame) -> dict:
 
 def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full")) -> Path:
     """The PDF from results/*.csv, for the runs of the given tiers (smoke runs say nothing about claims)."""
-    runs, verdicts, curves = (pd.read_csv(results_dir / f"{name}.csv") for name in ("runs", "verdicts", "curves"))
-    runs, verdicts, curves = (frame[frame.tier.isin(tiers)] for frame in (runs, verdicts, curves))
+    names = ("runs", "verdicts", "trends", "curves")
+    runs, verdicts, trends, curves = (pd.read_csv(results_dir / f"{name}.csv") for name in names)
+    runs, verdicts, trends, curves = (frame[frame.tier.isin(tiers)] for frame in (runs, verdicts, trends, curves))
+    for column in ("reason", "superseded", "scale"):  # all blank reads as a float column
+        verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
+    superseded = verdicts[verdicts.superseded != ""]
+    verdicts = verdicts[verdicts.superseded == ""]
+    at_own_scale = ~verdicts.treatment.str.contains("@", regex=False)  # the scaled arms are in the trend table
     if runs.empty:
         raise SystemExit(
             f"error: {results_dir}/runs.csv has no runs of the tiers {', '.join(tiers)}; nothing to report"
@@ -444,9 +515,19 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
         data = {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cjk_font": font or "",
-            "summary": summary_rows(verdicts, specs),
+            "summary": summary_rows(verdicts[at_own_scale], specs),
+            "counts": {
+                "tests": int(verdicts.p_value.notna().sum()),
+                "not_decided": int((verdicts.verdict == "not decided").sum()),
+                "changed_by_fdr": int((verdicts.verdict != verdicts.verdict_adjusted).sum()),
+            },
+            "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
+            "trends": trend_rows(trends),
+            "amendments": amendment_rows(specs),
+            "superseded": summary_rows(superseded, specs),
             "experiments": [
-                experiment_section(specs[n], runs[runs.experiment == n], verdicts, curves, work) for n in names
+                experiment_section(specs[n], runs[runs.experiment == n], verdicts[at_own_scale], curves, work)
+                for n in names
             ],
             "environment": environment(runs),
             "commands": [
@@ -476,7 +557,7 @@ def log_to_mlflow(pdf: Path, results_dir: Path) -> str:
         exp_id, run_name="evidence report", tags=tracking.environment_tags() | {"ablations.role": "report"}
     )
     client.log_artifact(run.info.run_id, str(pdf))
-    for name in ("runs.csv", "verdicts.csv"):
+    for name in ("runs.csv", "verdicts.csv", "trends.csv"):
         client.log_artifact(run.info.run_id, str(results_dir / name), artifact_path="results")
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

@@ -1,24 +1,31 @@
-"""Export the MLflow store to `results/`: runs.csv, verdicts.csv and curves.csv.
+"""Export the MLflow store to `results/`: runs.csv, verdicts.csv, trends.csv and curves.csv.
 
     python -m ablations.results [--out results]
 
 The export is a pure function of the store: the same store gives byte-identical files. Each
-(experiment, tier, corpus, arm, seed) appears once: its latest finished run. Verdicts are recomputed
-from runs.csv with the hypotheses in experiments/<name>.yaml, so anyone can check them by hand.
+(experiment, tier, corpus, arm, seed) appears once: its latest finished run, with its health (learned,
+plateau, diverged: ablations.health) and, where the experiment asks for one, its learning check. Verdicts
+are recomputed from runs.csv with the hypotheses in experiments/<name>.yaml, so anyone can check them by
+hand: each with its test, its raw and its false-discovery-adjusted verdict, the scale it was measured at,
+the health of both arms, and whether an amendment superseded it. trends.csv holds the scale trend tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import warnings
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ablations import tracking
-from ablations.experiment import ArmRun, load_spec, verdicts_for
+from ablations.decisions import ArmRun, Trend, scale_verdicts, trends, verdicts_for
+from ablations.health import learning_check, run_health
 from ablations.parent_run import is_evidence
+from ablations.spec import ExperimentSpec, load_spec
+from ablations.verdict import Verdict, adjust
 
 RELIABILITY = ("reliability_accuracy", "reliability_confidence", "reliability_count")  # step = bin
 TAILS = ("weight_tail", "activation_tail")  # step = quantile index (ablations.quantization.TAIL_QUANTILES)
@@ -26,7 +33,7 @@ CURVE_METRICS = ("train_loss", "val_loss", "val_ppl", "domain_val_loss", "domain
                  "tokens_per_sec", *RELIABILITY, *TAILS)  # fmt: skip
 EXPORTED_CURVES = ("train_loss", "val_loss", "domain_val_loss", *RELIABILITY, *TAILS)
 KEY = ["experiment", "tier", "corpus", "arm", "seed"]
-RUN_COLUMNS = KEY + ["status", "corpus_sha256", "tokenizer"]
+RUN_COLUMNS = KEY + ["status", "health", "learning_check", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).
 EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "trainer.precision", "trainer.accelerator")
 PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time"]
@@ -74,43 +81,98 @@ def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
         return pd.DataFrame(columns=RUN_COLUMNS + PROVENANCE)
     frame = pd.DataFrame(rows).sort_values(KEY + ["start_time", "run_id"])
     frame = frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
+    specs = {name: load_spec(name) for name in frame["experiment"].unique()}
+    frame["health"] = [run_health(r.status, _metrics(r)) for r in frame.itertuples(index=False)]
+    frame["learning_check"] = [_learning_check(specs[r.experiment], r.arm, _metrics(r)) for r in frame.itertuples()]
     metrics = sorted(set(frame.columns) - set(RUN_COLUMNS) - set(PROVENANCE))
     return frame[RUN_COLUMNS + metrics + PROVENANCE]
 
 
+def _metrics(row: tuple) -> dict[str, float]:
+    """A runs.csv row's values, without the blanks of metrics it does not have."""
+    return {k: v for k, v in row._asdict().items() if pd.notna(v)}
+
+
+def _learning_check(spec: ExperimentSpec, arm: str, metrics: dict[str, float]) -> str:
+    """passed, failed or unknown for an arm the experiment asks to check (a scaled arm as its base arm); else ""."""
+    if not spec.learning_check or arm.split("@")[0] not in spec.learning_check["arms"]:
+        return ""
+    return learning_check(metrics, spec.learning_check["max_drop"])
+
+
+def _arm_runs(group: pd.DataFrame) -> list[ArmRun]:
+    return [ArmRun(r.arm, r.seed, r.run_id, r.status, _metrics(r), True) for r in group.itertuples(index=False)]
+
+
+def _tier_value(spec: ExperimentSpec, group: pd.DataFrame) -> float | None:
+    """The scale axis's value of the experiment's own arms in this group (their param)."""
+    if spec.scale is None or spec.scale.axis not in group:
+        return None
+    own = group.loc[~group["arm"].str.contains("@", regex=False), spec.scale.axis].dropna()
+    return float(own.iloc[0]) if len(own) else None
+
+
+def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> list[tuple[str, Verdict]]:
+    """(scale, verdict) of every hypothesis with runs of both arms, and of the scaled ones at every axis value."""
+    arm_runs, present = _arm_runs(group), set(group["arm"])
+    testable = [h for h in spec.hypotheses if {h.control, h.treatment} <= present]
+    if untestable := [h for h in spec.hypotheses if h not in testable]:
+        missing = ", ".join(f"{h.id} ({', '.join(sorted({h.control, h.treatment} - present))})" for h in untestable)
+        warnings.warn(
+            f"{spec.name} [{tier}, {corpus}]: left out of verdicts.csv, arms without runs: {missing}", stacklevel=3
+        )
+    tier_value = _tier_value(spec, group)
+    here = "" if tier_value is None else f"{spec.scale.label}={tier_value:g}"
+    rows = [(here, v) for v in verdicts_for(testable, arm_runs)]
+    for by_value in scale_verdicts(spec, tier, tier_value, arm_runs).values():
+        rows += [(f"{spec.scale.label}={value:g}", v) for value, v in by_value.items() if value != tier_value]
+    return rows
+
+
 def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every hypothesis of every experiment x tier x corpus that has runs."""
+    """Every hypothesis of every experiment x tier x corpus that has runs (and the scaled ones at each axis value),
+    with the Benjamini-Hochberg adjustment over each family: the evidence tiers' current hypotheses, and apart
+    from them the smoke tier's. A superseded hypothesis keeps its raw verdict and joins no family."""
+    rows, decided = [], []
+    for (name, tier, corpus), group in runs.groupby(["experiment", "tier", "corpus"], sort=True):
+        spec = load_spec(name)
+        statements = {h.id: h for h in spec.hypotheses}
+        for scale, v in _group_verdicts(spec, tier, corpus, group):
+            h = statements[v.hypothesis]
+            rows.append({
+                "experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
+                "hypothesis": h.id, "scale": scale, "claim_lines": spec.claim["lines"], "source": h.source,
+                "statement": h.statement, "superseded": spec.superseded(h.id),
+                "wall_seconds": float(group["wall_seconds"].sum()),
+                "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
+            })  # fmt: skip
+            decided.append(v)
+    for evidence in (True, False):
+        family = [i for i, row in enumerate(rows) if row["evidence"] == evidence and not row["superseded"]]
+        for i, v in zip(family, adjust([decided[i] for i in family]), strict=True):
+            decided[i] = v
+    for row, v in zip(rows, decided, strict=True):
+        if row["superseded"]:
+            v = replace(v, verdict_adjusted="superseded")
+        row |= {k: val for k, val in v.as_dict().items() if k != "hypothesis"}
+    columns = ["experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source",
+               "statement", *[f.name for f in fields(Verdict) if f.name != "hypothesis"], "superseded",
+               "wall_seconds", "evidence"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def trend_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The trend test of every scaled hypothesis (ablations.decisions) per experiment x tier x corpus."""
     rows = []
     for (name, tier, corpus), group in runs.groupby(["experiment", "tier", "corpus"], sort=True):
         spec = load_spec(name)
-        arm_runs = [
-            ArmRun(r.arm, r.seed, r.run_id, r.status, {k: v for k, v in r._asdict().items() if pd.notna(v)}, True)
-            for r in group.itertuples(index=False)
-        ]
-        present = {r.arm for r in arm_runs}
-        testable = [h for h in spec.hypotheses if {h.control, h.treatment} <= present]
-        if untestable := [h for h in spec.hypotheses if h not in testable]:
-            missing = ", ".join(f"{h.id} ({', '.join(sorted({h.control, h.treatment} - present))})" for h in untestable)
-            warnings.warn(
-                f"{name} [{tier}, {corpus}]: left out of verdicts.csv, arms without runs: {missing}", stacklevel=2
-            )
-        for h, v in zip(testable, verdicts_for(testable, arm_runs), strict=True):
-            rows.append(
-                {
-                    "experiment": name,
-                    "experiment_id": spec.id,
-                    "tier": tier,
-                    "corpus": corpus,
-                    "hypothesis": h.id,
-                    "claim_lines": spec.claim["lines"],
-                    "source": h.source,
-                    "statement": h.statement,
-                    **{k: val for k, val in v.as_dict().items() if k != "hypothesis"},
-                    "wall_seconds": float(group["wall_seconds"].sum()),
-                    "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
-                }
-            )
-    return pd.DataFrame(rows)
+        if spec.scale is None:
+            continue
+        for t in trends(spec, tier, _tier_value(spec, group), _arm_runs(group)):
+            rows.append({"experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
+                         **t.as_dict(), "evidence": is_evidence(tier)})  # fmt: skip
+    columns = ["experiment", "experiment_id", "tier", "corpus", *[f.name for f in fields(Trend)], "evidence"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def curves(mlflow_client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +190,8 @@ def export(out_dir: Path, mlflow_client: MlflowClient | None = None) -> dict[str
     mlflow_client = mlflow_client or tracking.client()
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = finished_runs(mlflow_client)
-    tables = {"runs.csv": runs, "verdicts.csv": verdicts(runs), "curves.csv": curves(mlflow_client, runs)}
+    tables = {"runs.csv": runs, "verdicts.csv": verdicts(runs), "trends.csv": trend_table(runs),
+              "curves.csv": curves(mlflow_client, runs)}  # fmt: skip
     written = {}
     for name, table in tables.items():
         path = out_dir / name

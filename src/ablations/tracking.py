@@ -32,7 +32,7 @@ ROOT = store.ROOT
 # The modules whose code decides a run's numbers: a change to their code (not to comments, docstrings or
 # line breaks) makes old runs stale. Everything else (orchestration, tracking, reports) cannot change a number:
 # the run's budget and every setting enter the run key through its resolved config.
-NUMERIC_MODULES = ("model.py", "data.py", "training.py", "probes.py", "quantization.py")
+NUMERIC_MODULES = ("model.py", "data.py", "training.py", "probes.py", "quantization.py", "health.py")
 
 ROLE, ARM_ROLE, EXPERIMENT_ROLE = "ablations.role", "arm", "experiment"
 

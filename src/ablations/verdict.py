@@ -1,37 +1,56 @@
-"""The pre-registered decision rule: per-seed values -> effect, 95% CI, verdict.
+"""The pre-registered decision rules: per-seed values of two arms -> effect, interval, p value, verdict.
 
 The effect is oriented so that a positive value is the direction the hypothesis predicts:
 ``lower``  : control - treatment (the treatment arm has the lower metric)
 ``higher`` : treatment - control
-``equal``  : treatment - control, to be within ±min_effect
+``equal``  : treatment - control
 
-Verdicts, for ``lower``/``higher``:
-supported    the whole 95% CI lies above min_effect
-refuted      the whole 95% CI lies below min_effect (a smaller effect, none, or the opposite one)
-inconclusive the CI contains min_effect; `seeds_to_settle` estimates the seeds per arm that would
-             shrink it enough, if the mean and spread stay as measured.
-For ``equal``: supported when the CI lies inside (-min_effect, min_effect), refuted when it lies
-wholly outside it (at or beyond one edge), inconclusive otherwise; `seeds_to_settle` then aims at the
-nearer edge. A CI that merely touches the threshold settles nothing.
+Each hypothesis declares the test that matches its statement (`test`; by default superiority for
+lower/higher and equivalence for equal). Every decision is a test at level ALPHA = 5 %, and p < ALPHA
+exactly when a verdict is decided:
 
-Seeds are paired (the same seed gives both arms the same data order), so when both arms have exactly
-the same seeds the CI is the t interval of the per-seed differences, mean ± t(0.975, n-1)·sd/√n.
-When their seeds differ at all (a run missing from one arm, a partly finished sweep) it is Welch's t
-interval of the two arms instead, with n the smaller arm; `Verdict.test` says which ("paired t" or
-"Welch t"), so that the switch is never silent.
+superiority      "better by at least m". The 95 % CI against m: supported when it lies wholly above m,
+                 refuted when wholly below (a smaller effect, none, or the opposite one). p: the two-sided t
+                 test of effect = m.
+non_inferiority  "not worse by more than m". The same rule against -m: supported when the 95 % CI lies
+                 above -m, refuted when it lies wholly below -m. An improvement supports it.
+equivalence      "within ±m" (TOST). Supported when the 90 % CI lies inside (-m, m) (two one-sided tests at
+                 5 %), refuted when it lies wholly beyond one edge. p: the TOST p while the mean is inside
+                 the margins, else the one-sided p at the nearer edge.
+counts           "fewer (or more) runs of the treatment end as `metric`" (not_learned, plateau or diverged):
+                 Fisher's exact test on the 2x2 table of runs, each side at 2.5 %; p is the doubled
+                 one-sided p. The effect is the difference of the two rates.
+fact             a value fixed by construction (e.g. a parameter count): it must not vary by seed, and is
+                 compared with the threshold exactly; no p value, outside the count of tests.
+
+Seeds are paired (the same seed gives both arms the same data order): with exactly the same seeds in both
+arms the interval is the t interval of the per-seed differences; when the seeds differ at all it is
+Welch's interval of the two arms (`interval` says which, so the switch is never silent).
+
+A measured hypothesis (superiority, non-inferiority, equivalence) is decided only on arms whose every
+run learned (ablations.health): otherwise it is "not decided" and `reason` names the arm. The verdicts of
+a family are then adjusted together for the false discovery rate (Benjamini-Hochberg): `adjust`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
+ALPHA = 0.05
 DIRECTIONS = ("lower", "higher", "equal")
-MAX_SEEDS_REPORTED = 1000
-PAIRED, WELCH = "paired t", "Welch t"  # Verdict.test
+TESTS = ("superiority", "non_inferiority", "equivalence", "counts", "fact")
+MEASURED = ("superiority", "non_inferiority", "equivalence")  # decided only on arms that learned
+HEALTH = ("learned", "plateau", "diverged")  # ablations.health; "unknown" when a run has no baseline
+COUNTED = {"not_learned": ("plateau", "diverged"), "plateau": ("plateau",), "diverged": ("diverged",)}
+SUPPORTED, REFUTED, INCONCLUSIVE, NOT_DECIDED = "supported", "refuted", "inconclusive", "not decided"
+PAIRED, WELCH, FISHER, FACT = "paired t", "Welch t", "Fisher exact", "fact"  # Verdict.interval
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,7 @@ class Hypothesis:
     control: str
     direction: str
     min_effect: float
+    test: str = ""  # one of TESTS; "" takes superiority for lower/higher, equivalence for equal
     source: str = ""  # "document, line N" for the handbook's own claims, else the paper it comes from
     literature: str = ""  # what published work found
     literature_expects: str = ""  # the verdict the literature predicts: supported | refuted
@@ -54,10 +74,39 @@ class Hypothesis:
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"hypothesis {self.id}: direction {self.direction!r} must be one of {DIRECTIONS}")
+        if not self.test:
+            object.__setattr__(self, "test", "equivalence" if self.direction == "equal" else "superiority")
+        if self.test not in TESTS:
+            raise ValueError(f"hypothesis {self.id}: test {self.test!r} must be one of {TESTS}")
         if self.min_effect < 0:
             raise ValueError(f"hypothesis {self.id}: min_effect must be non-negative")
+        if self.test != "fact" and (self.direction == "equal") != (self.test == "equivalence"):
+            needed = "equal" if self.test == "equivalence" else "lower or higher"
+            raise ValueError(f"hypothesis {self.id}: the {self.test} test needs direction {needed}")
+        if self.test == "equivalence" and self.min_effect == 0:
+            raise ValueError(f"hypothesis {self.id}: an equivalence test needs a margin min_effect > 0")
+        if self.test == "counts" and (self.metric not in COUNTED or self.min_effect != 0):
+            raise ValueError(f"hypothesis {self.id}: a counts test counts one of {sorted(COUNTED)} "
+                             "with min_effect 0")  # fmt: skip
         if self.literature_expects not in ("", "supported", "refuted"):
             raise ValueError(f"hypothesis {self.id}: literature_expects must be supported or refuted")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm's runs: the hypothesis metric and the health of each seed's run."""
+
+    values: dict[int, float]
+    health: dict[int, str]
+
+    @classmethod
+    def learned(cls, values: dict[int, float]) -> Arm:
+        return cls(values, dict.fromkeys(values, "learned"))
+
+    def health_summary(self) -> str:
+        """E.g. "3 learned" or "2 plateau, 1 learned"."""
+        counts = Counter(self.health.values())
+        return ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 @dataclass(frozen=True)
@@ -68,93 +117,185 @@ class Verdict:
     control: str
     direction: str
     min_effect: float
+    test: str  # the kind of test (TESTS)
     n_seeds: int
-    control_mean: float
+    control_mean: float  # for counts: the rate of counted runs
     treatment_mean: float
     effect: float
     ci_low: float
     ci_high: float
+    ci_level: float  # 0.95, or 0.90 for equivalence (TOST); NaN where no interval applies
+    p_value: float  # NaN for facts and for hypotheses not decided: outside the family of tests
     verdict: str
-    seeds_to_settle: int | None  # seeds per arm that would likely settle an inconclusive verdict
-    test: str  # PAIRED or WELCH: the interval the arms' seeds allowed (last, so CSV columns only gain one)
+    interval: str  # PAIRED, WELCH, FISHER or FACT
+    control_health: str
+    treatment_health: str
+    reason: str = ""  # why a verdict is "not decided"
+    p_adjusted: float = math.nan  # Benjamini-Hochberg over the family (`adjust`)
+    verdict_adjusted: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _half_width(sd: float, n: int | np.ndarray) -> float | np.ndarray:
-    """Half the width of the 95% t interval of the mean of n values whose standard deviation is sd."""
-    return stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+@dataclass(frozen=True)
+class _Estimate:
+    """The oriented mean effect and its t distribution: paired differences or Welch's two samples."""
+
+    mean: float
+    se: float
+    df: float
+    n: int
+    interval: str
+
+    def ci(self, level: float) -> tuple[float, float]:
+        if self.n < 2:
+            return -math.inf, math.inf
+        half = stats.t.ppf(0.5 + level / 2, self.df) * self.se if self.se > 0 else 0.0
+        return self.mean - half, self.mean + half
+
+    def p_above(self, threshold: float) -> float:
+        """One-sided p of "the effect exceeds threshold" (H0: effect <= threshold)."""
+        if self.n < 2:
+            return 1.0
+        if self.se == 0:  # identical differences: exact, where the t statistic would divide by zero
+            return 0.0 if self.mean > threshold else 1.0
+        return float(stats.t.sf((self.mean - threshold) / self.se, self.df))
+
+    def p_below(self, threshold: float) -> float:
+        """One-sided p of "the effect lies below threshold"."""
+        return _Estimate(-self.mean, self.se, self.df, self.n, self.interval).p_above(-threshold)
 
 
-def _effect_interval(
-    control: dict[int, float], treatment: dict[int, float], sign: int
-) -> tuple[float, float, float, float, int, str]:
-    """Mean effect, CI low, CI high, standard deviation of the per-seed effect, n, and the test used."""
+def _estimate(control: dict[int, float], treatment: dict[int, float], sign: int) -> _Estimate:
     if set(control) == set(treatment):
         diffs = sign * np.array([treatment[s] - control[s] for s in sorted(control)])
-        n, mean = len(diffs), float(diffs.mean())
+        n = len(diffs)
         if n < 2:
-            return mean, -math.inf, math.inf, math.nan, n, PAIRED
-        sd = float(diffs.std(ddof=1))
-        half = float(_half_width(sd, n))
-        return mean, mean - half, mean + half, sd, n, PAIRED
-    a, b = np.array(list(treatment.values())), np.array(list(control.values()))
-    n, mean = min(len(a), len(b)), sign * float(a.mean() - b.mean())
+            return _Estimate(float(diffs.mean()), math.nan, math.nan, n, PAIRED)
+        described = DescrStatsW(diffs)
+        return _Estimate(float(described.mean), float(described.std_mean), n - 1.0, n, PAIRED)
+    first, second = np.array(list(treatment.values())), np.array(list(control.values()))
+    if sign < 0:
+        first, second = second, first
+    n = min(len(first), len(second))
+    mean = float(first.mean() - second.mean())
     if n < 2:
-        return mean, -math.inf, math.inf, math.nan, n, WELCH
-    spread = math.sqrt(a.var(ddof=1) + b.var(ddof=1))  # the sd of one treatment seed minus one control seed
-    if spread == 0:  # exact, where scipy would warn "precision loss ... may be unreliable"
-        return mean, mean, mean, spread, n, WELCH
-    # no mutate: its only surviving mutant, equal_var=None, is falsy too, so scipy runs the same Welch test
-    welch = stats.ttest_ind(a, b, equal_var=False)  # pragma: no mutate
-    low, high = sorted(sign * float(x) for x in welch.confidence_interval(0.95))
-    return mean, low, high, spread, n, WELCH
+        return _Estimate(mean, math.nan, math.nan, n, WELCH)
+    compared = CompareMeans(DescrStatsW(first), DescrStatsW(second))
+    se = float(compared.std_meandiff_separatevar)
+    return _Estimate(mean, se, float(compared.dof_satt()) if se > 0 else math.inf, n, WELCH)
 
 
-def seeds_to_settle(sd: float, distance_needed: float) -> int | None:
-    """Smallest n (up to MAX_SEEDS_REPORTED) whose t half-width t(0.975, n-1)·sd/√n falls under `distance_needed`.
-
-    None when no n does, or cannot (sd unknown with one seed, or no distance to win: a CI that touches
-    the threshold with zero width stays there).
-    """
-    n = 2 + np.arange(MAX_SEEDS_REPORTED - 1)  # 2, 3, ..., MAX_SEEDS_REPORTED
-    settled = np.flatnonzero(_half_width(sd, n) < distance_needed)
-    return int(n[settled[0]]) if settled.size else None
+def _two_sided(estimate: _Estimate, threshold: float) -> tuple[str, float]:
+    """Superiority and non-inferiority: the 95 % CI against threshold, and its p value."""
+    above, below = estimate.p_above(threshold), estimate.p_below(threshold)
+    verdict = SUPPORTED if above < ALPHA / 2 else REFUTED if below < ALPHA / 2 else INCONCLUSIVE
+    return verdict, min(1.0, 2 * min(above, below))
 
 
-def decide(h: Hypothesis, control: dict[int, float], treatment: dict[int, float]) -> Verdict:
-    """Apply the decision rule to per-seed values of h.metric, keyed by seed."""
-    if not control or not treatment:
-        raise ValueError(f"hypothesis {h.id}: no values for {'control' if not control else 'treatment'} arm")
+def _equivalence(estimate: _Estimate, margin: float) -> tuple[str, float]:
+    if abs(estimate.mean) < margin:
+        p = max(estimate.p_above(-margin), estimate.p_below(margin))  # TOST
+        return (SUPPORTED if p < ALPHA else INCONCLUSIVE), p
+    p = estimate.p_above(margin) if estimate.mean > 0 else estimate.p_below(-margin)
+    return (REFUTED if p < ALPHA else INCONCLUSIVE), p
+
+
+def _base(h: Hypothesis, control: Arm, treatment: Arm) -> dict:
+    return {
+        "hypothesis": h.id, "metric": h.metric, "treatment": h.treatment, "control": h.control,
+        "direction": h.direction, "min_effect": h.min_effect, "test": h.test,
+        "n_seeds": min(len(control.values), len(treatment.values)),
+        "control_health": control.health_summary(), "treatment_health": treatment.health_summary(),
+    }  # fmt: skip
+
+
+def _measured(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     sign = -1 if h.direction == "lower" else 1
-    effect, low, high, sd, n, test = _effect_interval(control, treatment, sign)
-    m = h.min_effect
-    if h.direction == "equal":
-        if -m < low and high < m:
-            verdict = "supported"
-        elif low >= m or high <= -m:
-            verdict = "refuted"
-        else:
-            verdict = "inconclusive"
-        distance = abs(abs(effect) - m)  # to the nearer edge of (-m, m)
+    estimate = _estimate(control.values, treatment.values, sign)
+    if h.test == "equivalence":
+        level, (verdict, p) = 1 - 2 * ALPHA, _equivalence(estimate, h.min_effect)
     else:
-        verdict = "supported" if low > m else "refuted" if high < m else "inconclusive"
-        distance = abs(effect - m)
+        threshold = h.min_effect if h.test == "superiority" else -h.min_effect
+        level, (verdict, p) = 1 - ALPHA, _two_sided(estimate, threshold)
+    low, high = estimate.ci(level)
     return Verdict(
-        hypothesis=h.id,
-        metric=h.metric,
-        treatment=h.treatment,
-        control=h.control,
-        direction=h.direction,
-        min_effect=m,
-        n_seeds=n,
-        control_mean=float(np.mean(list(control.values()))),
-        treatment_mean=float(np.mean(list(treatment.values()))),
-        effect=effect,
-        ci_low=low,
-        ci_high=high,
-        verdict=verdict,
-        seeds_to_settle=seeds_to_settle(sd, distance) if verdict == "inconclusive" else None,
-        test=test,
-    )
+        **_base(h, control, treatment),
+        control_mean=float(np.mean(list(control.values.values()))),
+        treatment_mean=float(np.mean(list(treatment.values.values()))),
+        effect=estimate.mean, ci_low=low, ci_high=high, ci_level=level, p_value=p,
+        verdict=verdict, interval=estimate.interval,
+        reason="one seed gives no interval" if estimate.n < 2 else "",
+    )  # fmt: skip
+
+
+def _counts(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
+    counted = COUNTED[h.metric]
+    hits = [sum(status in counted for status in arm.health.values()) for arm in (treatment, control)]
+    sizes = [len(treatment.health), len(control.health)]
+    table = [[hits[0], sizes[0] - hits[0]], [hits[1], sizes[1] - hits[1]]]
+    fewer = stats.fisher_exact(table, alternative="less").pvalue  # the treatment counts fewer runs
+    more = stats.fisher_exact(table, alternative="greater").pvalue
+    predicted, opposite = (fewer, more) if h.direction == "lower" else (more, fewer)
+    verdict = SUPPORTED if predicted < ALPHA / 2 else REFUTED if opposite < ALPHA / 2 else INCONCLUSIVE
+    rates = [hit / size for hit, size in zip(hits, sizes, strict=True)]
+    effect = (rates[1] - rates[0]) if h.direction == "lower" else (rates[0] - rates[1])
+    return Verdict(
+        **_base(h, control, treatment),
+        control_mean=rates[1], treatment_mean=rates[0], effect=effect, ci_low=math.nan, ci_high=math.nan,
+        ci_level=math.nan, p_value=min(1.0, 2 * min(predicted, opposite)), verdict=verdict, interval=FISHER,
+    )  # fmt: skip
+
+
+def _fact(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
+    common = dict(_base(h, control, treatment), ci_level=math.nan, p_value=math.nan, interval=FACT)
+    arms = {h.control: control, h.treatment: treatment}
+    if varying := [name for name, arm in arms.items() if len(set(arm.values.values())) > 1]:
+        nan = math.nan
+        return Verdict(**common, control_mean=nan, treatment_mean=nan, effect=nan, ci_low=nan, ci_high=nan,
+                       verdict=NOT_DECIDED, reason=f"a fact varies by seed in {', '.join(varying)}")  # fmt: skip
+    c, t = next(iter(control.values.values())), next(iter(treatment.values.values()))
+    effect = {"lower": c - t, "higher": t - c, "equal": t - c}[h.direction]
+    holds = abs(effect) <= h.min_effect if h.direction == "equal" else effect >= h.min_effect
+    return Verdict(**common, control_mean=c, treatment_mean=t, effect=effect, ci_low=effect, ci_high=effect,
+                   verdict=SUPPORTED if holds else REFUTED)  # fmt: skip
+
+
+def _unhealthy(h: Hypothesis, control: Arm, treatment: Arm) -> str:
+    """Why the arms cannot decide h ("" when every run learned)."""
+    problems = []
+    for name, arm in ((h.control, control), (h.treatment, treatment)):
+        failed = Counter(status for status in arm.health.values() if status != "learned")
+        if failed:
+            counts = ", ".join(f"{n} of {len(arm.health)} runs {status}" for status, n in sorted(failed.items()))
+            problems.append(f"{name}: {counts}")
+    return "; ".join(problems)
+
+
+def decide(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
+    """Apply h's test to the per-seed values (and health) of its two arms."""
+    if not control.values or not treatment.values:
+        raise ValueError(f"hypothesis {h.id}: no values for {'control' if not control.values else 'treatment'} arm")
+    if h.test == "counts":
+        return _counts(h, control, treatment)
+    if h.test == "fact":
+        return _fact(h, control, treatment)
+    verdict = _measured(h, control, treatment)
+    if reason := _unhealthy(h, control, treatment):
+        return replace(verdict, verdict=NOT_DECIDED, p_value=math.nan, reason=f"did not learn: {reason}")
+    return verdict
+
+
+def adjust(verdicts: list[Verdict]) -> list[Verdict]:
+    """Benjamini-Hochberg over the verdicts that carry a p value: a decided verdict whose adjusted p is not
+    below ALPHA becomes inconclusive. Facts and hypotheses not decided keep their verdict and no adjusted p."""
+    tested = [i for i, v in enumerate(verdicts) if math.isfinite(v.p_value)]
+    p_values = [verdicts[i].p_value for i in tested]
+    adjusted = dict(zip(tested, multipletests(p_values, ALPHA, "fdr_bh")[1], strict=True)) if tested else {}
+    out = []
+    for i, v in enumerate(verdicts):
+        p = float(adjusted.get(i, math.nan))
+        keep = i not in adjusted or v.verdict not in (SUPPORTED, REFUTED) or p < ALPHA
+        out.append(replace(v, p_adjusted=p, verdict_adjusted=v.verdict if keep else INCONCLUSIVE))
+    return out

@@ -1,0 +1,164 @@
+"""From runs to decisions: each run's value and health, the verdicts of an experiment's hypotheses, the
+same hypotheses along the scale axis, and the trend test over scale.
+
+Trend (for a hypothesis with a scale axis): the per-seed effect at each value of the axis, oriented so that
+positive is the predicted direction, is regressed on log2(value) by ordinary least squares. With the slope's
+95 % CI:
+
+flips        the effects at the smallest and the largest value are decided with opposite signs (each
+             interval excludes 0) and the slope's interval excludes 0
+weakens      the slope's interval lies below 0: the predicted effect shrinks as the axis grows
+strengthens  it lies above 0
+holds        it contains 0: no trend detected at these seeds
+not decided  a run at some value did not learn (as for a verdict)
+
+The expected slope (negative, zero or positive) is written in the experiment file beforehand; `matches`
+says whether the outcome agrees (negative: weakens or a downward flip; positive: strengthens or an upward
+flip; zero: holds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import statsmodels.api as sm
+
+from ablations.health import run_health
+from ablations.spec import ExperimentSpec
+from ablations.verdict import COUNTED, NOT_DECIDED, Arm, Hypothesis, Verdict, decide
+
+LOSSES = ("final_val_loss", "final_val_ppl")
+
+
+@dataclass
+class ArmRun:
+    arm: str
+    seed: int
+    run_id: str
+    status: str  # "finished" or "diverged"
+    metrics: dict[str, float]
+    reused: bool
+    key: str = ""  # the run key: config, corpus and code version
+
+    @property
+    def health(self) -> str:
+        return run_health(self.status, self.metrics)
+
+
+def metric_value(status: str, metrics: Mapping[str, float], metric: str) -> float:
+    """A diverged run counts as having learned nothing: its loss is that of the uniform prediction; a metric it
+    never measured is NaN (no verdict is decided on a diverged arm: ablations.verdict)."""
+    if status == "diverged" and metric in LOSSES:
+        vocab_size = metrics["vocab_size"]
+        return math.log(vocab_size) if metric == "final_val_loss" else vocab_size
+    if status == "diverged" and metric not in metrics:
+        return math.nan
+    return metrics[metric]
+
+
+def arm_sample(h: Hypothesis, arm: str, runs: list[ArmRun]) -> Arm:
+    """An arm's per-seed values of h's metric and health (for counts, the value is whether the run counts)."""
+    mine = [r for r in runs if r.arm == arm]
+    if h.test == "counts":
+        values = {r.seed: float(r.health in COUNTED[h.metric]) for r in mine}
+    else:
+        values = {r.seed: metric_value(r.status, r.metrics, h.metric) for r in mine}
+    return Arm(values, {r.seed: r.health for r in mine})
+
+
+def verdicts_for(hypotheses: list[Hypothesis], runs: list[ArmRun]) -> list[Verdict]:
+    """The decision rule of every hypothesis, on the per-seed values of its two arms."""
+    return [decide(h, arm_sample(h, h.control, runs), arm_sample(h, h.treatment, runs)) for h in hypotheses]
+
+
+def at_scale(spec: ExperimentSpec, h: Hypothesis, value: float, tier_value: float) -> Hypothesis:
+    """h with its arms at one value of the scale axis (its own arms at the tier's value)."""
+    if value == tier_value:
+        return h
+    return replace(h, control=spec.scale.arm_name(h.control, value), treatment=spec.scale.arm_name(h.treatment, value))
+
+
+def scale_verdicts(
+    spec: ExperimentSpec, tier: str, tier_value: float, runs: list[ArmRun]
+) -> dict[str, dict[float, Verdict]]:
+    """hypothesis -> axis value -> verdict, for the scaled hypotheses at every value that has runs of both arms."""
+    if spec.scale is None or tier not in spec.scale.values:
+        return {}
+    present = {r.arm for r in runs}
+    out: dict[str, dict[float, Verdict]] = {}
+    for h in spec.hypotheses:
+        if h.id not in spec.scale.slope:
+            continue
+        for value in sorted(spec.scale.values[tier]):
+            scaled = at_scale(spec, h, value, tier_value)
+            if {scaled.control, scaled.treatment} <= present:
+                out.setdefault(h.id, {})[value] = verdicts_for([scaled], runs)[0]
+    return out
+
+
+@dataclass(frozen=True)
+class Trend:
+    hypothesis: str
+    axis: str
+    values: str  # the axis values with runs, e.g. "64 128 256"
+    n_points: int  # per-seed effects regressed
+    slope: float  # per doubling of the axis, in the effect's units
+    slope_low: float
+    slope_high: float
+    expected: str  # negative, zero or positive
+    trend: str  # flips, weakens, strengthens, holds, not decided
+    matches: bool
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _decided_sign(v: Verdict) -> int:
+    return 1 if v.ci_low > 0 else -1 if v.ci_high < 0 else 0
+
+
+def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict], runs: list[ArmRun],
+          names: dict[float, tuple[str, str]]) -> Trend:  # fmt: skip
+    """The trend test of h over the axis values in by_value (names: value -> (control arm, treatment arm))."""
+    values = sorted(by_value)
+    common = {"hypothesis": h.id, "axis": axis, "values": " ".join(f"{v:g}" for v in values), "expected": expected}
+    nan = math.nan
+    if undecided := [f"{v:g}: {by_value[v].reason}" for v in values if by_value[v].verdict == NOT_DECIDED]:
+        return Trend(**common, n_points=0, slope=nan, slope_low=nan, slope_high=nan, trend=NOT_DECIDED,
+                     matches=False, reason="; ".join(undecided))  # fmt: skip
+    sign = -1 if h.direction == "lower" else 1
+    x, y = [], []
+    for value in values:
+        control, treatment = (arm_sample(h, arm, runs).values for arm in names[value])
+        for seed in sorted(set(control) & set(treatment)):
+            x.append(math.log2(value))
+            y.append(sign * (treatment[seed] - control[seed]))
+    if len(set(x)) < 2 or len(x) < 3:
+        return Trend(**common, n_points=len(x), slope=nan, slope_low=nan, slope_high=nan, trend=NOT_DECIDED,
+                     matches=False, reason="fewer than two axis values with paired seeds")  # fmt: skip
+    fit = sm.OLS(np.array(y), sm.add_constant(np.array(x))).fit()
+    slope, (low, high) = float(fit.params[1]), (float(b) for b in fit.conf_int(0.05)[1])
+    ends = _decided_sign(by_value[values[0]]), _decided_sign(by_value[values[-1]])
+    if ends[0] * ends[1] < 0 and (low > 0 or high < 0):
+        outcome = "flips"
+    else:
+        outcome = "weakens" if high < 0 else "strengthens" if low > 0 else "holds"
+    matches = {"negative": high < 0, "positive": low > 0, "zero": outcome == "holds"}[expected]
+    return Trend(**common, n_points=len(x), slope=slope, slope_low=low, slope_high=high, trend=outcome,
+                 matches=matches)  # fmt: skip
+
+
+def trends(spec: ExperimentSpec, tier: str, tier_value: float, runs: list[ArmRun]) -> list[Trend]:
+    """The trend test of every scaled hypothesis with runs at two or more axis values."""
+    out = []
+    for hypothesis_id, by_value in scale_verdicts(spec, tier, tier_value, runs).items():
+        h = next(h for h in spec.hypotheses if h.id == hypothesis_id)
+        names = {v: (at_scale(spec, h, v, tier_value).control, at_scale(spec, h, v, tier_value).treatment)
+                 for v in by_value}  # fmt: skip
+        if len(by_value) >= 2:
+            out.append(trend(h, spec.scale.axis, spec.scale.slope[h.id], by_value, runs, names))
+    return out

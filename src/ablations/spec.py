@@ -1,0 +1,199 @@
+"""The experiment file's schema: claim, hypotheses, arms, tiers, amendments and the scale axis.
+
+Loaded and checked without torch, so that exports and reports can read experiments cheaply.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ablations.store import ROOT
+from ablations.verdict import Hypothesis
+
+SLOPES = ("negative", "zero", "positive")  # the pre-registered sign of a scale trend
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """A design change made after data was seen: when, what, why, and the hypotheses it supersedes (whose
+    verdicts stay in results/, marked superseded)."""
+
+    date: str
+    change: str
+    reason: str
+    supersedes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        try:
+            datetime.date.fromisoformat(self.date)
+        except ValueError:
+            raise ValueError(f"amendment date {self.date!r} must be YYYY-MM-DD") from None
+        if not self.change.strip() or not self.reason.strip():
+            raise ValueError(f"the amendment of {self.date} needs a change and a reason")
+
+
+@dataclass(frozen=True)
+class ScaleAxis:
+    """Primary hypotheses run again at other values of one config key (a model size, a budget).
+
+    values: tier -> the values at that tier (the tier's own value among them reuses its runs).
+    slope: hypothesis -> the expected sign of its per-seed effect's slope on log2(value), written beforehand."""
+
+    axis: str
+    values: dict[str, list[float]]
+    slope: dict[str, str]
+
+    def __post_init__(self) -> None:
+        if bad := {h: s for h, s in self.slope.items() if s not in SLOPES}:
+            raise ValueError(f"scale.slope {bad} must be one of {SLOPES}")
+        for tier, values in self.values.items():
+            if len(set(values)) < 2 or min(values) <= 0:
+                raise ValueError(f"scale.values.{tier} needs two or more distinct positive values")
+
+    @property
+    def hypotheses(self) -> list[str]:
+        return list(self.slope)
+
+    @property
+    def label(self) -> str:
+        return self.axis.rsplit(".", 1)[-1]
+
+    def arm_name(self, arm: str, value: float) -> str:
+        return f"{arm}@{self.label}={value:g}"
+
+
+@dataclass
+class ExperimentSpec:
+    """What an experiment file declares. Arms come from `arms` (name -> overrides) and from `grid`,
+    whose axes multiply: {axis: {label: overrides}} gives one arm per combination of labels, named
+    by the labels joined with "-" (e.g. post-L24-nowarmup).
+
+    Two stages: with `base` (overrides, possibly {}), an arm named "base" is trained first for every
+    seed and its weights kept as an MLflow artifact; every other arm of that seed starts from them
+    (`init_from`) and is keyed by them, so a base is trained once and reused across arms, seeds'
+    reruns and invocations."""
+
+    id: str
+    name: str
+    title: str
+    claim: dict[str, Any]
+    hypotheses: list[Hypothesis]
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    figures: list[dict[str, Any]] = field(default_factory=list)  # {x, hue, y, title}: axes of the grid, a metric
+    tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm
+    # tier -> axis -> label -> overrides merged into that grid option for that tier (e.g. the smoke tier's budgets,
+    # which a grid axis would otherwise fix for every tier)
+    tier_grid: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
+    base: dict[str, Any] | None = None  # overrides of the first stage, the arm "base"
+    design: str = ""  # how the arms are built and measured, in words, for the report
+    report_metrics: list[str] = field(default_factory=list)  # metrics the report tabulates per arm
+    amendments: list[Amendment] = field(default_factory=list)
+    learning_check: dict[str, Any] = field(default_factory=dict)  # {arms: [...], max_drop: nats} (ablations.health)
+    scale: ScaleAxis | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> ExperimentSpec:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        raw["hypotheses"] = [Hypothesis(**h) for h in raw["hypotheses"]]
+        raw["amendments"] = [Amendment(**a) for a in raw.get("amendments", [])]
+        raw["scale"] = ScaleAxis(**raw["scale"]) if raw.get("scale") else None
+        spec = cls(**raw)
+        spec._check_additions()
+        arms = spec.arms_for("full")
+        if not arms:
+            raise ValueError(f"experiment {spec.name} defines no arms")
+        for h in spec.hypotheses:
+            missing = {h.treatment, h.control} - set(arms)
+            if missing:
+                raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
+        for tier, axes in spec.tier_grid.items():
+            for axis, options in axes.items():
+                if unknown := set(options) - set(spec.grid.get(axis, {})):
+                    raise ValueError(f"tier_grid.{tier}.{axis} of {spec.name} names options {sorted(unknown)} "
+                                     "that its grid does not define")  # fmt: skip
+        for figure in spec.figures:
+            if figure.get("kind") == "scatter":
+                if not {"x", "y"} <= set(figure):
+                    raise ValueError(f"scatter figure of {spec.name} needs the metrics x and y")
+                continue
+            if unknown := {figure["x"], *figure.get("hue", [])} - set(spec.grid):
+                raise ValueError(f"figure of {spec.name} uses axes {sorted(unknown)} that its grid does not define")
+        return spec
+
+    def _check_additions(self) -> None:
+        ids = {h.id for h in self.hypotheses}
+        if len(ids) != len(self.hypotheses):
+            raise ValueError(f"{self.name}: hypothesis ids must be unique")
+        for amendment in self.amendments:
+            if unknown := set(amendment.supersedes) - ids:
+                raise ValueError(f"the amendment of {amendment.date} in {self.name} supersedes {sorted(unknown)}, "
+                                 "which it does not define")  # fmt: skip
+        arms = self.arms_for("full")
+        if self.learning_check:
+            if set(self.learning_check) != {"arms", "max_drop"}:
+                raise ValueError(f"learning_check of {self.name} needs exactly arms and max_drop")
+            if unknown := set(self.learning_check["arms"]) - set(arms):
+                raise ValueError(f"learning_check of {self.name} names unknown arms {sorted(unknown)}")
+        if self.scale is not None:
+            if unknown := set(self.scale.hypotheses) - ids:
+                raise ValueError(f"scale.slope of {self.name} names unknown hypotheses {sorted(unknown)}")
+            setters = [arm for arm, changes in arms.items() if self.scale.axis in changes]
+            if setters:
+                raise ValueError(f"scale.axis {self.scale.axis} of {self.name} is set by arms {setters}")
+
+    def superseded(self, hypothesis: str) -> str:
+        """The date of the amendment that superseded a hypothesis, or ""."""
+        return next((a.date for a in self.amendments if hypothesis in a.supersedes), "")
+
+    def scale_arms(self, tier: str, tier_value: float) -> dict[str, dict[str, Any]]:
+        """The arms of the scaled hypotheses at every other value of the scale axis at this tier."""
+        if self.scale is None or tier not in self.scale.values:
+            return {}
+        arms = self.arms_for(tier)
+        names = dict.fromkeys(a for h in self.hypotheses if h.id in self.scale.slope for a in (h.control, h.treatment))
+        return {
+            self.scale.arm_name(arm, value): arms[arm] | {self.scale.axis: value}
+            for value in self.scale.values[tier]
+            if value != tier_value
+            for arm in names
+        }
+
+    def grid_arms(self, tier: str) -> dict[str, dict[str, Any]]:
+        if not self.grid:
+            return {}  # the product of no axes would be one nameless arm
+        changes = self.tier_grid.get(tier, {})
+        grid = {
+            axis: {label: overrides | changes.get(axis, {}).get(label, {}) for label, overrides in options.items()}
+            for axis, options in self.grid.items()
+        }
+        arms = {}
+        for combination in itertools.product(*(options.items() for options in grid.values())):
+            name = "-".join(label for label, _ in combination)
+            arms[name] = {key: value for _, overrides in combination for key, value in overrides.items()}
+        return arms
+
+    def axes_of(self, arm: str) -> dict[str, str]:
+        """The grid label of each axis for a grid arm ({} for an explicit arm)."""
+        labels = arm.split("-")
+        if len(labels) != len(self.grid):
+            return {}
+        if any(label not in options for label, options in zip(labels, self.grid.values(), strict=True)):
+            return {}
+        return dict(zip(self.grid, labels, strict=True))
+
+    def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
+        base = {} if self.base is None else {"base": self.base | {"save_checkpoint": True}}
+        arms = base | self.arms | self.grid_arms(tier)
+        return arms | self.full_tier_arms if tier == "full" else arms
+
+
+def load_spec(name: str) -> ExperimentSpec:
+    """The experiment file outside of Hydra (for exports and reports)."""
+    return ExperimentSpec.from_config(OmegaConf.load(ROOT / "experiments" / f"{name}.yaml").experiment)

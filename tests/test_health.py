@@ -1,0 +1,54 @@
+"""Trivial baselines and run health, on token sequences small enough to count by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ablations.health import baselines, last_quarter_drop, learning_check, run_health
+
+
+def test_baselines_are_add_one_counts_of_the_training_split_scored_on_validation():
+    """Train 0 1 0 1 (V = 2): unigram counts 2, 2 -> +1 -> 3/6 each; bigrams (0,1) x2, (1,0) x1 -> +1 -> row 0 is
+    1/4, 3/4 and row 1 is 2/3, 1/3. Validation 0 1 1: unigram -ln(1/2) per token; bigrams (0,1) 3/4, (1,1) 1/3."""
+    out = baselines(np.array([0, 1, 0, 1]), np.array([0, 1, 1]), 2)
+    assert out["baseline_uniform"] == pytest.approx(math.log(2))
+    assert out["baseline_unigram"] == pytest.approx(math.log(2))
+    assert out["baseline_bigram"] == pytest.approx(-(math.log(3 / 4) + math.log(1 / 3)) / 2)
+
+
+def test_an_unseen_token_costs_a_finite_amount():
+    """Train 0 0 0 1 (V = 3): counts 3, 1, 0 -> 4, 2, 1 of 7; token 2 never seen costs ln 7, not infinity."""
+    out = baselines(np.array([0, 0, 0, 1], dtype=np.uint8), np.array([2, 0], dtype=np.uint8), 3)
+    assert out["baseline_unigram"] == pytest.approx((math.log(7) + math.log(7 / 4)) / 2)
+    assert out["baseline_bigram"] == pytest.approx(-math.log(1 / 3))  # row 2 is all add-one: 1/3 each
+    assert out["baseline_uniform"] == pytest.approx(math.log(3))
+
+
+@pytest.mark.parametrize(
+    ("status", "loss", "expected"),
+    [("finished", 2.5, "learned"), ("finished", 2.969, "learned"), ("finished", 2.971, "plateau"),
+     ("finished", 3.35, "plateau"), ("finished", 3.9, "plateau"), ("diverged", 1.0, "diverged")],
+)  # fmt: skip
+def test_a_run_that_ends_less_than_ten_percent_below_unigram_sat_on_a_plateau(status, loss, expected):
+    """0.9 * 3.3 = 2.97: the plateau line."""
+    assert run_health(status, {"final_val_loss": loss, "baseline_unigram": 3.3}) == expected
+
+
+def test_a_run_without_a_baseline_has_unknown_health():
+    assert run_health("finished", {"final_val_loss": 2.0}) == "unknown"
+    assert run_health("diverged", {}) == "diverged"
+
+
+def test_the_last_quarter_drop_reads_the_evaluations_from_three_quarters_of_training_on():
+    history = [(2000, 1.62), (250, 2.57), (1500, 1.70), (1750, 1.65), (1000, 1.90)]
+    assert last_quarter_drop(history) == pytest.approx(1.70 - 1.62)
+    assert math.isnan(last_quarter_drop([(100, 3.0), (200, 2.9), (300, 2.8)]))  # only step 300 is in the span
+    assert math.isnan(last_quarter_drop([]))
+
+
+def test_a_learning_check_passes_below_the_stated_drop():
+    assert learning_check({"val_loss_drop_last_quarter": 0.04}, 0.05) == "passed"
+    assert learning_check({"val_loss_drop_last_quarter": 0.05}, 0.05) == "failed"
+    assert learning_check({"val_loss_drop_last_quarter": math.nan}, 0.05) == "unknown"
+    assert learning_check({}, 0.05) == "unknown"

@@ -1,0 +1,182 @@
+"""The experiment format's scale axis, amendments and learning check, and the trend test over scale."""
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from ablations import results
+from ablations.decisions import ArmRun, scale_verdicts, trend, trends
+from ablations.spec import ExperimentSpec, load_spec
+from ablations.verdict import Arm, Hypothesis, decide
+
+LEARNED = {"baseline_unigram": 9.0}  # every loss below 8.1 learned
+
+
+def spec(**extra) -> ExperimentSpec:
+    raw = {
+        "id": "E99", "name": "toy", "title": "t", "claim": {"lines": "1"},
+        "arms": {"small": {"model.n_head": 1}, "big": {"model.n_head": 8}},
+        "hypotheses": [
+            {"id": "H1", "statement": "s", "metric": "final_val_loss", "treatment": "big", "control": "small",
+             "direction": "lower", "min_effect": 0.0},
+            {"id": "H2", "statement": "s", "metric": "final_val_loss", "treatment": "big", "control": "small",
+             "direction": "equal", "min_effect": 0.5},
+        ],
+    } | extra  # fmt: skip
+    return ExperimentSpec.from_config(OmegaConf.create(raw))
+
+
+SCALE = {"axis": "model.d_model", "values": {"quick": [64, 128, 256], "smoke": [16, 32]}, "slope": {"H1": "negative"}}
+
+
+def test_the_scale_axis_adds_the_scaled_hypotheses_arms_at_the_other_values():
+    s = spec(scale=SCALE)
+    assert s.scale_arms("quick", 128) == {
+        "small@d_model=64": {"model.n_head": 1, "model.d_model": 64},
+        "big@d_model=64": {"model.n_head": 8, "model.d_model": 64},
+        "small@d_model=256": {"model.n_head": 1, "model.d_model": 256},
+        "big@d_model=256": {"model.n_head": 8, "model.d_model": 256},
+    }
+    assert s.scale_arms("smoke", 32) == {"small@d_model=16": {"model.n_head": 1, "model.d_model": 16},
+                                         "big@d_model=16": {"model.n_head": 8, "model.d_model": 16}}  # fmt: skip
+    assert s.scale_arms("full", 384) == {}  # no values at that tier
+    assert spec().scale_arms("quick", 128) == {}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"scale": SCALE | {"slope": {"H1": "down"}}}, "must be one of"),
+        ({"scale": SCALE | {"slope": {"H7": "zero"}}}, "names unknown hypotheses"),
+        ({"scale": SCALE | {"values": {"quick": [128]}}}, "two or more distinct positive values"),
+        ({"scale": SCALE | {"axis": "model.n_head"}}, "is set by arms"),
+        ({"amendments": [{"date": "2026-13-01", "change": "c", "reason": "r"}]}, "must be YYYY-MM-DD"),
+        ({"amendments": [{"date": "2026-12-01", "change": "c", "reason": " "}]}, "needs a change and a reason"),
+        ({"amendments": [{"date": "2026-12-01", "change": "c", "reason": "r", "supersedes": ["H9"]}]},
+         r"supersedes \['H9'\]"),
+        ({"learning_check": {"arms": ["small"]}}, "needs exactly arms and max_drop"),
+        ({"learning_check": {"arms": ["tiny"], "max_drop": 0.05}}, "unknown arms"),
+    ],
+)
+def test_a_malformed_scale_amendment_or_learning_check_is_refused(extra, message):
+    with pytest.raises(ValueError, match=message):
+        spec(**extra)
+
+
+def test_an_amendment_marks_the_hypotheses_it_supersedes_with_its_date():
+    s = spec(amendments=[{"date": "2026-12-01", "change": "H1 as counts", "reason": "stuck", "supersedes": ["H1"]}])
+    assert (s.superseded("H1"), s.superseded("H2")) == ("2026-12-01", "")
+
+
+def scaled_runs(effects: dict[float, list[float]], tier_value: float = 128) -> list[ArmRun]:
+    """small at loss 3.0 and big at 3.0 - effect, per seed, at each axis value (own names at the tier's value)."""
+    s = spec(scale=SCALE)
+    runs = []
+    for value, per_seed in effects.items():
+        for seed, effect in enumerate(per_seed):
+            for arm, loss in (("small", 3.0), ("big", 3.0 - effect)):
+                name = arm if value == tier_value else s.scale.arm_name(arm, value)
+                runs.append(ArmRun(name, seed, "r", "finished", {"final_val_loss": loss} | LEARNED, True))
+    return runs
+
+
+def test_the_trend_test_recovers_a_known_slope():
+    """Effect 0.30 - 0.05 * log2(value / 64) + noise that sums to zero at each value: OLS gives exactly -0.05 per
+    doubling (the noise is orthogonal to the axis), and with this little noise the interval excludes 0."""
+    noise = [0.004, -0.006, 0.002]
+    effects = {v: [0.30 - 0.05 * math.log2(v / 64) + e for e in noise] for v in (64, 128, 256)}
+    (t,) = trends(spec(scale=SCALE), "quick", 128, scaled_runs(effects))
+    assert t.slope == pytest.approx(-0.05)
+    assert t.slope_low < -0.05 < t.slope_high < 0
+    assert (t.trend, t.expected, t.matches, t.n_points, t.values) == ("weakens", "negative", True, 9, "64 128 256")
+    x = np.log2([64] * 3 + [128] * 3 + [256] * 3)
+    y = np.concatenate([effects[v] for v in (64, 128, 256)])
+    assert t.slope == pytest.approx(np.polyfit(x, y, 1)[0])
+
+
+def test_an_effect_that_changes_sign_flips():
+    effects = {64: [0.2, 0.21, 0.19], 128: [0.0, 0.01, -0.01], 256: [-0.2, -0.19, -0.21]}
+    (t,) = trends(spec(scale=SCALE), "quick", 128, scaled_runs(effects))
+    assert (t.trend, t.matches) == ("flips", True)
+
+
+def test_a_flat_effect_holds_and_does_not_match_a_negative_expectation():
+    effects = {64: [0.2, 0.25, 0.15], 128: [0.2, 0.15, 0.25], 256: [0.25, 0.2, 0.15]}
+    (t,) = trends(spec(scale=SCALE), "quick", 128, scaled_runs(effects))
+    assert t.slope_low < 0 < t.slope_high
+    assert (t.trend, t.matches) == ("holds", False)
+
+
+def test_scale_verdicts_decide_each_value_with_the_scaled_arms():
+    effects = {64: [0.2, 0.21, 0.19], 128: [0.1, 0.11, 0.09], 256: [0.0, 0.01, -0.01]}
+    by_value = scale_verdicts(spec(scale=SCALE), "quick", 128, scaled_runs(effects))["H1"]
+    assert sorted(by_value) == [64, 128, 256]
+    assert (by_value[64].treatment, by_value[128].treatment) == ("big@d_model=64", "big")
+    assert [by_value[v].verdict for v in (64, 128, 256)] == ["supported", "supported", "inconclusive"]
+
+
+def test_a_run_that_did_not_learn_at_one_value_leaves_the_trend_undecided():
+    runs = scaled_runs({64: [0.2, 0.21, 0.19], 128: [0.1, 0.11, 0.09]})
+    runs[0] = ArmRun(runs[0].arm, 0, "r", "finished", {"final_val_loss": 8.5} | LEARNED, True)  # small@64 seed 0
+    (t,) = trends(spec(scale=SCALE), "quick", 128, runs)
+    assert t.trend == "not decided" and t.reason.startswith("64: did not learn: small@d_model=64: 1 of 3 runs plateau")
+    h = Hypothesis("H1", "s", "final_val_loss", "big", "small", "lower", 0.0)
+    one = {64: decide(h, Arm.learned({0: 3.0}), Arm.learned({0: 2.8}))}
+    assert trend(h, "model.d_model", "zero", one, [], {64: ("small", "big")}).trend == "not decided"
+
+
+def test_the_export_carries_scale_superseded_and_adjusted_verdicts(monkeypatch):
+    s = spec(scale=SCALE, amendments=[{"date": "2026-12-01", "change": "c", "reason": "r", "supersedes": ["H2"]}])
+    monkeypatch.setattr(results, "load_spec", lambda name: s)
+    effects = {64: [0.2, 0.21, 0.19], 128: [0.1, 0.11, 0.09], 256: [0.0, 0.01, -0.01]}
+    rows = [{"experiment": "toy", "tier": "quick", "corpus": "c", "arm": r.arm, "seed": r.seed, "status": r.status,
+             "model.d_model": float(r.arm.split("=")[1]) if "@" in r.arm else 128.0, "wall_seconds": 1.0,
+             "run_id": f"{r.arm}{r.seed}", **r.metrics} for r in scaled_runs(effects)]  # fmt: skip
+    table = results.verdicts(pd.DataFrame(rows))
+    assert list(zip(table.hypothesis, table.scale, strict=True)) == [
+        ("H1", "d_model=128"), ("H2", "d_model=128"), ("H1", "d_model=64"), ("H1", "d_model=256")]  # fmt: skip
+    assert table.superseded.tolist() == ["", "2026-12-01", "", ""]
+    h2 = table[table.hypothesis == "H2"].iloc[0]
+    assert h2.verdict_adjusted == "superseded" and math.isnan(h2.p_adjusted)
+    family = table[table.hypothesis == "H1"]
+    assert family.p_adjusted.notna().all() and (family.p_adjusted >= family.p_value).all()
+    trend_rows = results.trend_table(pd.DataFrame(rows))
+    assert trend_rows[["hypothesis", "trend", "matches"]].values.tolist() == [["H1", "weakens", True]]
+
+
+def test_a_scale_axis_trains_the_scaled_arms_reuses_the_tiers_own_and_exports_the_trend(
+    tmp_path, cache_dir, monkeypatch
+):
+    """E01 at the smoke tier with a scale axis added on the command line: d_model 16 beside the tier's 32. (The
+    export reads the experiment file, so there the same values are added to the loaded spec.)"""
+    env = os.environ | {"ABLATIONS_CACHE": cache_dir, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    command = [sys.executable, "-m", "ablations", "experiment=attention_heads", "tier=smoke", "threads=1",
+               "+experiment.scale.values.smoke=[16,32]"]  # fmt: skip
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "5 arms x 2 seeds" in first.stdout and "h8@d_model=16 seed 1" in first.stdout
+    assert "the scaled hypotheses along model.d_model" in first.stdout
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("attention_heads")
+    runs = client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'arm'")
+    d_model = {r.data.tags["arm"]: r.data.params["model.d_model"] for r in runs}
+    assert d_model == {"h1": "32", "h8": "32", "h32": "32", "h1@d_model=16": "16", "h8@d_model=16": "16"}
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("reused finished run") == 10
+    e01 = load_spec("attention_heads")
+    scale = replace(e01.scale, values=e01.scale.values | {"smoke": [16, 32]})
+    monkeypatch.setattr(results, "load_spec", lambda name: replace(e01, scale=scale))
+    written = results.export(tmp_path / "results", client)
+    verdicts = pd.read_csv(written["verdicts.csv"])
+    assert verdicts[verdicts.hypothesis == "H1"].scale.tolist() == ["d_model=32", "d_model=16"]
+    trend_rows = pd.read_csv(written["trends.csv"])
+    assert trend_rows[["hypothesis", "axis", "values", "expected"]].values.tolist() == [
+        ["H1", "model.d_model", "16 32", "positive"]]  # fmt: skip
