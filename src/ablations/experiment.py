@@ -36,8 +36,8 @@ from ablations.decisions import ArmRun, Trend, metric_value, trends, verdicts_fo
 from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
 from ablations.health import (
     HEALTH_TAG,
-    PLATEAU_MARGIN,
     LAST_QUARTER_DROP,
+    PLATEAU_MARGIN,
     baselines,
     last_quarter_drop,
     reference_lines,
