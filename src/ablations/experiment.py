@@ -493,13 +493,13 @@ def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool
         title += "\n[bold]smoke tier: these verdicts check the plumbing and are not evidence about the claim[/]"
     caption = "p: this experiment alone; `make results` adjusts it over the whole report (FDR)"
     table = Table(title=title, caption=caption)
-    for column in ("hypothesis", "test", "treatment vs control", "effect [CI]", "min effect", "seeds", "p", "verdict"):
+    for column in ("hypothesis", "test", "treatment vs control", "effect [CI]", "min effect", "seeds", "p"):
         table.add_column(column)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("why")
     colour = {"supported": "green", "refuted": "red", "inconclusive": "yellow", "not decided": "magenta"}
     for v in verdicts:
-        detail = f" ({v.reason})" if v.reason else ""
-        if superseded := spec.superseded(v.hypothesis):
-            detail += f" (superseded {superseded})"
+        why = v.reason + (f" (superseded {superseded})" if (superseded := spec.superseded(v.hypothesis)) else "")
         level = "" if math.isnan(v.ci_level) else f" {v.ci_level:.0%}"
         table.add_row(
             v.hypothesis,
@@ -509,7 +509,8 @@ def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool
             f"{v.min_effect:g}",
             str(v.n_seeds),
             "" if math.isnan(v.p_value) else f"{v.p_value:.3g}",
-            f"[{colour[v.verdict]}]{v.verdict}[/]{detail}" if evidence else f"{v.verdict} (not evidence){detail}",
+            f"[{colour[v.verdict]}]{v.verdict}[/]" if evidence else f"{v.verdict} (not evidence)",
+            why,
         )
     console.print(table)
 
