@@ -92,7 +92,8 @@ def test_summary_lists_every_hypothesis_and_the_numbers_match_verdicts_csv(pdf, 
     for v in verdicts.itertuples():
         assert f"{v.hypothesis}:" in summary
         assert report.fmt(v.effect).replace("−", "-") in summary.replace("−", "-")
-    badges = [w for w in summary.replace("not decided", "not_decided").split() if w in VERDICTS_WORDS]
+    table = summary[summary.index("Verdict raw → adjusted") :]
+    badges = [w for w in table.replace("not decided", "not_decided").split() if w in VERDICTS_WORDS]
     assert badges == ["supported", "refuted", "inconclusive", "not_decided"]  # H2 raw, then adjusted
 
 

@@ -228,6 +228,10 @@ def test_a_plateaued_arm_cannot_support_or_refute_a_loss_hypothesis():
         assert v.verdict == "not decided"
         assert v.reason == "did not learn: control: 2 of 3 runs plateau"
         assert math.isnan(v.p_value)
+    before_training = hypothesis("lower", 0.02, metric="init_grad_norm_last_over_first")
+    at_init = decide(before_training, stuck, values(2.2, 2.25, 2.21))  # effects 1.15, 1.098, 0.367
+    assert at_init.verdict == "inconclusive" and math.isfinite(at_init.p_value) and at_init.reason == ""
+    assert at_init.control_health == "2 plateau, 1 learned"
     v = decide(hypothesis(), values(2.2, 2.25, 2.21), arm({0: 9.0, 1: 2.2, 2: 3.3}, "diverged", "learned", "plateau"))
     assert v.reason == "did not learn: treatment: 1 of 3 runs diverged, 1 of 3 runs plateau"
     assert v.treatment_health == "1 diverged, 1 learned, 1 plateau"

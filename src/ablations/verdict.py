@@ -28,7 +28,8 @@ arms the interval is the t interval of the per-seed differences; when the seeds 
 Welch's interval of the two arms (`interval` says which, so the switch is never silent).
 
 A measured hypothesis (superiority, non-inferiority, equivalence) is decided only on arms whose every
-run learned (ablations.health): otherwise it is "not decided" and `reason` names the arm. The verdicts of
+run learned (ablations.health): otherwise it is "not decided" and `reason` names the arm. A metric
+measured at initialization (named init_...) is exempt: it does not depend on how training went. The verdicts of
 a family are then adjusted together for the false discovery rate (Benjamini-Hochberg): `adjust`.
 """
 
@@ -47,6 +48,7 @@ ALPHA = 0.05
 DIRECTIONS = ("lower", "higher", "equal")
 TESTS = ("superiority", "non_inferiority", "equivalence", "counts", "fact")
 MEASURED = ("superiority", "non_inferiority", "equivalence")  # decided only on arms that learned
+AT_INIT = "init_"  # the prefix of metrics measured before training (ablations.probes)
 HEALTH = ("learned", "plateau", "diverged")  # ablations.health; "unknown" when a run has no baseline
 COUNTED = {"not_learned": ("plateau", "diverged"), "plateau": ("plateau",), "diverged": ("diverged",)}
 SUPPORTED, REFUTED, INCONCLUSIVE, NOT_DECIDED = "supported", "refuted", "inconclusive", "not decided"
@@ -282,7 +284,7 @@ def decide(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     if h.test == "fact":
         return _fact(h, control, treatment)
     verdict = _measured(h, control, treatment)
-    if reason := _unhealthy(h, control, treatment):
+    if not h.metric.startswith(AT_INIT) and (reason := _unhealthy(h, control, treatment)):
         return replace(verdict, verdict=NOT_DECIDED, p_value=math.nan, reason=f"did not learn: {reason}")
     return verdict
 
