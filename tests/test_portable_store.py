@@ -37,6 +37,15 @@ def test_the_committed_store_names_its_artifacts_relative_to_itself():
     }
 
 
+def test_the_committed_store_holds_no_absolute_path_of_the_machine_that_made_it():
+    with sqlite3.connect(f"file:{store.DATABASE}?mode=ro", uri=True) as connection:
+        for table in ("params", "tags", "experiment_tags"):
+            found = connection.execute(
+                f"SELECT key, value FROM {table} WHERE value LIKE '/%' OR value LIKE ?", (f"%{ROOT}%",)
+            ).fetchall()
+            assert not found, (table, found[:5])
+
+
 def test_a_store_of_an_older_version_is_made_portable_once(tmp_path):
     database = tmp_path / "mlflow.db"
     with sqlite3.connect(database) as connection:
@@ -46,8 +55,17 @@ def test_a_store_of_an_older_version_is_made_portable_once(tmp_path):
         connection.execute("INSERT INTO experiments VALUES ('e', 'file:///home/a/project/mlruns/artifacts/e')")
         connection.execute("INSERT INTO runs VALUES ('file:///home/a/project/mlruns/artifacts/e/r1/artifacts')")
         connection.execute("INSERT INTO runs VALUES ('ablations-store:artifacts/e/r2/artifacts')")
-    assert store.make_portable(database) == 3
+        connection.execute("CREATE TABLE params (run_uuid TEXT, key TEXT, value TEXT)")
+        corpus = str(ROOT.parent / "data" / "input.txt")
+        connection.execute("INSERT INTO params VALUES ('r1', 'data.path', ?)", (corpus,))
+        connection.execute("INSERT INTO params VALUES ('r1', 'data.corpus', '/not/a/path/key')")
+        connection.execute("INSERT INTO params VALUES ('r2', 'data.path', '../data/input.txt')")
+    assert store.make_portable(database) == 4
     assert store.make_portable(database) == 0
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT run_uuid, key, value FROM params ORDER BY run_uuid, key").fetchall() == [
+            ("r1", "data.corpus", "/not/a/path/key"), ("r1", "data.path", "../data/input.txt"),
+            ("r2", "data.path", "../data/input.txt")]  # fmt: skip
     assert locations(database) == [
         "ablations-store:0",
         "ablations-store:artifacts/e",

@@ -11,6 +11,7 @@ loads this module.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -51,8 +52,29 @@ def __getattr__(name: str) -> Any:
     return StoreArtifactRepository
 
 
+CORPUS_PATH_PARAMS = ("data.path", "data.domain_path")
+
+
+def _relative_corpus_paths(connection: sqlite3.Connection) -> int:
+    """Older versions logged corpus paths as this machine's absolute paths: rewrite them relative to the project,
+    as runs log them now (ablations.experiment.run_params)."""
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'params'").fetchone():
+        return 0
+    found = connection.execute(
+        f"SELECT run_uuid, key, value FROM params WHERE key IN ({', '.join('?' * len(CORPUS_PATH_PARAMS))}) "  # noqa: S608
+        "AND value LIKE '/%'",
+        CORPUS_PATH_PARAMS,
+    ).fetchall()
+    for run, key, value in found:
+        connection.execute(
+            "UPDATE params SET value = ? WHERE run_uuid = ? AND key = ?", (os.path.relpath(value, ROOT), run, key)
+        )
+    return len(found)
+
+
 def make_portable(database: Path = DATABASE) -> int:
-    """Rewrite absolute artifact locations of older versions as store-relative ones; the number rewritten.
+    """Rewrite the absolute paths of older versions (artifact locations, corpus paths) as relative ones; the number
+    rewritten.
 
     Idempotent, and a no-op (no write lock taken) when there is nothing to rewrite.
     """
@@ -75,4 +97,5 @@ def make_portable(database: Path = DATABASE) -> int:
                     f"WHERE {column} LIKE ? AND {column} NOT LIKE ?",
                     (f"{SCHEME}:", LEGACY_MARKER, len(LEGACY_MARKER), pattern, f"{SCHEME}:%"),
                 )
-    return sum(counts.values())
+        paths = _relative_corpus_paths(connection)
+    return sum(counts.values()) + paths
