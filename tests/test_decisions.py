@@ -107,20 +107,23 @@ def test_verdicts_are_recomputed_from_runs_csv_with_diverged_rows_at_ln_v():
         + [("h32", 0, "finished", 2.20), ("h32", 1, "finished", 2.21), ("h32", 2, "finished", 2.19)]
     )
     table = results.verdicts(runs).set_index("hypothesis")
-    assert list(table.index) == ["H1", "H2", "H3"]
+    assert list(table.index) == ["H1", "H2", "H3", "H4"]
     assert table.loc["H1", "effect"] == pytest.approx((2.3 - 2.0 + math.log(256) - 2.1 + 2.35 - 2.05) / 3)
     assert (table.loc["H1", "verdict"], table.loc["H1", "control_health"]) == ("not decided", "2 learned, 1 diverged")
     assert table.loc["H2", "effect"] == pytest.approx((0.2 + 0.11 + 0.14) / 3)  # h32 - h8
     assert table.loc["H2", "verdict"] == "supported"
-    # equal parameter counts, but measured as a superiority test, so h1's diverged run stops it too
+    # equal parameter counts: measured as a superiority test (H3), h1's diverged run stops it; as a fact (H4, which
+    # an amendment put in H3's place) the counts are compared exactly, whatever the runs' health
     assert (table.loc["H3", "effect"], table.loc["H3", "verdict"]) == (0, "not decided")
+    assert (table.loc["H3", "superseded"], table.loc["H3", "verdict_adjusted"]) == ("2026-12-02", "superseded")
+    assert (table.loc["H4", "effect"], table.loc["H4", "verdict"], table.loc["H4", "test"]) == (0, "refuted", "fact")
 
 
 def test_a_hypothesis_whose_arm_has_no_runs_is_named_not_silently_dropped():
     runs = runs_table([(arm, s, "finished", 2.0 + 0.1 * s) for arm in ("h1", "h8") for s in range(3)])
     with pytest.warns(UserWarning, match=r"H2 .*h32"):
         table = results.verdicts(runs)
-    assert list(table.hypothesis) == ["H1", "H3"]
+    assert list(table.hypothesis) == ["H1", "H3", "H4"]
 
 
 def test_the_export_keeps_the_latest_finished_run_of_each_arm_and_seed():
@@ -287,9 +290,9 @@ def test_verdicts_csv_rows_carry_the_experiment_files_words_sorted_by_group_with
     table = results.verdicts(pd.concat([shakespeare, prose], ignore_index=True))  # groups out of order
     assert list(table.columns) == VERDICT_COLUMNS
     assert list(zip(table.corpus, table.hypothesis, strict=True)) == [
-        (c, h) for c in ("stdlib_prose", "tinyshakespeare") for h in ("H1", "H2", "H3")
+        (c, h) for c in ("stdlib_prose", "tinyshakespeare") for h in ("H1", "H2", "H3", "H4")
     ]
-    assert table.evidence.tolist() == [True] * 6  # quick-tier verdicts are evidence
+    assert table.evidence.tolist() == [True] * 8  # quick-tier verdicts are evidence
     spec = load_spec("attention_heads")
     for row, h in zip(table.itertuples(), spec.hypotheses * 2, strict=True):
         assert (row.experiment_id, row.claim_lines) == (spec.id, spec.claim["lines"])
@@ -302,5 +305,6 @@ def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exac
     with pytest.warns(UserWarning) as caught:
         results.verdicts(runs)
     assert [str(w.message) for w in caught] == [
-        "attention_heads [quick, stdlib_prose]: left out of verdicts.csv, arms without runs: H1 (h8), H2 (h8), H3 (h8)"
+        "attention_heads [quick, stdlib_prose]: left out of verdicts.csv, arms without runs: "
+        "H1 (h8), H2 (h8), H3 (h8), H4 (h8)"
     ]

@@ -139,7 +139,7 @@ def test_export_writes_runs_and_verdicts_and_is_deterministic(smoke_store, tmp_p
     runs = pd.read_csv(tmp_path / "a" / "runs.csv")
     assert len(runs) == 6 and set(runs.arm) == ARMS and set(runs.status) == {"finished"}
     verdicts = pd.read_csv(tmp_path / "a" / "verdicts.csv")
-    assert list(verdicts.hypothesis) == ["H1", "H2", "H3"]
+    assert list(verdicts.hypothesis) == ["H1", "H2", "H3", "H4"]
     assert set(verdicts.verdict) <= {"supported", "refuted", "inconclusive", "not decided"}
     # Anyone can recompute an effect from runs.csv: H1 is mean(h1) - mean(h8) of final_val_loss.
     h1 = verdicts.set_index("hypothesis").loc["H1"]

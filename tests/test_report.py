@@ -16,15 +16,14 @@ pytestmark = pytest.mark.xdist_group("report_pdf")
 FIXTURE = Path(__file__).parent / "fixtures" / "smoke_results"
 
 
-# One verdict of each kind, so that a report printing the wrong verdict for a hypothesis fails: H2 is refuted but
-# turned inconclusive by the false-discovery adjustment, H3 not decided (the smoke tier's runs did not learn).
+# Verdicts of each kind, so that a report printing the wrong verdict for a hypothesis fails: H1 supported, H2 refuted
+# but turned inconclusive by the false-discovery adjustment (both injected), H4 the fact as the smoke runs decided it
+# (refuted: 8 heads have exactly as many parameters as 1). H3 is superseded by an amendment: the appendix shows it.
 VERDICTS = {
     "H1": {"verdict": "supported", "verdict_adjusted": "supported", "effect": 0.05, "ci_low": 0.03, "ci_high": 0.07,
            "p_value": 0.001, "p_adjusted": 0.003, "reason": ""},
     "H2": {"verdict": "refuted", "verdict_adjusted": "inconclusive", "effect": 0.001, "ci_low": -0.01,
            "ci_high": 0.012, "p_value": 0.04, "p_adjusted": 0.06, "reason": ""},
-    "H3": {"verdict": "not decided", "verdict_adjusted": "not decided", "effect": 1.0, "ci_low": -0.5, "ci_high": 2.5,
-           "p_value": float("nan"), "p_adjusted": float("nan"), "reason": "did not learn: h1: 2 of 2 runs plateau"},
 }  # fmt: skip
 
 
@@ -35,7 +34,8 @@ def results_dir(tmp_path_factory) -> Path:
         shutil.copy(FIXTURE / name, out / name)
     verdicts = pd.read_csv(FIXTURE / "verdicts.csv")
     verdicts = verdicts[~verdicts.treatment.str.contains("@")]  # the hypotheses at the tier's own scale
-    assert sorted(verdicts.hypothesis) == sorted(VERDICTS)
+    assert list(verdicts.hypothesis) == ["H1", "H2", "H3", "H4"]
+    assert verdicts.set_index("hypothesis").loc["H3", "superseded"] == "2026-12-02"
     verdicts = verdicts.astype({"reason": object, "verdict": object, "verdict_adjusted": object})
     for hypothesis, values in VERDICTS.items():
         for column, value in values.items():
@@ -69,6 +69,7 @@ def verdicts_part(text: list[str], section_title: str) -> str:
 def test_each_hypothesis_renders_with_its_own_verdict_inside_its_experiments_section(pdf, results_dir):
     text = pages(pdf)
     verdicts = pd.read_csv(results_dir / "verdicts.csv", keep_default_na=False)
+    verdicts = verdicts[verdicts.superseded == ""]  # a superseded verdict is in the appendix, not here
     for experiment in set(verdicts.experiment):
         spec = report.load_spec(experiment)
         part = verdicts_part(text, f"{spec.id} {experiment}")
@@ -78,7 +79,8 @@ def test_each_hypothesis_renders_with_its_own_verdict_inside_its_experiments_sec
             start = part.index(f"{v.verdict_adjusted} {v.corpus}, {v.tier} tier. {v.hypothesis} ({v.test}, {v.metric}")
             end = part.find(f"tier. {ids[i + 1]} (", start) if i + 1 < len(ids) else len(part)
             sentence = part[start:end]
-            expected = {"supported": ": supported.", "refuted": ": refuted.", "not decided": "Not decided: did not"}
+            expected = {"supported": ": supported.", "refuted": ": refuted.", "not decided": "Not decided: did not",
+                        "inconclusive": "inconclusive."}
             assert expected[v.verdict] in sentence, sentence
             others = {"supported", "refuted"} - {v.verdict}
             assert not any(f": {o}." in sentence for o in others), sentence
@@ -89,12 +91,27 @@ def test_each_hypothesis_renders_with_its_own_verdict_inside_its_experiments_sec
 def test_summary_lists_every_hypothesis_and_the_numbers_match_verdicts_csv(pdf, results_dir):
     summary = flat(next(t for t in pages(pdf) if "E01 attention_heads H1:" in flat(t)))
     verdicts = pd.read_csv(results_dir / "verdicts.csv")
+    verdicts = verdicts[verdicts.superseded.isna()]
     for v in verdicts.itertuples():
         assert f"{v.hypothesis}:" in summary
         assert report.fmt(v.effect).replace("−", "-") in summary.replace("−", "-")
     table = summary[summary.index("Verdict raw → adjusted") :]
     badges = [w for w in table.replace("not decided", "not_decided").split() if w in VERDICTS_WORDS]
-    assert badges == ["supported", "refuted", "inconclusive", "not_decided"]  # H2 raw, then adjusted
+    assert badges == ["supported", "refuted", "inconclusive", "refuted"]  # H2 raw, then adjusted; H3 superseded
+
+
+def test_a_superseded_verdict_stays_visible_in_the_appendix_and_not_in_the_summary(pdf):
+    text = pages(pdf)
+    appendix = flat(next(t for t in text if "Appendix: superseded verdicts" in t))
+    assert "H3: More heads mean more" in appendix and "not decided" in appendix
+    assert "2026-12-02" in flat("\n".join(text))  # the amendment's date, in the methods section's table
+
+
+def test_a_verdict_not_decided_says_which_arm_did_not_learn():
+    spec = report.load_spec("attention_heads")
+    row = pd.read_csv(FIXTURE / "verdicts.csv").iloc[0]  # H1, smoke runs: all plateau
+    sentence = report.verdict_sentence(row, spec.hypotheses[0], spec)
+    assert sentence.endswith("Not decided: did not learn: h1: 2 of 2 runs plateau; h8: 2 of 2 runs plateau.")
 
 
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
