@@ -64,6 +64,8 @@ def test_the_scale_axis_adds_the_scaled_hypotheses_arms_at_the_other_values():
          r"supersedes \['H9'\]"),
         ({"learning_check": {"arms": ["small"]}}, "needs exactly arms and max_drop"),
         ({"learning_check": {"arms": ["tiny"], "max_drop": 0.05}}, "unknown arms"),
+        ({"scale": SCALE | {"values": {"quik": [64, 128]}}}, r"names tiers \['quik'\] that conf/tier does not define"),
+        ({"tier_overrides": {"medium": {"optim.max_steps": 10}}}, r"names tiers \['medium'\]"),
     ],
 )
 def test_a_malformed_scale_amendment_or_learning_check_is_refused(extra, message):

@@ -16,6 +16,7 @@ from ablations.store import ROOT
 from ablations.verdict import Hypothesis
 
 SLOPES = ("negative", "zero", "positive")  # the pre-registered sign of a scale trend
+TIERS = tuple(sorted(path.stem for path in (ROOT / "conf" / "tier").glob("*.yaml")))
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,10 @@ class ExperimentSpec:
         return spec
 
     def _check_additions(self) -> None:
+        scaled_tiers = set(self.scale.values) if self.scale else set()
+        if unknown := (set(self.tier_overrides) | set(self.tier_grid) | scaled_tiers) - set(TIERS):
+            raise ValueError(f"{self.name} names tiers {sorted(unknown)} that conf/tier does not define; "
+                             f"valid: {', '.join(TIERS)}")  # fmt: skip
         ids = {h.id for h in self.hypotheses}
         if len(ids) != len(self.hypotheses):
             raise ValueError(f"{self.name}: hypothesis ids must be unique")
