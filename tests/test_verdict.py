@@ -167,6 +167,7 @@ def test_equivalence_straddling_an_edge_is_inconclusive():
 def test_an_exact_equivalence_decides_strictly_inside_or_beyond_and_not_on_the_edge(treatment, verdict):
     v = decide(hypothesis("equal", 0.25), values(1.0, 1.0), values(treatment, treatment))
     assert (v.effect, v.ci_low, v.ci_high, v.verdict) == (treatment - 1.0, treatment - 1.0, treatment - 1.0, verdict)
+    assert v.p_value == (1.0 if verdict == "inconclusive" else 0.0)
 
 
 # --- counts: Fisher's exact test on learned / plateau / diverged -----------------------------------------------
@@ -346,3 +347,69 @@ def test_the_test_defaults_to_the_direction():
     with pytest.raises(ValueError, match="literature_expects"):
         Hypothesis("H", "s", "m", "t", "c", "lower", 0.1, literature_expects="maybe")
     assert Hypothesis("H", "s", "m", "t", "c", "lower", 0.1, source="document, line 4").from_document
+
+
+# --- edges that mutation testing found untested ----------------------------------------------------------------
+
+
+def test_counts_under_higher_with_unequal_arms():
+    """2 of 2 treatment runs diverge against 0 of 6 control runs, claimed "more": one-sided p = 1 / C(8, 2) = 1/28."""
+    h = hypothesis("higher", 0.0, "counts", "diverged")
+    treatment = arm({0: 9.0, 1: 9.0}, "diverged", "diverged")
+    v = decide(h, values(2.0, 2.1, 2.2, 2.0, 2.1, 2.2), treatment)
+    assert (v.verdict, v.p_value, v.effect) == ("inconclusive", pytest.approx(2 / 28), 1.0)
+    assert (v.control_mean, v.treatment_mean, v.n_seeds) == (0.0, 1.0, 2)
+    assert math.isnan(v.ci_low) and math.isnan(v.ci_high)
+
+
+def test_counts_decide_each_side_at_two_and_a_half_percent():
+    """4 of 5 against 0 of 5 (one-sided p = 5/210 = 0.0238): decided, on either side. 3 of 3 against 0 of 3 (1/20): not
+    refuted, whichever side it lies on. Equal counts: p = 1, not 2."""
+    h = hypothesis("lower", 0.0, "counts", "plateau")
+    four = arm(dict.fromkeys(range(5), 3.3), "plateau", "plateau", "plateau", "plateau", "learned")
+    assert decide(h, four, values(2.0, 2.0, 2.0, 2.0, 2.0)).verdict == "supported"
+    three = arm(dict.fromkeys(range(3), 3.3), "plateau", "plateau", "plateau")
+    assert decide(h, values(2.0, 2.0, 2.0), three).verdict == "inconclusive"
+    same = decide(h, values(2.0, 2.0, 2.0), values(2.1, 2.0, 2.0))
+    assert (same.verdict, same.p_value, same.effect) == ("inconclusive", 1.0, 0.0)
+
+
+def test_superiority_refutes_at_a_one_sided_p_between_one_and_a_half_and_two_and_a_half_percent():
+    """Differences -0.26, -0.16, -0.36 against min_effect 0.02: t = 0.28 / (0.1 / sqrt 3) = 4.85, one-sided p 0.02."""
+    v = decide(hypothesis("lower", 0.02), values(2.0, 2.0, 2.0), values(2.26, 2.16, 2.36))
+    assert stats.ttest_1samp([-0.26, -0.16, -0.36], 0.02, alternative="less").pvalue == pytest.approx(0.02, abs=1e-3)
+    assert (v.verdict, v.p_value) == ("refuted", pytest.approx(0.04, abs=2e-3))
+
+
+def test_equivalence_inside_the_margin_with_a_wide_interval_is_inconclusive():
+    v = decide(hypothesis("equal", 0.2), values(1.0, 1.0, 1.0), values(1.0, 1.3, 0.8))  # 0.033 with sd 0.25
+    assert (v.verdict, v.reason) == ("inconclusive", "")
+    assert 0.05 < v.p_value < 1
+
+
+def test_two_seeds_give_an_interval_and_one_seed_none():
+    v = decide(hypothesis(), values(2.0, 2.1), values(1.5, 1.6))
+    assert (v.n_seeds, v.reason, v.verdict) == (2, "", "supported")  # identical differences: a zero-width interval
+    assert (v.ci_low, v.ci_high) == pytest.approx((0.5, 0.5))
+    one = decide(hypothesis(), values(2.0), values(1.5))
+    assert one.p_value == 1.0 and decide(hypothesis("equal", 0.1), values(2.0), values(2.0)).p_value == 1.0
+
+
+def test_facts_in_every_direction_with_their_fields():
+    lower = Hypothesis("F", "s", "block_bytes", "int8", "fp32", "lower", 100, test="fact")
+    v = decide(lower, values(1000, 1000), values(250, 250))
+    assert (v.verdict, v.effect, v.control_mean, v.treatment_mean, v.ci_low, v.ci_high) == (
+        "supported", 750, 1000, 250, 750, 750)  # fmt: skip
+    assert math.isnan(v.ci_level) and math.isnan(v.p_value) and v.reason == ""
+    assert decide(lower, values(1000, 1000), values(950, 950)).verdict == "refuted"
+    varying = decide(lower, values(1000, 1001), values(250, 251))
+    assert varying.reason == "a fact varies by seed in fp32, int8"
+    assert all(math.isnan(x) for x in (varying.control_mean, varying.treatment_mean, varying.effect,
+                                       varying.ci_low, varying.ci_high, varying.ci_level))  # fmt: skip
+
+
+def test_both_arms_that_did_not_learn_are_named_and_ties_in_health_sort_by_name():
+    stuck = arm({0: 3.3, 1: 2.0}, "plateau", "learned")
+    v = decide(hypothesis(), stuck, arm({0: 9.0, 1: 2.0}, "diverged", "learned"))
+    assert v.reason == "did not learn: control: 1 of 2 runs plateau; treatment: 1 of 2 runs diverged"
+    assert v.control_health == "1 learned, 1 plateau"  # plateau came first, learned sorts first
