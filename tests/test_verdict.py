@@ -413,3 +413,29 @@ def test_both_arms_that_did_not_learn_are_named_and_ties_in_health_sort_by_name(
     v = decide(hypothesis(), stuck, arm({0: 9.0, 1: 2.0}, "diverged", "learned"))
     assert v.reason == "did not learn: control: 1 of 2 runs plateau; treatment: 1 of 2 runs diverged"
     assert v.control_health == "1 learned, 1 plateau"  # plateau came first, learned sorts first
+
+
+def test_counts_under_higher_decide_on_the_claimed_side_with_the_claimed_effect():
+    """5 of 5 treatment runs diverge against 1 of 6 control runs, claimed "more"."""
+    control = arm(dict.fromkeys(range(6), 2.0), "diverged", *["learned"] * 5)
+    treatment = arm(dict.fromkeys(range(5), 9.0), *["diverged"] * 5)
+    v = decide(hypothesis("higher", 0.0, "counts", "diverged"), control, treatment)
+    one_sided = stats.fisher_exact([[5, 0], [1, 5]], alternative="greater").pvalue
+    assert (v.verdict, v.p_value, v.effect) == ("supported", pytest.approx(2 * one_sided), pytest.approx(5 / 6))
+    assert decide(hypothesis("lower", 0.0, "counts", "diverged"), control, treatment).verdict == "refuted"
+
+
+@pytest.mark.parametrize("direction", ["higher", "lower"])
+def test_a_count_whose_one_sided_p_is_exactly_two_and_a_half_percent_decides_nothing(direction):
+    """1 of 1 against 0 of 39: one-sided p = 1 / C(40, 1) = 1/40, which is not below 2.5 %."""
+    treatment = arm({0: 9.0}, "diverged")
+    v = decide(hypothesis(direction, 0.0, "counts", "diverged"), values(*[2.0] * 39), treatment)
+    assert v.p_value == pytest.approx(0.05) and v.verdict == "inconclusive"
+
+
+def test_a_counts_hypothesis_with_a_minimum_effect_is_refused_with_the_whole_message():
+    with pytest.raises(ValueError) as refused:
+        Hypothesis("H", "s", "plateau", "t", "c", "lower", 0.5, test="counts")
+    assert str(refused.value) == (
+        "hypothesis H: a counts test counts one of ['diverged', 'not_learned', 'plateau'] with min_effect 0"
+    )
