@@ -7,8 +7,9 @@ mutmut mutates whole files, but only the functions below turn runs into verdicts
 run (against the fast unit tests chosen in pyproject.toml) and scored. A mutant counts as killed when a test
 failed or timed out on it (mutmut's own statuses, read from its meta files); anything else (survived, no
 tests, not checked...) is a survivor, and every survivor is listed. Exits 1 if any mutant of the decision
-rule (ablations.verdict) survives: a wrong verdict there changes every result of the suite. Survivors
-elsewhere are listed but do not fail.
+rule (ablations.verdict) survives, except the reviewed equivalent mutants in EQUIVALENT (matched by function
+and mutated line, so a renumbering cannot hide a new survivor): a wrong verdict there changes every result of
+the suite. Survivors elsewhere are listed but do not fail.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,6 +46,36 @@ MODULES = [
     ),
 ]
 KILLED = {"killed", "timeout", "caught by type check"}
+# Mutants of the decision rules that no input can tell apart from the original, each reviewed:
+# (mutated function, a regex the mutated line matches, why it is equivalent).
+ZIP_STRICT = r"zip\(.*(strict=(None|False)|, \))"
+EQUIVALENT = [
+    ("x__counts", ZIP_STRICT, "the zipped lists have equal lengths by construction"),
+    ("x_adjust", ZIP_STRICT, "the zipped lists have equal lengths by construction"),
+    ("x_adjust", r"if \(tested\) or True else", "multipletests of no p values returns no p values"),
+    ("x_adjust", r'"FDR_BH"', "statsmodels reads the method name case-insensitively"),
+    ("x__estimate", r"if sign (<= 0|< 1):", "sign is -1 or 1"),
+    ("x__estimate", r"_Estimate\(.*None", "with one seed se and df are never read (n < 2 answers first)"),
+    ("x__two_sided", r"(above|below) <= ALPHA / 2", "a t test's p is exactly 2.5 % with probability 0; an exact "
+     "zero-spread p is 0 or 1"),
+    ("x__equivalence", r"p <= ALPHA", "a TOST or one-sided t p is exactly 5 % with probability 0; exact ones are "
+     "0 or 1"),
+    ("x__equivalence", r"abs\(estimate.mean\) <= margin", "at |mean| = m both branches give the same p and verdict"),
+    ("x__equivalence", r"estimate.mean >= 0", "the mean is 0 only inside the margin, which the branch before takes"),
+    ("xǁ_Estimateǁci", r"self.se (>= 0|> 0\) or True)", "with se = 0 the half-width is 0 either way"),
+    ("xǁ_Estimateǁp_below", r", None\)\.p_above", "the interval label of the mirrored estimate is never read"),
+]
+
+
+def equivalence_reason(name: str) -> str | None:
+    """Why a surviving mutant is a reviewed equivalent one, or None."""
+    function = _by_function_and_number(name)[0].rsplit(".", 1)[-1]
+    rules = [(pattern, why) for f, pattern, why in EQUIVALENT if f == function]
+    if not rules:
+        return None
+    shown = subprocess.run([sys.executable.replace("python", "mutmut"), "show", name], capture_output=True, text=True)
+    added = [line[1:] for line in shown.stdout.splitlines() if line.startswith("+") and not line.startswith("++")]
+    return next((why for pattern, why in rules if any(re.search(pattern, line) for line in added)), None)
 
 
 def statuses(source: str, globs: list[str]) -> dict[str, str]:
@@ -89,6 +122,12 @@ def main() -> int:
         killed = [name for name, status in found.items() if status in KILLED]
         untested = [name for name, status in found.items() if status == "no tests"]
         survived = {name: status for name, status in found.items() if status not in KILLED and status != "no tests"}
+        if fatal:  # reviewed equivalent mutants count as killed and are listed with their reason
+            reasons = {name: equivalence_reason(name) for name in survived}
+            equivalent = {name: why for name, why in reasons.items() if why}
+            lines += [f"  {name}  [equivalent: {why}]" for name, why in equivalent.items()]
+            survived = {name: status for name, status in survived.items() if name not in equivalent}
+            killed += list(equivalent)
         score = f"{100 * len(killed) / len(found):5.1f}%" if found else "     -"
         print(f"{label:<40} {len(killed):>6} {len(survived):>8} {len(untested):>8} {len(found):>5} {score:>6}")
         mark = "  <- decision rule" if fatal else ""

@@ -439,3 +439,10 @@ def test_a_counts_hypothesis_with_a_minimum_effect_is_refused_with_the_whole_mes
     assert str(refused.value) == (
         "hypothesis H: a counts test counts one of ['diverged', 'not_learned', 'plateau'] with min_effect 0"
     )
+
+
+def test_an_adjusted_p_of_exactly_five_percent_is_not_below_alpha():
+    """A supported test at p = 0.025 beside one at 0.5: Benjamini-Hochberg gives it 0.025 * 2 / 1 = 0.05."""
+    base = decide(hypothesis(), values(2.0, 2.01, 1.99), values(1.90, 1.92, 1.88))
+    pair = adjust([replace(base, p_value=0.025), replace(base, p_value=0.5, verdict="inconclusive")])
+    assert [(v.p_adjusted, v.verdict_adjusted) for v in pair] == [(0.05, "inconclusive"), (0.5, "inconclusive")]
