@@ -37,10 +37,11 @@ def baselines(train: np.ndarray, val: np.ndarray, vocab_size: int) -> dict[str, 
     train, val = train.astype(np.int64), val.astype(np.int64)
     unigram = np.bincount(train, minlength=vocab_size) + 1.0
     pairs = np.bincount(train[:-1] * vocab_size + train[1:], minlength=vocab_size**2).reshape(vocab_size, -1) + 1.0
+    after = pairs.sum(axis=1)  # per previous token: its pairs' total
     return {
         "baseline_uniform": math.log(vocab_size),
         "baseline_unigram": float(-np.log(unigram[val] / unigram.sum()).mean()),
-        "baseline_bigram": float(-np.log(pairs[val[:-1], val[1:]] / pairs[val[:-1]].sum(axis=1)).mean()),
+        "baseline_bigram": float(-np.log(pairs[val[:-1], val[1:]] / after[val[:-1]]).mean()),
     }
 
 
