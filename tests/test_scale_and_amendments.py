@@ -132,7 +132,7 @@ def test_a_run_that_did_not_learn_at_one_value_leaves_the_trend_undecided():
     assert t.trend == "not decided" and t.reason.startswith("64: did not learn: small@d_model=64: 1 of 3 runs plateau")
     h = Hypothesis("H1", "s", "final_val_loss", "big", "small", "lower", 0.0)
     one = {64: decide(h, Arm.learned({0: 3.0}), Arm.learned({0: 2.8}))}
-    assert trend(h, "model.d_model", "zero", one, [], {64: ("small", "big")}).trend == "not decided"
+    assert trend(h, "model.d_model", "zero", one, []).trend == "not decided"
 
 
 def test_the_export_carries_scale_superseded_and_adjusted_verdicts(monkeypatch):

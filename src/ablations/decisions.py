@@ -121,9 +121,8 @@ def _decided_sign(v: Verdict) -> int:
     return 1 if v.ci_low > 0 else -1 if v.ci_high < 0 else 0
 
 
-def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict], runs: list[ArmRun],
-          names: dict[float, tuple[str, str]]) -> Trend:  # fmt: skip
-    """The trend test of h over the axis values in by_value (names: value -> (control arm, treatment arm))."""
+def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict], runs: list[ArmRun]) -> Trend:
+    """The trend test of h over the axis values in by_value, each verdict naming the arms at its value."""
     values = sorted(by_value)
     common = {"hypothesis": h.id, "axis": axis, "values": " ".join(f"{v:g}" for v in values), "expected": expected}
     nan = math.nan
@@ -133,7 +132,8 @@ def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict
     sign = -1 if h.direction == "lower" else 1
     x, y = [], []
     for value in values:
-        control, treatment = (arm_sample(h, arm, runs).values for arm in names[value])
+        arms = (by_value[value].control, by_value[value].treatment)
+        control, treatment = (arm_sample(h, arm, runs).values for arm in arms)
         for seed in sorted(set(control) & set(treatment)):
             x.append(math.log2(value))
             y.append(sign * (treatment[seed] - control[seed]))
@@ -157,8 +157,6 @@ def trends(spec: ExperimentSpec, tier: str, tier_value: float, runs: list[ArmRun
     out = []
     for hypothesis_id, by_value in scale_verdicts(spec, tier, tier_value, runs).items():
         h = next(h for h in spec.hypotheses if h.id == hypothesis_id)
-        names = {v: (at_scale(spec, h, v, tier_value).control, at_scale(spec, h, v, tier_value).treatment)
-                 for v in by_value}  # fmt: skip
         if len(by_value) >= 2:
-            out.append(trend(h, spec.scale.axis, spec.scale.slope[h.id], by_value, runs, names))
+            out.append(trend(h, spec.scale.axis, spec.scale.slope[h.id], by_value, runs))
     return out
