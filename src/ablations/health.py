@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 PLATEAU_MARGIN = 0.10
-BASELINES = ("baseline_uniform", "baseline_unigram", "baseline_bigram")
 LAST_QUARTER_DROP = "val_loss_drop_last_quarter"  # the metric a learning check reads
 HEALTH_TAG = "ablations.health"  # each arm run's health, for the MLflow UI
 

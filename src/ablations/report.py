@@ -307,6 +307,8 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                 measures["rows"].append({"arm": arm, "values": ["—" if math.isnan(x) else f"{x:.4g}" for x in means]})
         tables.append({"tier": tier, "corpus": corpus, "metric": primary, "rows": rows, "measures": measures})
         tag = f"{spec.name}-{tier}-{corpus}"
+        as_runs = [(r["arm"], r["seed"], r["status"], _metrics_of(r)) for r in group.to_dict("records")]
+        loss_lines = reference_lines("final_val_loss", [metrics for *_, metrics in as_runs])
         figures.append(
             {
                 "path": arm_comparison_figure(
@@ -318,7 +320,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                         for r in group[group.arm == arm].itertuples()
                     ],
                     work / f"{tag}-arms.png",
-                    reference_lines(primary, [_metrics_of(r) for r in group.to_dict("records")]),
+                    loss_lines if primary == "final_val_loss" else {},
                 ).name,
                 "caption": f"{primary} per seed (dots) and arm mean with a bootstrap 95% interval; "
                 f"{corpus}, {tier} tier. For the validation loss: the corpus's unigram baseline and the plateau "
@@ -327,11 +329,7 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
         )
         run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
         if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
-            lines = {}
-            if "baseline_unigram" in group and group.baseline_unigram.notna().any():
-                unigram = float(group.baseline_unigram.mean())
-                lines = {"unigram": unigram, "plateau line": (1 - PLATEAU_MARGIN) * unigram,
-                         "bigram": float(group.baseline_bigram.mean())}  # fmt: skip
+            lines = loss_lines | ({"bigram baseline": float(group.baseline_bigram.mean())} if loss_lines else {})
             figures.append(
                 {
                     "path": curves_figure(
@@ -343,7 +341,6 @@ def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.Da
                     "baseline.",
                 }
             )
-        as_runs = [(r["arm"], r["seed"], r["status"], _metrics_of(r)) for r in group.to_dict("records")]
         for i, spec_figure in enumerate(spec.figures):
             path = figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}.png")
             if path is not None:

@@ -47,9 +47,7 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 ALPHA = 0.05
 DIRECTIONS = ("lower", "higher", "equal")
 TESTS = ("superiority", "non_inferiority", "equivalence", "counts", "fact")
-MEASURED = ("superiority", "non_inferiority", "equivalence")  # decided only on arms that learned
 AT_INIT = "init_"  # the prefix of metrics measured before training (ablations.probes)
-HEALTH = ("learned", "plateau", "diverged")  # ablations.health; "unknown" when a run has no baseline
 COUNTED = {"not_learned": ("plateau", "diverged"), "plateau": ("plateau",), "diverged": ("diverged",)}
 SUPPORTED, REFUTED, INCONCLUSIVE, NOT_DECIDED = "supported", "refuted", "inconclusive", "not decided"
 PAIRED, WELCH, FISHER, FACT = "paired t", "Welch t", "Fisher exact", "fact"  # Verdict.interval
