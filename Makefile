@@ -10,7 +10,7 @@ jobs      ?= 2
 launcher  ?= local
 SHARDS    := $(shell i=0; while [ $$i -lt $(jobs) ]; do printf '%s' "$$i/$(jobs)"; i=$$((i+1)); [ $$i -lt $(jobs) ] && printf ,; done)
 
-.PHONY: setup experiment sweep suite results report ui test lint bench clean-cache mutation
+.PHONY: setup experiment sweep suite results report ui test lint bench clean-cache mutation golden
 
 # torch is pinned first and on its own: 2.13.0 is the CPU build on this machine's disk; an unpinned
 # torch would pull a multi-GB CUDA build.
@@ -50,6 +50,10 @@ ui: $(SETUP)  ## the MLflow UI on the project's store, on loopback only
 # for. Tests are shared out one by one, except the modules whose tests share a costly fixture (xdist_group).
 test: $(SETUP)
 	$(PY) -m pytest -n $(or $(test_workers),2) --dist loadgroup
+
+# After a change that alters numbers, and a bump of ablations.numerics.NUMERICS_VERSION: the new golden numbers.
+golden: $(SETUP)
+	PYTHONPATH=tests $(PY) tests/golden.py --write
 
 lint: $(SETUP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

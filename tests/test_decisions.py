@@ -203,57 +203,6 @@ def test_derived_rates_logs_and_padding_fraction_by_hand():
     }  # an evaluation-only arm has no training rates; an exact copy's KL is floored, not -inf
 
 
-# --- the code part of the run key -----------------------------------------------------------------
-
-
-def numeric_sources() -> dict[str, str]:
-    return {name: (tracking.ROOT / "src" / "ablations" / name).read_text() for name in tracking.NUMERIC_MODULES}
-
-
-def test_the_code_version_is_the_fingerprint_of_every_module_that_computes_numbers():
-    assert set(tracking.NUMERIC_MODULES) >= {"model.py", "data.py", "training.py", "probes.py", "quantization.py"}
-    assert tracking.code_version() == tracking.code_fingerprint(numeric_sources())
-
-
-@pytest.mark.parametrize(
-    ("module", "old", "new"),
-    [
-        ("training.py", "    def loss(", "    # a comment, moved lines and a docstring change nothing\n    def loss("),
-        ("training.py", '"""Next-token training of GPT(model).', '"""Next-token training of the GPT.'),
-        ("model.py", "import math\n", "import math  # why\n\n"),
-        ("quantization.py", "def block_linears(model: nn.Module) -> dict[str, nn.Linear]:\n    return {",
-         "def block_linears(model: nn.Module) -> dict[str, nn.Linear]:\n    return {  # which Linears\n"),
-    ],
-)  # fmt: skip
-def test_comments_docstrings_and_line_breaks_keep_the_committed_runs_reusable(module, old, new):
-    sources = numeric_sources()
-    assert old in sources[module]
-    changed = sources | {module: sources[module].replace(old, new, 1)}
-    assert tracking.code_fingerprint(changed) == tracking.code_fingerprint(sources)
-
-
-@pytest.mark.parametrize(
-    ("module", "old", "new"),
-    [
-        ("training.py", "label_smoothing=label_smoothing)", "label_smoothing=label_smoothing * 0.5)"),  # the loss
-        ("quantization.py", "/ 127", "/ 128"),  # the static int8 grid
-        ("data.py", "TRAIN_FRACTION = 0.9", "TRAIN_FRACTION = 0.8"),  # the split
-        ("model.py", "import math\n", "import math\nimport os\n"),  # any code at all
-    ],
-)
-def test_a_change_to_the_code_that_computes_numbers_makes_old_runs_stale(module, old, new):
-    sources = numeric_sources()
-    assert old in sources[module]
-    changed = sources | {module: sources[module].replace(old, new, 1)}
-    assert tracking.code_fingerprint(changed) != tracking.code_fingerprint(sources)
-
-
-def test_moving_a_statement_out_of_its_block_changes_the_fingerprint():
-    inside = "def f(x):\n    if x:\n        x = 1\n        return x\n"
-    outside = "def f(x):\n    if x:\n        x = 1\n    return x\n"
-    assert tracking.code_tokens(inside) != tracking.code_tokens(outside)
-
-
 def test_the_export_keeps_summary_metrics_and_model_params_and_records_each_runs_parent(tmp_path):
     client = tracking.client()
     exp_id = tracking.experiment_id(client, "attention_heads")

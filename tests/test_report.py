@@ -79,8 +79,12 @@ def test_each_hypothesis_renders_with_its_own_verdict_inside_its_experiments_sec
             start = part.index(f"{v.verdict_adjusted} {v.corpus}, {v.tier} tier. {v.hypothesis} ({v.test}, {v.metric}")
             end = part.find(f"tier. {ids[i + 1]} (", start) if i + 1 < len(ids) else len(part)
             sentence = part[start:end]
-            expected = {"supported": ": supported.", "refuted": ": refuted.", "not decided": "Not decided: did not",
-                        "inconclusive": "inconclusive."}
+            expected = {
+                "supported": ": supported.",
+                "refuted": ": refuted.",
+                "not decided": "Not decided: did not",
+                "inconclusive": "inconclusive.",
+            }
             assert expected[v.verdict] in sentence, sentence
             others = {"supported", "refuted"} - {v.verdict}
             assert not any(f": {o}." in sentence for o in others), sentence
@@ -116,8 +120,15 @@ def test_a_verdict_not_decided_says_which_arm_did_not_learn():
 
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
     text = flat("\n".join(pages(pdf)))
-    rules = ("Superiority", "Non-inferiority", "Equivalence", "two one-sided tests", "on learned / plateau / diverged",
-             "Hochberg (false discovery rate 5%)", "not at least 10% below the unigram baseline")
+    rules = (
+        "Superiority",
+        "Non-inferiority",
+        "Equivalence",
+        "two one-sided tests",
+        "on learned / plateau / diverged",
+        "Hochberg (false discovery rate 5%)",
+        "not at least 10% below the unigram baseline",
+    )
     for rule in rules:
         assert rule in text, rule
     trends = pd.read_csv(FIXTURE / "trends.csv")

@@ -60,8 +60,10 @@ def test_the_scale_axis_adds_the_scaled_hypotheses_arms_at_the_other_values():
         ({"scale": SCALE | {"axis": "model.n_head"}}, "is set by arms"),
         ({"amendments": [{"date": "2026-13-01", "change": "c", "reason": "r"}]}, "must be YYYY-MM-DD"),
         ({"amendments": [{"date": "2026-12-01", "change": "c", "reason": " "}]}, "needs a change and a reason"),
-        ({"amendments": [{"date": "2026-12-01", "change": "c", "reason": "r", "supersedes": ["H9"]}]},
-         r"supersedes \['H9'\]"),
+        (
+            {"amendments": [{"date": "2026-12-01", "change": "c", "reason": "r", "supersedes": ["H9"]}]},
+            r"supersedes \['H9'\]",
+        ),
         ({"learning_check": {"arms": ["small"]}}, "needs exactly arms and max_drop"),
         ({"learning_check": {"arms": ["tiny"], "max_drop": 0.05}}, "unknown arms"),
         ({"scale": SCALE | {"values": {"quik": [64, 128]}}}, r"names tiers \['quik'\] that conf/tier does not define"),

@@ -174,7 +174,7 @@ def test_an_exact_equivalence_decides_strictly_inside_or_beyond_and_not_on_the_e
 
 
 def test_counts_three_against_three_cannot_decide_and_five_against_five_can():
-    """"Warm-up keeps Post-LN from getting stuck": all control runs plateau, no treatment run does. With 3 runs an
+    """ "Warm-up keeps Post-LN from getting stuck": all control runs plateau, no treatment run does. With 3 runs an
     arm the one-sided p is 1 / C(6, 3) = 1/20 = 0.05 (not below 2.5%); with 5, 1 / C(10, 5) = 1/252."""
     h = hypothesis("lower", 0.0, "counts", "not_learned")
     three = decide(h, arm(dict.fromkeys(range(3), 3.35), *["plateau"] * 3), values(2.4, 2.5, 2.45))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import io
 import json
 import os
 import platform
 import subprocess
 import tempfile
 import time
-import tokenize
 import urllib.request
 import warnings
 from pathlib import Path
@@ -27,12 +24,9 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from ablations import store
+from ablations.numerics import NUMERICS_VERSION
 
 ROOT = store.ROOT
-# The modules whose code decides a run's numbers: a change to their code (not to comments, docstrings or
-# line breaks) makes old runs stale. Everything else (orchestration, tracking, reports) cannot change a number:
-# the run's budget and every setting enter the run key through its resolved config.
-NUMERIC_MODULES = ("model.py", "data.py", "training.py", "probes.py", "quantization.py", "health.py")
 
 ROLE, ARM_ROLE, EXPERIMENT_ROLE = "ablations.role", "arm", "experiment"
 
@@ -91,48 +85,6 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     return mlflow_client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
-def code_tokens(source: str) -> list[str]:
-    """The tokens of a module's code: no comments, no docstrings, no line breaks inside brackets.
-
-    Block structure stays (INDENT, DEDENT and statement ends are kept as tokens), so moving a statement
-    in or out of a block changes the result; reformatting, comments and docstrings do not.
-    """
-    docstring_lines: set[int] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                docstring_lines.update(range(first.lineno, first.end_lineno + 1))
-    skipped = (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER)
-    return [
-        tokenize.tok_name[token.type]
-        if token.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE)
-        else token.string
-        for token in tokenize.generate_tokens(io.StringIO(source).readline)
-        if token.type not in skipped and token.start[0] not in docstring_lines
-    ]
-
-
-def code_fingerprint(sources: dict[str, str]) -> str:
-    """A short hash of the code tokens of the named module sources."""
-    digest = hashlib.sha256()
-    for name in sorted(sources):
-        digest.update(json.dumps([name, code_tokens(sources[name])]).encode())
-    return digest.hexdigest()[:12]
-
-
-# Of the code this process loaded, even if the files change later.
-CODE_VERSION = code_fingerprint({name: (Path(__file__).parent / name).read_text() for name in NUMERIC_MODULES})
-
-
-def code_version() -> str:
-    return CODE_VERSION
-
-
 def git_commit() -> str:
     try:
         commit = subprocess.run(
@@ -159,7 +111,7 @@ def hardware() -> str:
 def environment_tags() -> dict[str, str]:
     return {
         "git_commit": git_commit(),
-        "code_version": code_version(),
+        "code_version": NUMERICS_VERSION,
         "hardware": hardware(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -179,8 +131,11 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
 
 
 def run_key(config: dict[str, Any]) -> str:
-    """Identity of a run: its resolved config plus the version of the code that computes its numbers."""
-    blob = json.dumps({"config": config, "code": code_version()}, sort_keys=True, default=str)
+    """Identity of a run: its resolved config plus the version of the numbers (ablations.numerics).
+
+    The run's budget and every setting enter through its resolved config; a change of code that changes a
+    number bumps NUMERICS_VERSION (the golden-number test demands it), and nothing else makes a run stale."""
+    blob = json.dumps({"config": config, "code": NUMERICS_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

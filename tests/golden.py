@@ -1,0 +1,207 @@
+"""Golden numbers: what the numeric code computes for one tiny run of every switch, packing and method.
+
+The run key's code part is `ablations.numerics.NUMERICS_VERSION`, bumped by hand. This file is what forces the
+bump: `tests/test_numerics.py` recomputes these cases and compares them with `tests/fixtures/golden.json`;
+a change of any number fails it until the version is bumped and the file regenerated
+(`make golden`). Refactors, comments and new switches that default to off change nothing here, so they leave
+every committed run reusable.
+
+Each case is a few steps of real Lightning training of a 1-layer model on a fixed synthetic corpus, then the
+final evaluation; timings are left out (they are not numbers of the model).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import math
+import random
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+
+from ablations.data import TextDataModule, evaluation_windows
+from ablations.health import baselines
+from ablations.model import ModelConfig
+from ablations.numerics import NUMERICS_VERSION
+from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden.json"
+SEED = 3
+RTOL, ATOL = 1e-6, 1e-9  # float32 kernels may differ in the last bits between CPUs, not by this much
+
+BASE: dict[str, dict[str, Any]] = {
+    "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "d_model": 16},
+    "data": {"batch_size": 4, "eval_batch_size": 16, "eval_windows": 8, "test_windows": 24},
+    "optim": {"lr": 3e-2, "min_lr": 3e-3, "warmup_steps": 2, "max_steps": 16},
+    "train": {"log_every": 2},
+    "quantize": {},
+}
+# name -> overrides of BASE (section -> key -> value)
+CASES: dict[str, dict[str, dict[str, Any]]] = {
+    "base": {},
+    "heads": {"model": {"n_head": 4}},
+    "two_layers": {"model": {"n_layer": 2}},
+    "unscaled": {"model": {"attn_scale": "none"}},
+    "scale_number": {"model": {"attn_scale": 0.5}},
+    "t5_init": {"model": {"attn_scale": "none", "fold_scale_into_q_init": True}},
+    "rmsnorm": {"model": {"norm": "rmsnorm"}},
+    "batchnorm": {"model": {"norm": "batchnorm"}, "train": {"eval_train_mode": True}},
+    "post_ln": {"model": {"norm_position": "post", "n_layer": 2}},
+    "sinusoidal": {"model": {"pos_encoding": "sinusoidal"}},
+    "no_positions": {"model": {"pos_encoding": "none"}},
+    "untied_bias": {"model": {"tie_embeddings": False, "bias": True}},
+    "dropout": {"model": {"dropout": 0.1}},
+    "d_ff": {"model": {"d_ff": 24}},
+    "label_smoothing": {"train": {"label_smoothing": 0.1}},
+    "calibration": {"train": {"calibration": True}},
+    "probes": {"train": {"probes": ["attention", "layer_grad_norms", "gradient_noise"]}},
+    "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},
+    "no_clip_no_decay": {"optim": {"grad_clip": 0.0, "weight_decay": 0.0}},
+    "char_tokens": {"data": {"tokenizer": "char"}},
+    "documents": {"data": {"packing": "documents"}},
+    "buckets": {"data": {"packing": "buckets", "max_tokens": 48, "epochs": 1, "max_documents": 20}},
+    "sorted": {"data": {"packing": "sorted", "max_tokens": 48, "epochs": 1, "max_documents": 20}},
+    "fixed": {"data": {"packing": "fixed", "epochs": 1, "max_documents": 24}},
+    "domain_mix": {"data": {"domain": "textfile", "mix": "1:3"}},
+    **{
+        f"quantize_{method}": {"quantize": {"method": method, "latency_batches": [1], "latency_repeats": 1}}
+        for method in ("none", "dynamic_int8", "weight_int8")
+    },
+    "quantize_weight_int4": {
+        "quantize": {"method": "weight_int4", "group_size": 8, "latency_batches": [1], "latency_repeats": 1}
+    },  # fmt: skip
+    "quantize_dynamic_per_tensor": {
+        "quantize": {"method": "dynamic_int8", "per_channel": False, "latency_batches": [1], "latency_repeats": 1}
+    },  # fmt: skip
+    **{
+        f"quantize_static_{calibration}": {
+            "quantize": {
+                "method": "static_int8",
+                "calibration": calibration,
+                "calibration_batches": 2,
+                "entropy_stride": 8,
+                "latency_batches": [1],
+            }
+        }  # fmt: skip
+        for calibration in ("minmax", "percentile", "entropy")
+    },
+}
+TIMINGS = ("train_seconds", "tokens_per_sec", "latency", "wall_seconds")
+
+
+def synthetic_text(seed: int, paragraphs: int = 160) -> str:
+    """Paragraphs of words from a small vocabulary with a skewed frequency: learnable, and fixed forever."""
+    rng = random.Random(seed)
+    words = ["the", "king", "shall", "speak", "of", "love", "and", "war", "to", "my", "lord", "now", "thee"]
+    weights = [1.0 / (rank + 1) for rank in range(len(words))]
+    paragraphs_text = []
+    for _ in range(paragraphs):
+        sentences = rng.randint(1, 3)
+        paragraphs_text.append(" ".join(
+            " ".join(rng.choices(words, weights, k=rng.randint(2, 6))).capitalize() + rng.choice(".!?")
+            for _ in range(sentences)
+        ))  # fmt: skip
+    return "\n\n".join(paragraphs_text) + "\n"
+
+
+def settings(case: str, folder: Path) -> dict[str, dict[str, Any]]:
+    config = copy.deepcopy(BASE)
+    for section, overrides in CASES[case].items():
+        config[section] |= overrides
+    paths = {"path": str(folder / "general.txt")}
+    if config["data"].get("domain"):
+        paths["domain_path"] = str(folder / "domain.txt")
+    config["data"] |= paths | {"corpus": "textfile", "cache_dir": str(folder / "cache")}
+    return config
+
+
+def run_case(case: str, folder: Path) -> dict[str, float]:
+    """The numbers of one case: the training curve, the final evaluation, parameters, tokens, baselines."""
+    config = settings(case, folder)
+    block_size = config["model"]["block_size"]
+    data = TextDataModule(**config["data"], block_size=block_size, seed=SEED)
+    tokens = data.load()
+    optim = OptimConfig(**config["optim"])
+    if data.epochs is not None:
+        optim = OptimConfig(**config["optim"] | {"max_steps": data.epochs * data.steps_per_epoch()})
+    tokens_per_batch = data.batch_size * block_size * (data.domain_share if data.domain_tokens is not None else 1)
+    optim = optim.for_batch(data.batch_size, tokens_per_batch)
+    pl.seed_everything(SEED, verbose=False)
+    task = LanguageModelTask(ModelConfig(**config["model"], vocab_size=tokens.vocab_size), optim, **config["train"])
+    logger = CSVLogger(folder / "logs", name=case)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, precision="32-true", logger=logger, max_steps=optim.max_steps,
+        val_check_interval=8, check_val_every_n_epoch=None, num_sanity_val_steps=0, inference_mode=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=data)
+    numbers: dict[str, float] = {}
+    quantize = QuantizeConfig(**config["quantize"])
+    if quantize.method is not None:
+        calibration = (x for x, _ in itertools.islice(iter(data.train_dataloader()), quantize.calibration_batches))
+        sample = evaluation_windows(data.val_ids, block_size, max(quantize.latency_batches)).tensors[0]
+        task.model.eval()
+        quantized, measured, profiles = quantized_evaluation(task.model, quantize, calibration, sample)
+        task.evaluate_with(quantized)
+        numbers |= measured | {f"{k}.{i}": v for k, values in profiles.items() for i, v in enumerate(values)}
+    trainer.test(task, datamodule=data, verbose=False)
+    logger.save()
+    numbers |= task.final_metrics | baselines(tokens.train, tokens.val, tokens.vocab_size)
+    counts = {"n_params": task.model.num_params(), "train_tokens": int(task.train_tokens), "train_seconds": 1.0}
+    numbers |= counts | derived_metrics(counts, task.trained_steps, task.train_slots)
+    numbers["trained_steps"] = task.trained_steps
+    for row in logged_rows(logger):
+        numbers |= {f"{key}@{row['step']}": float(value) for key, value in row.items() if key != "step" and value}
+    return {k: float(v) for k, v in sorted(numbers.items()) if not any(t in k for t in TIMINGS)}
+
+
+def logged_rows(logger: CSVLogger) -> list[dict[str, str]]:
+    import csv
+
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def compute(cases: list[str] | None = None) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(1)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "general.txt").write_text(synthetic_text(0))
+        (folder / "domain.txt").write_text(synthetic_text(1).upper())
+        return {case: run_case(case, folder) for case in cases or CASES}
+
+
+def differences(found: dict[str, dict[str, float]], golden: dict[str, dict[str, float]]) -> list[str]:
+    """Every number that is missing, new, or beyond the tolerance, as 'case: metric golden -> found'."""
+    lines = []
+    for case in sorted(set(found) | set(golden)):
+        new, old = found.get(case, {}), golden.get(case, {})
+        for key in sorted(set(new) | set(old)):
+            a, b = old.get(key, math.nan), new.get(key, math.nan)
+            same = (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
+            if not same:
+                lines.append(f"{case}: {key} {a!r} -> {b!r}")
+    return lines
+
+
+def write() -> None:
+    GOLDEN.write_text(json.dumps({"numerics_version": NUMERICS_VERSION, "cases": compute()}, indent=1) + "\n")
+    print(f"wrote {GOLDEN} for numerics version {NUMERICS_VERSION}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python tests/golden.py --write  (after bumping ablations.numerics.NUMERICS_VERSION)")
+    write()

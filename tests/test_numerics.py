@@ -1,0 +1,82 @@
+"""The code part of the run key: NUMERICS_VERSION, and the golden numbers that force a bump when numbers change."""
+
+import ast
+import hashlib
+import inspect
+import json
+
+import golden
+import pytest
+
+from ablations import data, numerics, quantization, tracking, training
+
+pytestmark = pytest.mark.xdist_group("golden")
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    return json.loads(golden.GOLDEN.read_text())
+
+
+def test_the_numbers_of_every_switch_are_the_golden_ones(recorded):
+    found = golden.compute()
+    changed = golden.differences(found, recorded["cases"])
+    assert not changed, (
+        f"{len(changed)} numbers changed, first: {changed[:5]}. If the change is meant, bump "
+        "ablations.numerics.NUMERICS_VERSION (every committed run becomes stale) and run `make golden`."
+    )
+
+
+def test_the_golden_numbers_were_written_for_this_numerics_version(recorded):
+    assert recorded["numerics_version"] == numerics.NUMERICS_VERSION
+
+
+def test_the_run_key_is_the_config_and_the_numerics_version_only(monkeypatch):
+    config = {"model": {"n_head": 8}, "seed": 0}
+    expected = json.dumps({"config": config, "code": numerics.NUMERICS_VERSION}, sort_keys=True)
+    assert tracking.run_key(config) == hashlib.sha256(expected.encode()).hexdigest()[:16]
+    key = tracking.run_key(config)
+    monkeypatch.setattr(tracking, "NUMERICS_VERSION", "a bumped version")
+    assert tracking.run_key(config) != key
+
+
+def mutate(monkeypatch, module, old: str, new: str) -> None:
+    """Run `module` with `old` replaced by `new` in its source: its functions, classes and constants swapped in."""
+    source = inspect.getsource(module)
+    assert source.count(old) == 1, f"{old!r} must occur once in {module.__name__}"
+    namespace = dict(vars(module))
+    exec(compile(source.replace(old, new), module.__file__, "exec"), namespace)  # noqa: S102
+    for node in ast.parse(source).body:
+        names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)] + [getattr(node, "name", "")]
+        for name in filter(None, names):
+            current = getattr(module, name)
+            if inspect.isclass(current):  # other modules hold the old class: change its methods too (but super())
+                for attribute, value in vars(namespace[name]).items():
+                    if inspect.isfunction(value) and "__class__" not in value.__code__.co_freevars:
+                        monkeypatch.setattr(current, attribute, value)
+            monkeypatch.setattr(module, name, namespace[name])
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new", "case"),
+    [
+        (training, "label_smoothing=label_smoothing)", "label_smoothing=label_smoothing * 0.5)", "label_smoothing"),
+        (quantization, "input_amax, 1e-12) / 127", "input_amax, 1e-12) / 128", "quantize_static_minmax"),
+        (data, "TRAIN_FRACTION = 0.9", "TRAIN_FRACTION = 0.8", "base"),
+        (training, "return self.lr * (step + 1) / (self.warmup_steps + 1)", "return self.lr", "base"),
+    ],
+    ids=["loss", "quantizer", "split", "schedule"],
+)
+def test_a_change_to_the_numbers_fails_the_golden_test(monkeypatch, recorded, module, old, new, case):
+    mutate(monkeypatch, module, old, new)
+    assert golden.differences(golden.compute([case]), {case: recorded["cases"][case]})
+
+
+def test_a_refactor_that_keeps_the_numbers_passes(monkeypatch, recorded):
+    """The same loss written another way: the golden numbers hold, so every committed run stays reusable."""
+    old = "return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), label_smoothing=label_smoothing)"
+    new = "return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), label_smoothing=label_smoothing)"  # noqa: E501
+    mutate(monkeypatch, training, old, new)
+    assert not golden.differences(
+        golden.compute(["label_smoothing"]), {"label_smoothing": recorded["cases"]["label_smoothing"]}
+    )
