@@ -12,24 +12,13 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ablations import results, tracking
-from ablations.decisions import ArmRun, metric_value, verdicts_for
+from ablations.decisions import ArmRun, verdicts_for
 from ablations.experiment import arm_config, arm_run_key
 from ablations.spec import load_spec
 from ablations.training import derived_metrics
 from ablations.verdict import Hypothesis
 
-# --- a diverged run counts as the uniform prediction ------------------------------------------------
-
-
-def test_a_diverged_run_counts_as_the_uniform_loss_and_perplexity_of_its_vocabulary():
-    metrics = {"vocab_size": 65.0, "n_params": 1000.0}
-    assert metric_value("diverged", metrics, "final_val_loss") == pytest.approx(math.log(65))
-    assert metric_value("diverged", metrics, "final_val_ppl") == 65
-    assert metric_value("diverged", metrics, "n_params") == 1000  # facts of the model are kept
-    assert math.isnan(metric_value("diverged", metrics, "final_ece"))  # never measured: not invented
-    assert metric_value("finished", {"final_val_loss": 1.9}, "final_val_loss") == 1.9
-    with pytest.raises(KeyError):
-        metric_value("finished", {"final_val_loss": 1.9}, "final_ece")  # a finished run must have measured it
+# --- a diverged run decides nothing ----------------------------------------------------------------
 
 
 LEARNED = {"baseline_unigram": 3.3}  # a loss of at most 0.9 * 3.3 = 2.97 learned

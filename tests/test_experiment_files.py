@@ -31,7 +31,7 @@ def test_every_arm_override_is_a_real_config_key(name):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", [f"experiment={name}", "tier=quick"])
     for arm, overrides in spec.arms_for("full").items():
-        arm_config(cfg, arm, spec.tier_overrides.get("quick", {}) | overrides, seed=0)
+        arm_config(cfg, arm, spec.tier_settings("quick") | overrides, seed=0)
 
 
 def test_grid_axes_multiply_into_named_arms():
@@ -47,7 +47,7 @@ def test_grid_axes_multiply_into_named_arms():
                     "b": {"b1": {"model.n_head": 1}},
                 },
                 "hypotheses": [
-                    {"id": "H", "statement": "s", "metric": "m", "treatment": "a2-b1", "control": "a1-b1",
+                    {"id": "H", "statement": "s", "metric": "final_val_loss", "treatment": "a2-b1", "control": "a1-b1",
                      "direction": "lower", "min_effect": 0}
                 ],
             }
@@ -70,8 +70,8 @@ def test_a_hypothesis_naming_a_missing_arm_is_refused():
             OmegaConf.create(
                 {
                     "id": "E00", "name": "x", "title": "t", "claim": {}, "arms": {"a": {}},
-                    "hypotheses": [{"id": "H", "statement": "s", "metric": "m", "treatment": "a", "control": "b",
-                                    "direction": "lower", "min_effect": 0}],
+                    "hypotheses": [{"id": "H", "statement": "s", "metric": "final_val_loss", "treatment": "a",
+                                    "control": "b", "direction": "lower", "min_effect": 0}],
                 }
             )
         )  # fmt: skip

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from ablations import tracking
+from ablations.resources import check_local_processes
 from ablations.tracking import ROOT
 
 EXPERIMENTS_DIR = ROOT / "experiments"
@@ -90,10 +91,12 @@ class DecideAfterShardedSweep(Callback):
         count = shares[0].partition("/")[2]
         if sorted(shares) != sorted(f"{i}/{count}" for i in range(int(count) if count.isdigit() else 0)):
             fail(f"shard must sweep every share 0/n,...,n-1/n exactly once, not {','.join(shares)}")
-        threads, cores = config.threads or available_cores(), available_cores()
         local = config.hydra.launcher.get("_target_", "").endswith("LocalLauncher")
-        if local and len(shares) * threads > cores:
-            fail(f"{len(shares)} local jobs x threads={threads} oversubscribe the {cores} cores: set threads=1")
+        if local:
+            try:
+                check_local_processes(len(shares), config.threads, "local jobs")
+            except ValueError as err:
+                fail(str(err))
         if not local and not os.environ.get("MLFLOW_TRACKING_URI"):  # many writers on one SQLite file over NFS
             fail("jobs on other machines need a shared tracking server: export MLFLOW_TRACKING_URI=http://host:port")
         for name in self._experiments(overrides):
@@ -124,11 +127,6 @@ class DecideAfterShardedSweep(Callback):
 
 
 SHARDED_SWEEP = ("experiment", "shard")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (a SLURM job's allocation, not the whole node)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run() -> None:

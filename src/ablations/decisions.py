@@ -20,17 +20,15 @@ flip; zero: holds).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import statsmodels.api as sm
 
 from ablations.health import run_health
+from ablations.metrics import value_of
 from ablations.spec import ExperimentSpec
 from ablations.verdict import COUNTED, NOT_DECIDED, Arm, Hypothesis, Verdict, decide
-
-LOSSES = ("final_val_loss", "final_val_ppl")
 
 
 @dataclass
@@ -48,24 +46,13 @@ class ArmRun:
         return run_health(self.status, self.metrics)
 
 
-def metric_value(status: str, metrics: Mapping[str, float], metric: str) -> float:
-    """A diverged run counts as having learned nothing: its loss is that of the uniform prediction; a metric it
-    never measured is NaN (no verdict is decided on a diverged arm: ablations.verdict)."""
-    if status == "diverged" and metric in LOSSES:
-        vocab_size = metrics["vocab_size"]
-        return math.log(vocab_size) if metric == "final_val_loss" else vocab_size
-    if status == "diverged" and metric not in metrics:
-        return math.nan
-    return metrics[metric]
-
-
 def arm_sample(h: Hypothesis, arm: str, runs: list[ArmRun]) -> Arm:
     """An arm's per-seed values of h's metric and health (for counts, the value is whether the run counts)."""
     mine = [r for r in runs if r.arm == arm]
     if h.test == "counts":
         values = {r.seed: float(r.health in COUNTED[h.metric]) for r in mine}
     else:
-        values = {r.seed: metric_value(r.status, r.metrics, h.metric) for r in mine}
+        values = {r.seed: value_of(r.status, r.metrics, h.metric) for r in mine}
     return Arm(values, {r.seed: r.health for r in mine})
 
 

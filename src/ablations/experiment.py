@@ -30,9 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ablations import tracking
-from ablations.cli import available_cores
 from ablations.data import TextDataModule, evaluation_windows
-from ablations.decisions import ArmRun, Trend, metric_value, trends, verdicts_for
+from ablations.decisions import ArmRun, Trend, trends, verdicts_for
 from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
 from ablations.health import (
     HEALTH_TAG,
@@ -43,10 +42,12 @@ from ablations.health import (
     reference_lines,
     run_health,
 )
+from ablations.metrics import value_of
 from ablations.model import ModelConfig
 from ablations.parent_run import EVIDENCE_TAG, NOTE_TAG, ParentRun, is_evidence, note, where_to_look
 from ablations.probes import PROBES
 from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.resources import available_cores
 from ablations.spec import ExperimentSpec
 from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
 from ablations.verdict import Verdict
@@ -91,8 +92,8 @@ def check_overrides(spec: ExperimentSpec, tier: str, overrides: list[str]) -> No
     it would be overwritten there without a word."""
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
-        if key in spec.tier_overrides.get(tier, {}):
-            raise ValueError(f"{key} is set by {spec.name}'s {tier} tier itself: the override would be ignored")
+        if key in spec.tier_settings(tier):
+            raise ValueError(f"{key} is set by {spec.name} for its {tier} tier itself: the override would be ignored")
         if spec.scale is not None and key == spec.scale.axis and tier in spec.scale.values:
             raise ValueError(f"{key} is {spec.name}'s scale axis at the {tier} tier: its scaled arms set it")
         if setters := [arm for arm, changes in spec.arms_for(tier).items() if key in changes]:
@@ -308,7 +309,7 @@ def scale_value(spec: ExperimentSpec, cfg: DictConfig) -> float | None:
     """The tier's own value of the experiment's scale axis (None without one)."""
     if spec.scale is None:
         return None
-    return spec.tier_overrides.get(cfg.tier, {}).get(spec.scale.axis, OmegaConf.select(cfg, spec.scale.axis))
+    return spec.tier_settings(cfg.tier).get(spec.scale.axis, OmegaConf.select(cfg, spec.scale.axis))
 
 
 def tier_arms(spec: ExperimentSpec, cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -353,7 +354,7 @@ def run_experiment(
         "corpus": cfg.data.corpus,
         "tokenizer": cfg.data.tokenizer,
     }
-    base = spec.tier_overrides.get(cfg.tier, {})
+    base = spec.tier_settings(cfg.tier)
     run_cfgs = [arm_config(cfg, arm, base | overrides, seed) for arm, overrides in arms.items() for seed in seeds]
     for run_cfg in run_cfgs[:: len(seeds)]:
         check_config(run_cfg)  # refuse bad input before anything is written to MLflow
@@ -408,7 +409,7 @@ def run_experiment(
 
 
 def print_run(run: ArmRun) -> None:
-    loss = metric_value(run.status, run.metrics, "final_val_loss")
+    loss = value_of(run.status, run.metrics, "final_val_loss")
     note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
     if run.status == "diverged":
         note += f", diverged at step {run.metrics['diverged_step']:.0f}: drawn at the uniform loss"
@@ -445,7 +446,7 @@ def _log_summary(
         arm_comparison_figure(
             f"{spec.id} {spec.name}",
             metric,
-            [(r.arm, r.seed, metric_value(r.status, r.metrics, metric)) for r in runs],
+            [(r.arm, r.seed, value_of(r.status, r.metrics, metric)) for r in runs],
             figure,
             reference_lines(metric, [r.metrics for r in runs]),
         )
@@ -469,7 +470,7 @@ def figure_from_spec(
         title = figure.get("title", f"{spec.id}: {figure['y']} against {figure['x']}")
         return scatter_figure(title, figure["x"], figure["y"], points, path) if points else None
     values = [
-        (spec.axes_of(arm), seed, metric_value(status, metrics, figure["y"]))
+        (spec.axes_of(arm), seed, value_of(status, metrics, figure["y"]))
         for arm, seed, status, metrics in runs
         if spec.axes_of(arm) and (figure["y"] in metrics or status == "diverged")
     ]

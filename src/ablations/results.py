@@ -23,15 +23,11 @@ from mlflow.tracking import MlflowClient
 from ablations import tracking
 from ablations.decisions import ArmRun, Trend, scale_verdicts, trends, verdicts_for
 from ablations.health import learning_check, run_health
+from ablations.metrics import curves_csv_metrics, per_step
 from ablations.parent_run import is_evidence
 from ablations.spec import ExperimentSpec, load_spec
 from ablations.verdict import Verdict, adjust
 
-RELIABILITY = ("reliability_accuracy", "reliability_confidence", "reliability_count")  # step = bin
-TAILS = ("weight_tail", "activation_tail")  # step = quantile index (ablations.quantization.TAIL_QUANTILES)
-CURVE_METRICS = ("train_loss", "val_loss", "val_ppl", "domain_val_loss", "domain_val_ppl", "grad_norm", "lr",
-                 "tokens_per_sec", *RELIABILITY, *TAILS)  # fmt: skip
-EXPORTED_CURVES = ("train_loss", "val_loss", "domain_val_loss", *RELIABILITY, *TAILS)
 KEY = ["experiment", "tier", "corpus", "arm", "seed"]
 RUN_COLUMNS = KEY + ["status", "health", "learning_check", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).
@@ -53,9 +49,7 @@ def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
         )
         for run in runs:
             tags = run.data.tags
-            summary = {
-                k: v for k, v in run.data.metrics.items() if k not in CURVE_METRICS and not k.startswith("probe/")
-            }
+            summary = {k: v for k, v in run.data.metrics.items() if not per_step(k)}
             params = {k: v for k, v in run.data.params.items() if k.startswith(EXPORTED_PARAMS)}
             rows.append(
                 {
@@ -179,7 +173,7 @@ def curves(mlflow_client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     rows = [
         {**{k: getattr(r, k) for k in KEY}, "run_id": r.run_id, "metric": m.key, "step": m.step, "value": m.value}
         for r in runs.itertuples(index=False)
-        for metric in EXPORTED_CURVES
+        for metric in curves_csv_metrics()
         for m in mlflow_client.get_metric_history(r.run_id, metric)
     ]
     frame = pd.DataFrame(rows, columns=KEY + ["run_id", "metric", "step", "value"])

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ablations.metrics import UnknownMetricError, lookup
 from ablations.store import ROOT
 from ablations.verdict import Hypothesis
 
@@ -88,7 +89,8 @@ class ExperimentSpec:
     grid: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     figures: list[dict[str, Any]] = field(default_factory=list)  # {x, hue, y, title}: axes of the grid, a metric
-    tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm
+    all_tiers: dict[str, Any] = field(default_factory=dict)  # overrides of every arm at every tier
+    tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm there
     # tier -> axis -> label -> overrides merged into that grid option for that tier (e.g. the smoke tier's budgets,
     # which a grid axis would otherwise fix for every tier)
     tier_grid: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
@@ -107,6 +109,7 @@ class ExperimentSpec:
         raw["scale"] = ScaleAxis(**raw["scale"]) if raw.get("scale") else None
         spec = cls(**raw)
         spec._check_additions()
+        spec._check_metrics()
         arms = spec.arms_for("full")
         if not arms:
             raise ValueError(f"experiment {spec.name} defines no arms")
@@ -152,6 +155,21 @@ class ExperimentSpec:
             setters = [arm for arm, changes in arms.items() if self.scale.axis in changes]
             if setters:
                 raise ValueError(f"scale.axis {self.scale.axis} of {self.name} is set by arms {setters}")
+
+    def _check_metrics(self) -> None:
+        """Every metric the file names is one the registry knows (ablations.metrics); config keys (dotted) pass."""
+        named = [h.metric for h in self.hypotheses if h.test != "counts"]
+        named += [f[axis] for f in self.figures for axis in ("x", "y") if f.get("kind") == "scatter" or axis == "y"]
+        named += [m for m in self.report_metrics if "." not in m]
+        for name in named:
+            try:
+                lookup(name)
+            except UnknownMetricError as err:
+                raise ValueError(f"{self.name}: {err.args[0]}") from None
+
+    def tier_settings(self, tier: str) -> dict[str, Any]:
+        """The overrides every arm gets at this tier: `all_tiers`, then the tier's own."""
+        return self.all_tiers | self.tier_overrides.get(tier, {})
 
     def superseded(self, hypothesis: str) -> str:
         """The date of the amendment that superseded a hypothesis, or ""."""

@@ -23,8 +23,9 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ablations import tracking
-from ablations.cli import available_cores, experiment_names, fail, prepare_process
+from ablations.cli import experiment_names, fail, prepare_process
 from ablations.experiment import console, planned_runs, run_experiment
+from ablations.resources import check_local_processes
 from ablations.tracking import ROOT
 
 
@@ -74,13 +75,14 @@ def main(argv: list[str]) -> None:
             configs = [compose("config", [f"experiment={name}", *overrides]) for name in names]
     except OmegaConfBaseException as err:
         fail(str(err).splitlines()[0])
-    cores = available_cores()
     workers = int(workers_arg[-1]) if workers_arg and workers_arg[-1].isdigit() else None
     if workers_arg and not workers:
         fail(f"workers={workers_arg[-1]} must be a positive whole number")
     workers = workers or 1
-    if workers > 1 and workers * (configs[0].threads or cores) > cores:
-        fail(f"workers={workers} x threads={configs[0].threads} oversubscribes the {cores} cores: set threads=1")
+    try:
+        check_local_processes(workers, configs[0].threads, "workers")
+    except ValueError as err:
+        fail(str(err))
     counts = {"trained": 0, "reused": 0}
     columns = (
         TextColumn("{task.description}"),
