@@ -99,7 +99,8 @@ def run_suite(data: Path, threads: int, seed: int) -> dict:
 import json, torch
 from hydra import compose, initialize_config_dir
 from ablations import tracking
-from ablations.experiment import arm_config, train_arm
+from ablations.plan import arm_config
+from ablations.run import train_arm
 torch.set_num_threads({threads})
 with initialize_config_dir(str(tracking.ROOT / "conf"), version_base="1.3"):
     cfg = compose("config", ["experiment=attention_heads", "tier=quick", "data=tinyshakespeare", "data.path={data}"])

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/backfill_health.py [--data-dir ../shared/data]
 
-Runs made since log these themselves (ablations.experiment.train_arm). An older run gets the same numbers
+Runs made since log these themselves (ablations.run.train_arm). An older run gets the same numbers
 computed the same way from its own corpus, split as it was then: every run before the document split of the
 standard-library corpora used the first 90 % / last 10 % split, so the corpus is split that way here. A run
 whose corpus cannot be rebuilt with the sha256 it recorded is left alone and named. Idempotent.

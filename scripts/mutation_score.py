@@ -40,8 +40,12 @@ MODULES = [
     (
         "results: verdicts, finished_runs",
         "results.py",
-        ["ablations.results.x_verdicts__mutmut_*", "ablations.results.x_finished_runs__mutmut_*",
-         "ablations.results.x__group_verdicts__mutmut_*", "ablations.results.x_trend_table__mutmut_*"],
+        [
+            "ablations.results.x_verdicts__mutmut_*",
+            "ablations.results.x_finished_runs__mutmut_*",
+            "ablations.results.x__group_verdicts__mutmut_*",
+            "ablations.results.x_trend_table__mutmut_*",
+        ],
         False,
     ),
 ]
@@ -56,10 +60,16 @@ EQUIVALENT = [
     ("x_adjust", r'"FDR_BH"', "statsmodels reads the method name case-insensitively"),
     ("x__estimate", r"if sign (<= 0|< 1):", "sign is -1 or 1"),
     ("x__estimate", r"_Estimate\(.*None", "with one seed se and df are never read (n < 2 answers first)"),
-    ("x__two_sided", r"(above|below) <= ALPHA / 2", "a t test's p is exactly 2.5 % with probability 0; an exact "
-     "zero-spread p is 0 or 1"),
-    ("x__equivalence", r"p <= ALPHA", "a TOST or one-sided t p is exactly 5 % with probability 0; exact ones are "
-     "0 or 1"),
+    (
+        "x__two_sided",
+        r"(above|below) <= ALPHA / 2",
+        "a t test's p is exactly 2.5 % with probability 0; an exact zero-spread p is 0 or 1",
+    ),
+    (
+        "x__equivalence",
+        r"p <= ALPHA",
+        "a TOST or one-sided t p is exactly 5 % with probability 0; exact ones are 0 or 1",
+    ),
     ("x__equivalence", r"abs\(estimate.mean\) <= margin", "at |mean| = m both branches give the same p and verdict"),
     ("x__equivalence", r"estimate.mean >= 0", "the mean is 0 only inside the margin, which the branch before takes"),
     ("xǁ_Estimateǁci", r"self.se (>= 0|> 0\) or True)", "with se = 0 the half-width is 0 either way"),

@@ -13,7 +13,8 @@ from scipy import stats
 
 from ablations import results, tracking
 from ablations.decisions import ArmRun, verdicts_for
-from ablations.experiment import arm_config, arm_run_key
+from ablations.plan import arm_config
+from ablations.run import arm_run_key
 from ablations.spec import load_spec
 from ablations.training import derived_metrics
 from ablations.verdict import Hypothesis

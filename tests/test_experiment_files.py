@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ablations.cli import experiment_names
-from ablations.experiment import arm_config
+from ablations.plan import arm_config
 from ablations.spec import ExperimentSpec, load_spec
 
 NAMES = experiment_names()

@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 
 from ablations import tracking
 from ablations.data import TextDataModule
-from ablations.experiment import trainer_options
 from ablations.model import ModelConfig
 from ablations.quantization import QuantizeConfig, quantize
+from ablations.run import trainer_options
 from ablations.training import LanguageModelTask, OptimConfig
 
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker

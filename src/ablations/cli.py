@@ -23,7 +23,10 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from ablations import tracking
+from ablations.experiment import run_experiment
+from ablations.plan import check_overrides, parse_shard
 from ablations.resources import check_local_processes
+from ablations.spec import ExperimentSpec
 from ablations.tracking import ROOT
 
 EXPERIMENTS_DIR = ROOT / "experiments"
@@ -48,9 +51,6 @@ def fail_on_bad_input(err: Exception) -> None:
 
 @hydra.main(config_path=str(ROOT / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ablations.experiment import check_overrides, parse_shard, run_experiment
-    from ablations.spec import ExperimentSpec
-
     prepare_process()  # again: a launcher's job (submitit) calls this function in a process of its own
     try:
         check_overrides(ExperimentSpec.from_config(cfg.experiment), cfg.tier, list(HydraConfig.get().overrides.task))
@@ -103,8 +103,6 @@ class DecideAfterShardedSweep(Callback):
             tracking.experiment_id(tracking.client(), name)  # create the store here: concurrent creation races
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ablations.experiment import run_experiment
-
         overrides = self._overrides(config)
         if "shard" not in overrides:
             return

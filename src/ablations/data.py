@@ -20,10 +20,8 @@ import ast
 import hashlib
 import json
 import math
-import os
 import sys
 import sysconfig
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -34,6 +32,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from ablations.files import atomic_file, atomic_write
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -66,14 +66,6 @@ class Corpus:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file and rename it into place, so no reader ever sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
 
 
 def _stdlib_sources() -> list[Path]:
@@ -155,7 +147,7 @@ def download(url: str, dest: Path, sha256: str) -> Path:
         data = response.read()
     if (actual := sha256_bytes(data)) != sha256:
         raise CorpusError(f"{url} has sha256 {actual}, expected {sha256}; nothing was saved")
-    _atomic_write(dest, data)
+    atomic_write(dest, data)
     return dest
 
 
@@ -196,7 +188,7 @@ def _built(builder: Callable[[], list[str]], name: str, separator: str, end: str
         version = ".".join(str(part) for part in sys.version_info[:3])
         cached = cache_dir / f"{name}-py{version}.json"
         if not cached.exists():
-            _atomic_write(cached, json.dumps(builder()).encode())
+            atomic_write(cached, json.dumps(builder()).encode())
         documents = tuple(json.loads(cached.read_text(encoding="utf-8")))
         return separator.join(documents) + end, documents, separator
 
@@ -270,7 +262,6 @@ def tokenize(corpus: Corpus, tokenizer: str, cache_dir: str | Path = ".cache") -
         raise CorpusError(f"unknown tokenizer {tokenizer!r}; valid: {', '.join(TOKENIZERS)}")
     cached = Path(cache_dir) / f"tokens-{corpus.sha256[:16]}-{tokenizer}-{corpus.split}.npz"
     if not cached.exists():
-        cached.parent.mkdir(parents=True, exist_ok=True)
         vocab = "" if tokenizer == "byte" else "".join(sorted(set(corpus.text)))
         lookup = {ch: i for i, ch in enumerate(vocab)}
         if corpus.documents:
@@ -279,9 +270,8 @@ def tokenize(corpus: Corpus, tokenizer: str, cache_dir: str | Path = ".cache") -
             ids = _encode(corpus.text, tokenizer, lookup)
             n_train = int(len(ids) * TRAIN_FRACTION)
             train, val = ids[:n_train], ids[n_train:]
-        with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz", delete=False) as tmp:
+        with atomic_file(cached) as tmp:
             np.savez(tmp, train=train, val=val, vocab=np.array(vocab))
-        os.replace(tmp.name, cached)
     with np.load(cached) as arrays:
         return TokenizedCorpus(
             corpus=corpus.name,

@@ -15,28 +15,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ablations import tracking
 from ablations.cli import prepare_process
-from ablations.data import TextDataModule
-from ablations.experiment import trainer_options
-from ablations.model import ModelConfig
-from ablations.training import LanguageModelTask, OptimConfig
+from ablations.run import build_task, data_module, trainer_options
 
 
 def main(config_path: str, run_id: str, start_path: str, end_path: str) -> None:
     prepare_process()
     run_cfg = OmegaConf.load(config_path)
     torch.set_num_threads(run_cfg.threads or 1)
-    pl.seed_everything(run_cfg.seed, verbose=False)
-    data = TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size, seed=run_cfg.seed)
-    vocab_size = data.load().vocab_size
-    task = LanguageModelTask(ModelConfig(**{**run_cfg.model, "vocab_size": vocab_size}), OptimConfig(**run_cfg.optim),
-                             **run_cfg.train)  # fmt: skip
+    data = data_module(run_cfg)
+    task = build_task(run_cfg, data.load().vocab_size)
     task.model.load_state_dict(torch.load(start_path, map_location="cpu", weights_only=True))
     trainer = instantiate(
         run_cfg.trainer,

@@ -57,7 +57,7 @@ CORPUS_PATH_PARAMS = ("data.path", "data.domain_path")
 
 def _relative_corpus_paths(connection: sqlite3.Connection) -> int:
     """Older versions logged corpus paths as this machine's absolute paths: rewrite them relative to the project,
-    as runs log them now (ablations.experiment.run_params)."""
+    as runs log them now (ablations.run.run_params)."""
     if not connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'params'").fetchone():
         return 0
     found = connection.execute(

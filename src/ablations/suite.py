@@ -24,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ablations import tracking
 from ablations.cli import experiment_names, fail, prepare_process
-from ablations.experiment import console, planned_runs, run_experiment
+from ablations.experiment import console, run_experiment
+from ablations.plan import planned_runs
 from ablations.resources import check_local_processes
 from ablations.tracking import ROOT
 

@@ -1,0 +1,95 @@
+"""What one invocation of an experiment will train, decided and checked before anything runs.
+
+From the composed config: the experiment's arms at the tier (with the scale axis's arms), each arm x seed's
+run config (the tier's settings and the arm's overrides on the base config), and the checks that refuse bad
+input with one line: an override the arms would overwrite, a key no config has, a bad value, a corpus that
+cannot be read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ablations.data import TextDataModule
+from ablations.model import ModelConfig
+from ablations.probes import PROBES
+from ablations.quantization import QuantizeConfig
+from ablations.spec import ExperimentSpec
+from ablations.training import OptimConfig
+
+
+def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) -> DictConfig:
+    """The base config with the arm's overrides and the seed applied; unknown keys are an error."""
+    run_cfg = cfg.copy()
+    OmegaConf.set_struct(run_cfg, True)
+    for key, value in overrides.items():
+        if OmegaConf.select(run_cfg, key, default="<missing>") == "<missing>":
+            raise KeyError(f"arm {arm!r} overrides {key!r}, which is not a config key")
+        OmegaConf.update(run_cfg, key, value, merge=False)
+    with open_dict(run_cfg):
+        run_cfg.seed = seed
+        run_cfg.arm = arm
+    return run_cfg
+
+
+# The only class a config may instantiate: `_target_` must never become a way to run arbitrary code.
+TRAINER_TARGETS = ("pytorch_lightning.Trainer", "lightning.pytorch.Trainer")
+
+
+def check_config(run_cfg: DictConfig) -> None:
+    """Raise the first problem of a run's config (a bad value, a corpus that cannot be used)."""
+    if run_cfg.trainer.get("_target_") not in TRAINER_TARGETS:
+        raise ValueError(f"trainer._target_ must be one of {TRAINER_TARGETS}, not {run_cfg.trainer.get('_target_')!r}")
+    if unknown := set(run_cfg.train.probes) - set(PROBES):
+        raise ValueError(f"unknown probes {sorted(unknown)} in train.probes; valid: {', '.join(PROBES)}")
+    TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
+    ModelConfig(**{**run_cfg.model, "vocab_size": 256})
+    OptimConfig(**run_cfg.optim)
+    QuantizeConfig(**run_cfg.quantize)
+
+
+def check_overrides(spec: ExperimentSpec, tier: str, overrides: list[str]) -> None:
+    """Refuse a command-line override that the experiment sets again for some arm or for the whole tier:
+    it would be overwritten there without a word."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key in spec.tier_settings(tier):
+            raise ValueError(f"{key} is set by {spec.name} for its {tier} tier itself: the override would be ignored")
+        if spec.scale is not None and key == spec.scale.axis and tier in spec.scale.values:
+            raise ValueError(f"{key} is {spec.name}'s scale axis at the {tier} tier: its scaled arms set it")
+        if setters := [arm for arm, changes in spec.arms_for(tier).items() if key in changes]:
+            named = ", ".join(setters[:6]) + (f" and {len(setters) - 6} more" if len(setters) > 6 else "")
+            raise ValueError(
+                f"{key} is set by arms of {spec.name} ({named}): the override would be overwritten there; "
+                "drop it, or change the experiment file"
+            )
+
+
+def scale_value(spec: ExperimentSpec, cfg: DictConfig) -> float | None:
+    """The tier's own value of the experiment's scale axis (None without one)."""
+    if spec.scale is None:
+        return None
+    return spec.tier_settings(cfg.tier).get(spec.scale.axis, OmegaConf.select(cfg, spec.scale.axis))
+
+
+def tier_arms(spec: ExperimentSpec, cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Every arm a tier trains: the experiment's arms and, with a scale axis, the scaled hypotheses' arms at its
+    other values."""
+    return spec.arms_for(cfg.tier) | spec.scale_arms(cfg.tier, scale_value(spec, cfg))
+
+
+def planned_runs(cfg: DictConfig) -> int:
+    return len(tier_arms(ExperimentSpec.from_config(cfg.experiment), cfg)) * cfg.seeds
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """The (i, n) of a `shard="i/n"` setting: the i-th (from 0) of n shares of an experiment's runs."""
+    if shard is None:
+        return None
+    index, _, count = str(shard).partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"shard={shard!r} must be i/n with 0 <= i < n, e.g. shard=0/4")
+    return int(index), int(count)

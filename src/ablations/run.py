@@ -1,0 +1,322 @@
+"""One arm x seed, from its config to a finished MLflow run, in named steps:
+
+    resolve    the data and what depends on it: the step budget (epochs, token budgets), batch-scaled learning
+               rates, the corpora's content hashes, and the run key
+    reuse      a finished run with the same key, if there is one (and its weights, if they are needed)
+    build      the model and its training task (ablations.ddp builds the same in every rank)
+    fit        here, or data-parallel in processes of its own (ablations.ddp)
+    evaluate   quantize if asked, then the final evaluation on the validation split
+    record     the run's metrics, health and status
+
+`train_arm` runs them in order. An interruption anywhere after the run is opened marks it KILLED, never
+FINISHED, so a killed run is trained again next time instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from ablations import tracking
+from ablations.data import TextDataModule, TokenizedCorpus, evaluation_windows
+from ablations.decisions import ArmRun
+from ablations.health import HEALTH_TAG, LAST_QUARTER_DROP, baselines, last_quarter_drop, run_health
+from ablations.model import ModelConfig
+from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
+
+# Config blocks that describe where and how a run executes, not what it computes.
+NOT_IN_RUN_KEY = ("experiment", "seeds", "threads", "shard")
+
+
+@dataclass
+class Resolved:
+    """A run config with its budget resolved, its data, and its identity."""
+
+    cfg: DictConfig
+    data: TextDataModule
+    tokens: TokenizedCorpus
+    optim: OptimConfig
+    hashes: dict[str, str]  # corpus_sha256 (and domain_sha256)
+    key: str
+
+
+def data_module(run_cfg: DictConfig) -> TextDataModule:
+    return TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size, seed=run_cfg.seed)
+
+
+def build_task(run_cfg: DictConfig, vocab_size: int, optim: OptimConfig | None = None) -> LanguageModelTask:
+    """The seeded model and its task: the same weights in this process and in every data-parallel rank."""
+    pl.seed_everything(run_cfg.seed, verbose=False)
+    model_cfg = ModelConfig(**{**run_cfg.model, "vocab_size": vocab_size})
+    return LanguageModelTask(model_cfg, optim or OptimConfig(**run_cfg.optim), **run_cfg.train)
+
+
+def trainer_options(run_cfg: DictConfig) -> dict[str, Any]:
+    """What every Trainer of a run gets besides its config group and its logger."""
+    return {
+        "max_steps": run_cfg.optim.max_steps,
+        "val_check_interval": run_cfg.val_every,
+        "check_val_every_n_epoch": None,
+        "num_sanity_val_steps": 0,
+        "inference_mode": False,  # evaluation under no_grad instead, so that probes can take gradients
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+
+
+# --- resolve --------------------------------------------------------------------------------------------
+
+
+def resolve(run_cfg: DictConfig) -> Resolved:
+    """Load the data, settle the budget that depends on it (written back into run_cfg, so that the params
+    record the values actually used), and key the run."""
+    data = data_module(run_cfg)
+    tokens = data.load()
+    if run_cfg.data.epochs is not None:  # a number of passes over the documents fixes the step count
+        run_cfg.optim.max_steps = run_cfg.data.epochs * data.steps_per_epoch()
+    # With a domain corpus a token budget counts domain tokens, so that every mix sees the same domain data.
+    tokens_per_batch = run_cfg.data.batch_size * run_cfg.model.block_size
+    if data.domain_tokens is not None and run_cfg.optim.max_tokens is not None:
+        if data.domain_share == 0:
+            raise ValueError("optim.max_tokens counts domain tokens, and data.mix has none: set optim.max_steps")
+        tokens_per_batch *= data.domain_share
+    optim = OptimConfig(**run_cfg.optim).for_batch(run_cfg.data.batch_size, tokens_per_batch)
+    run_cfg.optim.update(max_steps=optim.max_steps, lr=optim.lr, min_lr=optim.min_lr, warmup_steps=optim.warmup_steps)
+    hashes = {"corpus_sha256": tokens.sha256}
+    if data.domain_tokens is not None:
+        hashes["domain_sha256"] = data.domain_tokens.sha256
+    return Resolved(run_cfg, data, tokens, optim, hashes, arm_run_key(run_cfg, hashes))
+
+
+def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
+    """The run key of a run config whose budget is resolved: what it computes, not where or how it executes.
+
+    The corpora enter by their content hashes, not by where they happen to lie on this machine.
+    """
+    key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
+    key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "domain_path", "cache_dir")}
+    return tracking.run_key(key_config | corpus_hashes)
+
+
+# --- reuse ----------------------------------------------------------------------------------------------
+
+
+def reuse(run: Resolved, mlflow_client: MlflowClient, exp_id: str) -> ArmRun | None:
+    """The finished run with this key, unless its weights are needed and gone (checkpoints are never committed):
+    then it is trained again, superseding it."""
+    done = tracking.find_finished_run(mlflow_client, exp_id, run.key)
+    if done is None or (run.cfg.save_checkpoint and not tracking.has_checkpoint(mlflow_client, done)):
+        return None
+    status = done.data.tags["ablations.status"]
+    return ArmRun(run.cfg.arm, run.cfg.seed, done.info.run_id, status, done.data.metrics, reused=True, key=run.key)
+
+
+def start_weights(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str) -> dict[str, torch.Tensor] | None:
+    """The weights of the finished run this one starts from (init_from: its key), if any."""
+    if run_cfg.init_from is None:
+        return None
+    if (start := tracking.find_finished_run(mlflow_client, exp_id, run_cfg.init_from)) is None:
+        raise tracking.CheckpointError(f"no finished run with key {run_cfg.init_from} to start {run_cfg.arm} from")
+    return tracking.load_checkpoint(mlflow_client, start)
+
+
+# --- open the MLflow run --------------------------------------------------------------------------------
+
+
+def run_params(run_cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as MLflow params: no cache folder (it changes no number) and corpus paths relative
+    to the project, so that the committed store names no folder of the machine that made the run."""
+    config = OmegaConf.to_container(run_cfg, resolve=True)
+    config.pop("experiment")
+    data = config["data"]
+    data.pop("cache_dir")
+    for key in ("path", "domain_path"):
+        if data.get(key):
+            data[key] = os.path.relpath(Path(data[key]).expanduser().resolve(), tracking.ROOT)
+    return tracking.flatten(config)
+
+
+def open_run(
+    mlflow_client: MlflowClient, exp_id: str, run: Resolved, task: LanguageModelTask, tags: dict[str, str]
+) -> str:
+    """Create the arm's MLflow run with its tags and params; its name is short (the experiment is the MLflow
+    experiment already)."""
+    arm, seed = run.cfg.arm, run.cfg.seed
+    run_tags = tags | {tracking.ROLE: tracking.ARM_ROLE, "ablations.run_key": run.key, "arm": arm, "seed": str(seed)}
+    run_id = mlflow_client.create_run(exp_id, run_name=f"{arm}/seed{seed}", tags=run_tags | run.hashes).info.run_id
+    params = run_params(run.cfg) | {
+        "model.vocab_size": str(run.tokens.vocab_size),
+        "model.n_params": str(task.model.num_params()),
+    }
+    items = sorted(params.items())
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        mlflow_client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in items[i : i + 100]])
+    return run_id
+
+
+# --- fit and evaluate -----------------------------------------------------------------------------------
+
+
+def data_parallel(run_cfg: DictConfig) -> bool:
+    devices = run_cfg.trainer.get("devices", 1)
+    return isinstance(devices, int) and devices > 1
+
+
+def make_trainer(run_cfg: DictConfig, logger: tracking.RunLogger) -> pl.Trainer:
+    """The run's trainer; with several devices the fit runs in processes of its own and this one evaluates on one."""
+    single = {"devices": 1, "strategy": "auto"} if data_parallel(run_cfg) else {}
+    return instantiate(run_cfg.trainer, **single, logger=logger, **trainer_options(run_cfg))
+
+
+def fit(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer, run_id: str, tracking_uri: str) -> None:
+    if run.cfg.optim.max_steps == 0:
+        return  # evaluation only (of the weights it starts from)
+    if data_parallel(run.cfg):
+        fit_data_parallel(run.cfg, run_id, task, tracking_uri)
+    else:
+        trainer.fit(task, datamodule=run.data)
+
+
+def fit_data_parallel(run_cfg: DictConfig, run_id: str, task: LanguageModelTask, tracking_uri: str) -> None:
+    """Fit in the trainer's `devices` processes (ablations.ddp) and take rank 0's weights and counters back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config, start, end = Path(tmp) / "run.yaml", Path(tmp) / "start.pt", Path(tmp) / "end.pt"
+        OmegaConf.save(run_cfg, config, resolve=True)
+        torch.save(task.model.state_dict(), start)
+        command = [sys.executable, "-m", "ablations.ddp", str(config), run_id, str(start), str(end)]
+        process = subprocess.Popen(command, env=os.environ | {"MLFLOW_TRACKING_URI": tracking_uri})
+        try:
+            if process.wait() != 0:
+                raise RuntimeError(f"the data-parallel fit failed (exit code {process.returncode})")
+        finally:
+            if process.poll() is None:  # interrupted here: stop the ranks too
+                process.terminate()
+                process.wait()
+        state = torch.load(end, map_location="cpu", weights_only=True)
+    task.model.load_state_dict(state["model"])
+    task.trained_steps, task.train_seconds = int(state["trained_steps"]), float(state["train_seconds"])
+    task.train_tokens, task.train_slots = state["train_tokens"], int(state["train_slots"])
+    task.diverged_at = None if int(state["diverged_at"]) < 0 else int(state["diverged_at"])
+    task.final_metrics |= {k: float(v) for k, v in state["final_metrics"].items()}  # the probes at init
+
+
+def evaluate(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer) -> tuple[dict, dict[str, list[float]]]:
+    """Quantize if the config asks (evaluating the quantized copy from then on), then the final evaluation.
+
+    Returns the quantization's summary metrics and its per-quantile profiles ({} without quantization)."""
+    cfg = QuantizeConfig(**run.cfg.quantize)
+    measured, profiles = {}, {}
+    if cfg.method is not None:
+        run.data.setup()
+        batches = itertools.islice(iter(run.data.train_dataloader()), cfg.calibration_batches)
+        sample = evaluation_windows(run.data.val_ids, run.data.block_size, max(cfg.latency_batches)).tensors[0]
+        task.model.eval()
+        quantized, measured, profiles = quantized_evaluation(task.model, cfg, (x for x, _ in batches), sample)
+        task.evaluate_with(quantized)
+    trainer.test(task, datamodule=run.data, verbose=False)
+    return measured, profiles
+
+
+# --- record ---------------------------------------------------------------------------------------------
+
+
+def run_metrics(run: Resolved, task: LanguageModelTask, curve: list[tuple[int, float]], started: float) -> dict:
+    """Everything the run's record holds: the task's final metrics, the corpus baselines, counts and rates."""
+    tokens = run.tokens
+    metrics = (
+        task.final_metrics
+        | baselines(tokens.train, tokens.val, tokens.vocab_size)
+        | {LAST_QUARTER_DROP: last_quarter_drop(curve)}
+        | {
+            "n_params": task.model.num_params(),
+            "vocab_size": tokens.vocab_size,
+            "train_tokens": int(task.train_tokens),
+            "train_seconds": task.train_seconds,
+            "wall_seconds": time.perf_counter() - started,
+        }
+    )
+    metrics |= derived_metrics(metrics, task.trained_steps, task.train_slots)
+    if task.diverged_at is not None:
+        metrics["diverged_step"] = task.diverged_at
+    return metrics
+
+
+def record(mlflow_client: MlflowClient, run_id: str, metrics: dict, profiles: dict, steps: int, status: str) -> None:
+    """Log the summary metrics at the last step and each profile point at its index; then status and health."""
+    now = int(time.time() * 1000)
+    points = [Metric(k, float(v), now, steps) for k, v in metrics.items() if math.isfinite(v)]
+    points += [Metric(k, float(v), now, i) for k, values in profiles.items() for i, v in enumerate(values)]
+    mlflow_client.log_batch(run_id, metrics=points)
+    mlflow_client.set_tag(run_id, "ablations.status", status)
+    mlflow_client.set_tag(run_id, HEALTH_TAG, run_health(status, metrics))
+    mlflow_client.set_terminated(run_id, "FINISHED")
+
+
+def mark_killed(mlflow_client: MlflowClient, exp_id: str, key: str, run_id: str | None) -> None:
+    if run_id is None:  # interrupted inside create_run, which may have stored the run before returning
+        tracking.mark_abandoned_runs(mlflow_client, exp_id, key)
+        return
+    mlflow_client.set_tag(run_id, "ablations.status", "killed")
+    mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
+# --- the steps in order ---------------------------------------------------------------------------------
+
+
+def train_arm(
+    run_cfg: DictConfig,
+    mlflow_client: MlflowClient,
+    exp_id: str,
+    tags: dict[str, str],
+    parent_id: Callable[[], str] | None = None,
+) -> ArmRun:
+    """Train and evaluate one arm x seed in its own MLflow run, or reuse the finished run with the same key.
+
+    parent_id: called only when the run is trained, for the parent run to nest it under (created on demand).
+    """
+    started = time.perf_counter()
+    run = resolve(run_cfg)
+    if (done := reuse(run, mlflow_client, exp_id)) is not None:
+        return done
+    tracking.mark_abandoned_runs(mlflow_client, exp_id, run.key)  # one process trains a given key at a time
+    weights = start_weights(run_cfg, mlflow_client, exp_id)
+    task = build_task(run_cfg, run.tokens.vocab_size, run.optim)
+    if weights is not None:
+        task.model.load_state_dict(weights)
+    run_id = None
+    try:
+        nesting = {"mlflow.parentRunId": parent_id()} if parent_id else {}
+        run_id = open_run(mlflow_client, exp_id, run, task, tags | nesting)
+        logger = tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
+        trainer = make_trainer(run_cfg, logger)
+        fit(run, task, trainer, run_id, mlflow_client.tracking_uri)
+        status = "finished" if task.diverged_at is None else "diverged"
+        measured, profiles = evaluate(run, task, trainer) if status == "finished" else ({}, {})
+        if status == "finished" and run_cfg.save_checkpoint:
+            tracking.save_checkpoint(mlflow_client, run_id, task.model.state_dict())
+        logger.flush(Path(run_cfg.data.cache_dir) / "unsent-metrics")
+        curve = [(m.step, m.value) for m in mlflow_client.get_metric_history(run_id, "val_loss")]
+        metrics = run_metrics(run, task, curve, started) | measured
+        record(mlflow_client, run_id, metrics, profiles, task.trained_steps, status)
+    except BaseException:  # interrupted or crashed: never leave the run looking finished
+        mark_killed(mlflow_client, exp_id, run.key, run_id)
+        raise
+    return ArmRun(run_cfg.arm, run_cfg.seed, run_id, status, metrics, reused=False, key=run.key)

@@ -1,0 +1,53 @@
+"""An experiment that names an unknown metric, an unknown tier or an unknown config key is refused before
+anything runs: one clear error, and nothing written to the MLflow store."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from ablations.experiment import run_experiment
+from ablations.store import ROOT
+
+
+def composed(cache_dir: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", ["experiment=label_smoothing", "tier=smoke", "seeds=1", f"data.cache_dir={cache_dir}"])
+
+
+def break_metric(cfg):
+    cfg.experiment.hypotheses[0].metric = "final_val_los"
+
+
+def break_tier(cfg):
+    cfg.experiment.tier_overrides = {"medium": {"optim.max_steps": 10}}
+
+
+def break_arm_key(cfg):
+    cfg.experiment.arms.ls01 = {"train.label_smoothin": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (break_metric, "unknown metric 'final_val_los'"),
+        (break_tier, "names tiers ['medium'] that conf/tier does not define"),
+        (break_arm_key, "arm 'ls01' overrides 'train.label_smoothin', which is not a config key"),
+    ],
+    ids=["metric", "tier", "arm key"],
+)
+def test_a_broken_experiment_is_refused_before_anything_is_written(cache_dir, tmp_path, monkeypatch, change, message):
+    store = tmp_path / "store.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    cfg = composed(cache_dir)
+    with open_dict(cfg):
+        change(cfg)
+    with pytest.raises((ValueError, KeyError)) as refused:
+        run_experiment(cfg)
+    assert message in str(refused.value)
+    assert not Path(store).exists() or not sqlite3.connect(store).execute("select * from runs").fetchall()
+    if Path(store).exists():  # not even the MLflow experiment was created
+        names = [n for (n,) in sqlite3.connect(store).execute("select name from experiments")]
+        assert "label_smoothing" not in names
