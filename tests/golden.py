@@ -62,6 +62,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "untied_bias": {"model": {"tie_embeddings": False, "bias": True}},
     "dropout": {"model": {"dropout": 0.1}},
     "d_ff": {"model": {"d_ff": 24}},
+    "swiglu": {"model": {"mlp": "swiglu"}},
     "label_smoothing": {"train": {"label_smoothing": 0.1}},
     "calibration": {"train": {"calibration": True}},
     "probes": {"train": {"probes": ["attention", "layer_grad_norms", "gradient_noise"]}},
@@ -196,12 +197,28 @@ def differences(found: dict[str, dict[str, float]], golden: dict[str, dict[str, 
     return lines
 
 
-def write() -> None:
-    GOLDEN.write_text(json.dumps({"numerics_version": NUMERICS_VERSION, "cases": compute()}, indent=1) + "\n")
-    print(f"wrote {GOLDEN} for numerics version {NUMERICS_VERSION}")
+def write(cases: dict[str, dict[str, float]]) -> None:
+    GOLDEN.write_text(json.dumps({"numerics_version": NUMERICS_VERSION, "cases": cases}, indent=1) + "\n")
+    print(f"wrote {GOLDEN}: {len(cases)} cases, numerics version {NUMERICS_VERSION}")
 
+
+def add(names: list[str]) -> None:
+    """Record new cases (a new switch) and leave the recorded ones as they are: they must still pass."""
+    recorded = json.loads(GOLDEN.read_text())
+    if recorded["numerics_version"] != NUMERICS_VERSION:
+        sys.exit("the golden file is of another numerics version: regenerate it whole with --write")
+    if known := set(names) & set(recorded["cases"]):
+        sys.exit(f"{sorted(known)} are recorded already; a changed number needs a version bump and --write")
+    write(recorded["cases"] | compute(names))
+
+
+USAGE = """usage: python tests/golden.py --write        every case, after bumping ablations.numerics.NUMERICS_VERSION
+       python tests/golden.py --add CASE ...  record new cases only (a new switch that defaults to off)"""
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python tests/golden.py --write  (after bumping ablations.numerics.NUMERICS_VERSION)")
-    write()
+    if sys.argv[1:] == ["--write"]:
+        write(compute())
+    elif sys.argv[1:2] == ["--add"] and len(sys.argv) > 2:
+        add(sys.argv[2:])
+    else:
+        sys.exit(USAGE)

@@ -24,6 +24,7 @@ SWITCHES = [
     {"n_head": 1},
     {"n_head": 32},
     {"d_ff": 48, "dropout": 0.1, "bias": True},
+    {"mlp": "swiglu"},
 ]
 
 
@@ -86,6 +87,16 @@ def test_parameter_count_does_not_depend_on_the_number_of_heads():
     assert len(set(counts.values())) == 1, counts
 
 
+def test_swiglu_by_default_has_as_many_weights_as_the_gelu_mlp():
+    """8/3 d_model hidden units in three matrices hold as many weights as 4 d_model in two (d_model 48)."""
+    gelu, swiglu = GPT(tiny(d_model=48)), GPT(tiny(d_model=48, mlp="swiglu"))
+    assert swiglu.num_params() == gelu.num_params()
+    x = torch.randn(2, 5, 48)
+    mlp = swiglu.blocks[0].mlp
+    gate, up = mlp.fc(x).split(128, dim=-1)
+    assert torch.allclose(mlp(x), mlp.proj(F.silu(gate) * up))  # Shazeer 2020, eq. (6), no biases
+
+
 def test_tied_embeddings_share_one_matrix():
     tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
     assert tied.lm_head.weight is tied.token_embedding.weight
@@ -115,6 +126,7 @@ def test_same_seed_same_loss_and_different_seed_different_loss():
         ({"norm": "groupnorm"}, "model.norm"),
         ({"norm_position": "middle"}, "norm_position"),
         ({"pos_encoding": "rope"}, "pos_encoding"),
+        ({"mlp": "geglu"}, r"model.mlp='geglu' must be one of \('gelu', 'swiglu'\)"),
         ({"attn_scale": "half"}, "attn_scale"),
         ({"dropout": 1.5}, "dropout"),
     ],

@@ -3,20 +3,21 @@
 In the spirit of nanoGPT's model.py: flat, each block readable on one screen. The fast path runs
 attention through `F.scaled_dot_product_attention`; `reference_attention` is the explicit formula
 that tests compare it with and that probes use to look at the attention weights.
+
+Switches with several variants are chosen by name, as litgpt resolves `mlp_class_name`: each variant is a
+class in one of the tables NORMS, MLPS, POSITIONS and BLOCKS, and a new variant is a class plus its entry
+(ARCHITECTURE.md, "A new model switch").
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-NORMS = ("layernorm", "rmsnorm", "batchnorm")
-NORM_POSITIONS = ("pre", "post")
-POS_ENCODINGS = ("learned", "sinusoidal", "none")
 
 
 @dataclass
@@ -26,13 +27,14 @@ class ModelConfig:
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 128
-    d_ff: int | None = None  # None: 4 * d_model
+    d_ff: int | None = None  # None: the MLP's own default (4 * d_model; SwiGLU: 8/3 * d_model, as many weights)
     dropout: float = 0.0
     # "sqrt_dk" divides the logits by sqrt(d_k); "none" leaves them unscaled; a number is used as is.
     attn_scale: str | float = "sqrt_dk"
-    norm: str = "layernorm"
-    norm_position: str = "pre"
-    pos_encoding: str = "learned"
+    norm: str = "layernorm"  # a name in NORMS
+    norm_position: str = "pre"  # a name in BLOCKS
+    pos_encoding: str = "learned"  # a name in POSITIONS
+    mlp: str = "gelu"  # a name in MLPS
     tie_embeddings: bool = True
     bias: bool = False
     # T5's alternative to scaling: initialize W_Q with std / sqrt(d_k) (use with attn_scale="none").
@@ -42,11 +44,10 @@ class ModelConfig:
         checks = {
             f"model.n_head={self.n_head} must divide model.d_model={self.d_model}": self.n_head > 0
             and self.d_model % self.n_head == 0,
-            f"model.norm={self.norm!r} must be one of {NORMS}": self.norm in NORMS,
-            f"model.norm_position={self.norm_position!r} must be one of {NORM_POSITIONS}": self.norm_position
-            in NORM_POSITIONS,
-            f"model.pos_encoding={self.pos_encoding!r} must be one of {POS_ENCODINGS}": self.pos_encoding
-            in POS_ENCODINGS,
+            **{
+                f"model.{field}={getattr(self, field)!r} must be one of {tuple(table)}": getattr(self, field) in table
+                for field, table in VARIANTS.items()
+            },
             f"model.dropout={self.dropout} must lie in [0, 1)": 0 <= self.dropout < 1,
             f"model.n_layer={self.n_layer} and model.block_size={self.block_size} must be positive": self.n_layer > 0
             and self.block_size > 0,
@@ -93,12 +94,15 @@ class BatchNormOverTokens(nn.Module):
         return self.bn(x.transpose(1, 2)).transpose(1, 2)
 
 
+NORMS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "layernorm": lambda cfg: nn.LayerNorm(cfg.d_model, bias=cfg.bias),
+    "rmsnorm": lambda cfg: nn.RMSNorm(cfg.d_model),
+    "batchnorm": lambda cfg: BatchNormOverTokens(cfg.d_model),
+}
+
+
 def make_norm(cfg: ModelConfig) -> nn.Module:
-    if cfg.norm == "layernorm":
-        return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-    if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.d_model)
-    return BatchNormOverTokens(cfg.d_model)
+    return NORMS[cfg.norm](cfg)
 
 
 class CausalSelfAttention(nn.Module):
@@ -131,7 +135,9 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
-class MLP(nn.Module):
+class GeluMLP(nn.Module):
+    """GPT-2's feed-forward: proj(gelu(fc(x)))."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d_ff = cfg.d_ff or 4 * cfg.d_model
@@ -143,19 +149,50 @@ class MLP(nn.Module):
         return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
-class Block(nn.Module):
+class SwiGLUMLP(nn.Module):
+    """Shazeer 2020: proj(silu(gate(x)) * up(x)); d_ff 8/3 d_model keeps the weights of a 4 d_model GeluMLP."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.pre_norm = cfg.norm_position == "pre"
-        self.norm1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
-        self.norm2, self.mlp = make_norm(cfg), MLP(cfg)
+        self.d_ff = cfg.d_ff or 8 * cfg.d_model // 3
+        self.fc = nn.Linear(cfg.d_model, 2 * self.d_ff, bias=cfg.bias)  # gate and up in one matrix
+        self.proj = nn.Linear(self.d_ff, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pre_norm:  # x + f(norm(x)): the residual stream itself is never normalized
-            x = x + self.attn(self.norm1(x))
-            return x + self.mlp(self.norm2(x))
-        x = self.norm1(x + self.attn(x))  # Post-LN, as in Vaswani et al. 2017
+        gate, up = self.fc(x).split(self.d_ff, dim=-1)
+        return self.dropout(self.proj(F.silu(gate) * up))
+
+
+MLPS: dict[str, type[nn.Module]] = {"gelu": GeluMLP, "swiglu": SwiGLUMLP}
+
+
+class PreNormBlock(nn.Module):
+    """x + f(norm(x)): the residual stream itself is never normalized (GPT-2), so the model ends in a norm."""
+
+    final_norm = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
+        self.norm2, self.mlp = make_norm(cfg), MLPS[cfg.mlp](cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PostNormBlock(PreNormBlock):
+    """norm(x + f(x)), as in Vaswani et al. 2017: the stream is normalized after every sublayer already."""
+
+    final_norm = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attn(x))
         return self.norm2(x + self.mlp(x))
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"pre": PreNormBlock, "post": PostNormBlock}
 
 
 def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
@@ -167,19 +204,55 @@ def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
     return table
 
 
+class LearnedPositions(nn.Module):
+    """A trained vector per position (GPT-2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(cfg.block_size, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.embedding(torch.arange(x.size(1), device=x.device))
+
+
+class SinusoidalPositions(nn.Module):
+    """The fixed sines and cosines of Vaswani et al. 2017."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(cfg.block_size, cfg.d_model), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[: x.size(1)]
+
+
+class NoPositions(nn.Module):
+    """No position signal at all: only the causal mask tells positions apart."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+POSITIONS: dict[str, type[nn.Module]] = {
+    "learned": LearnedPositions,
+    "sinusoidal": SinusoidalPositions,
+    "none": NoPositions,
+}
+VARIANTS = {"norm": NORMS, "norm_position": BLOCKS, "pos_encoding": POSITIONS, "mlp": MLPS}
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        if cfg.pos_encoding == "learned":
-            self.position_embedding = nn.Embedding(cfg.block_size, cfg.d_model)
-        elif cfg.pos_encoding == "sinusoidal":
-            self.register_buffer("position_table", sinusoidal_table(cfg.block_size, cfg.d_model), persistent=False)
+        self.positions = POSITIONS[cfg.pos_encoding](cfg)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        # Pre-LN leaves the residual stream unnormalized, so it needs a final norm; Post-LN already ends in one.
-        self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
+        self.blocks = nn.ModuleList(BLOCKS[cfg.norm_position](cfg) for _ in range(cfg.n_layer))
+        self.final_norm = make_norm(cfg) if BLOCKS[cfg.norm_position].final_norm else nn.Identity()
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
@@ -207,12 +280,7 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T > self.cfg.block_size:
             raise ValueError(f"sequence of length {T} exceeds model.block_size={self.cfg.block_size}")
-        x = self.token_embedding(idx)
-        if self.cfg.pos_encoding == "learned":
-            x = x + self.position_embedding(torch.arange(T, device=idx.device))
-        elif self.cfg.pos_encoding == "sinusoidal":
-            x = x + self.position_table[:T]
-        return self.dropout(x)
+        return self.dropout(self.positions(self.token_embedding(idx)))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits of shape (B, T, vocab_size)."""
