@@ -66,6 +66,9 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "label_smoothing": {"train": {"label_smoothing": 0.1}},
     "calibration": {"train": {"calibration": True}},
     "probes": {"train": {"probes": ["attention", "layer_grad_norms", "gradient_noise"]}},
+    "softmax_probe": {"train": {"probes": ["softmax_jacobian"]}, "model": {"attn_scale": "none"}},
+    "xavier_post_ln": {"model": {"init": "xavier", "norm_position": "post", "n_layer": 2}},
+    "adafactor": {"optim": {"name": "adafactor"}},
     "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},
     "no_clip_no_decay": {"optim": {"grad_clip": 0.0, "weight_decay": 0.0}},
     "char_tokens": {"data": {"tokenizer": "char"}},
@@ -96,6 +99,9 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
         }  # fmt: skip
         for calibration in ("minmax", "percentile", "entropy")
     },
+    "quantize_static_7bit": {
+        "quantize": {"method": "static_int8", "activation_bits": 7, "calibration_batches": 2, "latency_batches": [1]}
+    },  # fmt: skip
 }
 TIMINGS = ("train_seconds", "tokens_per_sec", "latency", "wall_seconds")
 

@@ -5,6 +5,7 @@ paragraph with plain log-softmax, never through LanguageModelTask's own loss or 
 """
 
 import copy
+import itertools
 import math
 
 import numpy as np
@@ -327,3 +328,24 @@ def test_max_documents_trains_on_the_first_paragraphs_only(corpus, tmp_path):
     whole = data_module(corpus, tmp_path, packing="fixed", epochs=1, batch_size=4)
     assert limited.steps_per_epoch() == 3 and whole.steps_per_epoch() > 100
     assert all(torch.equal(a, b) for a, b in zip(limited.train_docs, whole.train_docs[:10], strict=True))
+
+
+def test_the_softmax_jacobian_probe_matches_autograd():
+    from ablations.model import GPT, ModelConfig
+    from ablations.probes import softmax_jacobian
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, d_model=16, attn_scale="none"))
+    x = torch.randint(0, 30, (3, 8))
+    found = softmax_jacobian(model, (x, x))["softmax_jacobian_norm"]
+    attn = model.blocks[0].attn
+    attn.record = True
+    with torch.no_grad():
+        model(x)
+    attn.record = False
+    logits = attn.recorded["logits"].double()
+    norms = []
+    for b, h, i in itertools.product(range(3), range(2), range(1, 8)):
+        row = logits[b, h, i, : i + 1]
+        norms.append(torch.autograd.functional.jacobian(lambda r: r.softmax(-1), row).norm().item())
+    assert found == pytest.approx(sum(norms) / len(norms), rel=1e-6)  # float32 weights against float64

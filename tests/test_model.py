@@ -242,3 +242,36 @@ def test_token_budgets_and_batch_scaled_learning_rates():
     assert OptimConfig(lr_scaling="linear").for_batch(8, 512).lr == pytest.approx(1e-3 / 4)
     with pytest.raises(ValueError, match="lr_scaling"):
         OptimConfig(lr_scaling="cubic")
+
+
+def test_xavier_init_draws_each_fused_matrix_by_its_own_fans_and_keeps_tied_embeddings_normal():
+    torch.manual_seed(0)
+    model = GPT(tiny(d_model=64, n_head=4, init="xavier", tie_embeddings=True))
+    qkv = model.blocks[0].attn.qkv.weight
+    bound = math.sqrt(6 / (64 + 64))  # Glorot and Bengio 2010: U(-a, a), a = sqrt(6 / (fan_in + fan_out))
+    for part in qkv.split(64):
+        assert part.abs().max() <= bound and part.abs().max() > 0.9 * bound
+    proj = model.blocks[0].attn.proj.weight
+    assert proj.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)  # no depth scaling
+    assert model.token_embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_adafactor_steps_are_relative_to_each_matrix_so_a_smaller_init_stays_smaller():
+    from ablations.training import LanguageModelTask, OptimConfig
+
+    torch.manual_seed(0)
+    sizes = {}
+    for name in ("adamw", "adafactor"):
+        task = LanguageModelTask(
+            tiny(attn_scale="none", fold_scale_into_q_init=True), OptimConfig(name=name, lr=1e-2, warmup_steps=0)
+        )
+        optimizer = task.configure_optimizers()["optimizer"]
+        q = task.model.blocks[0].attn.qkv.weight
+        start = q[:32].detach().clone()
+        x = torch.randint(0, 50, (4, 16))
+        for _ in range(20):
+            optimizer.zero_grad()
+            task.loss((x, x)).backward()
+            optimizer.step()
+        sizes[name] = ((q[:32].detach() - start).norm() / start.norm()).item()
+    assert sizes["adafactor"] < 1.0 < sizes["adamw"]  # AdamW's steps of ~lr dwarf a W_Q of std 0.02 / sqrt(8)

@@ -61,7 +61,7 @@ def mutate(monkeypatch, module, old: str, new: str) -> None:
     ("module", "old", "new", "case"),
     [
         (training, "label_smoothing=label_smoothing)", "label_smoothing=label_smoothing * 0.5)", "label_smoothing"),
-        (quantization, "input_amax, 1e-12) / 127", "input_amax, 1e-12) / 128", "quantize_static_minmax"),
+        (quantization, "2 ** (activation_bits - 1) - 1", "2 ** (activation_bits - 1) - 2", "quantize_static_minmax"),
         (data, "TRAIN_FRACTION = 0.9", "TRAIN_FRACTION = 0.8", "base"),
         (training, "return self.lr * (step + 1) / (self.warmup_steps + 1)", "return self.lr", "base"),
     ],

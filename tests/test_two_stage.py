@@ -15,7 +15,15 @@ from test_end_to_end import run_cli
 from ablations import tracking
 from ablations.data import MixedWindows, parse_mix
 from ablations.model import GPT, ModelConfig
-from ablations.quantization import METHODS, QuantizeConfig, block_bytes, block_linears, calibrate_inputs, quantize
+from ablations.quantization import (
+    METHODS,
+    QuantizeConfig,
+    StaticInt8Linear,
+    block_bytes,
+    block_linears,
+    calibrate_inputs,
+    quantize,
+)
 
 # --- the mixture sampler -------------------------------------------------------------------------
 
@@ -197,6 +205,25 @@ def test_dynamic_int8_scales_weights_per_output_channel_or_per_tensor_as_configu
     assert len(schemes) == 1 and len(linears) == 4 * 2  # qkv, out, mlp in, mlp out in each of 2 blocks
     expected = torch.per_channel_affine if per_channel else torch.per_tensor_affine
     assert schemes == {expected} and {m.weight().dtype for m in linears} == {torch.qint8}
+
+
+def test_static_activations_use_the_grid_of_their_bits():
+    """7 bits: inputs rounded to multiples of amax / 63 and clipped to [-amax, amax], by hand; coarser than 8 bits."""
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(16, 8, bias=False), torch.randn(4, 16)
+    errors = {}
+    for bits, levels in ((7, 63), (8, 127)):
+        step = 2.0 / levels  # amax 2.0: some inputs beyond it are clipped
+        by_hand = torch.nn.functional.linear(
+            (x / step).round().clamp(-levels, levels) * step,
+            StaticInt8Linear(linear, 2.0, bits).weight_int8.float()
+            * StaticInt8Linear(linear, 2.0).weight_scale[:, None],
+        )
+        with torch.no_grad():
+            found = StaticInt8Linear(linear, 2.0, bits)(x)
+            errors[bits] = (found - linear(x)).norm()
+        torch.testing.assert_close(found, by_hand)
+    assert errors[7] > errors[8]
 
 
 def test_int4_blocks_are_stored_quantized_on_their_own_coarser_grid(trained_like_model):

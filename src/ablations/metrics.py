@@ -122,6 +122,8 @@ REGISTRY: tuple[MetricSpec, ...] = (
     *_probe_family("attn_entropy", "probe", "normalized attention entropy"),
     *_probe_family("qk_grad_norm", "probe", "gradient norm of W_Q and W_K"),
     *_probe_family("log10_qk_grad_norm", "probe", "log10 gradient norm of W_Q and W_K"),
+    *_probe_family("softmax_jacobian_norm", "probe", "norm of the attention softmax's Jacobian"),
+    *_probe_family("log10_softmax_jacobian_norm", "probe", "log10 norm of the attention softmax's Jacobian"),
     *_probe_family("grad_norm_layer*", "probe", "gradient norm of a block"),
     *_probe_family("grad_norm_last_over_first", "probe", "gradient norm, last block over first"),
     *_probe_family("grad_sq_norm", "probe", "squared norm of the true gradient (estimate)"),

@@ -35,6 +35,7 @@ class ModelConfig:
     norm_position: str = "pre"  # a name in BLOCKS
     pos_encoding: str = "learned"  # a name in POSITIONS
     mlp: str = "gelu"  # a name in MLPS
+    init: str = "gpt2"  # a name in INITS
     tie_embeddings: bool = True
     bias: bool = False
     # T5's alternative to scaling: initialize W_Q with std / sqrt(d_k) (use with attn_scale="none").
@@ -110,6 +111,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.scale, self.dropout = cfg.n_head, cfg.attention_scale(), cfg.dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.qkv.fused_parts = 3  # W_Q, W_K, W_V in one matrix: an initialization by fan treats them apart
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         # Probes set `record = True` to run the explicit attention and keep its logits and weights.
@@ -156,6 +158,7 @@ class SwiGLUMLP(nn.Module):
         super().__init__()
         self.d_ff = cfg.d_ff or 8 * cfg.d_model // 3
         self.fc = nn.Linear(cfg.d_model, 2 * self.d_ff, bias=cfg.bias)  # gate and up in one matrix
+        self.fc.fused_parts = 2
         self.proj = nn.Linear(self.d_ff, cfg.d_model, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -241,7 +244,36 @@ POSITIONS: dict[str, type[nn.Module]] = {
     "sinusoidal": SinusoidalPositions,
     "none": NoPositions,
 }
-VARIANTS = {"norm": NORMS, "norm_position": BLOCKS, "pos_encoding": POSITIONS, "mlp": MLPS}
+
+
+def gpt2_init(model: nn.Module, cfg: ModelConfig) -> None:
+    """GPT-2: every weight N(0, 0.02), biases 0, the residual projections N(0, 0.02 / sqrt(2 n_layer))."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    for name, p in model.named_parameters():  # scaled by depth: the residual stream's variance stays O(1)
+        if name.endswith("proj.weight"):
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+
+def xavier_init(model: nn.Module, cfg: ModelConfig) -> None:
+    """Xavier-uniform (Glorot and Bengio 2010) for every Linear, each fused matrix by its parts (W_Q, W_K, W_V);
+    no depth scaling: the initialization Xiong et al. 2020 analyse Post-LN under. Embeddings as GPT-2's."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, nn.Linear) and module.weight is not model.token_embedding.weight:
+                for part in module.weight.split(module.out_features // getattr(module, "fused_parts", 1)):
+                    nn.init.xavier_uniform_(part)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+
+INITS: dict[str, Callable[[nn.Module, ModelConfig], None]] = {"gpt2": gpt2_init, "xavier": xavier_init}
+VARIANTS = {"norm": NORMS, "norm_position": BLOCKS, "pos_encoding": POSITIONS, "mlp": MLPS, "init": INITS}
 
 
 class GPT(nn.Module):
@@ -256,21 +288,11 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale the residual projections by depth
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        INITS[cfg.init](self, cfg)
         if cfg.fold_scale_into_q_init:
             with torch.no_grad():
                 for block in self.blocks:
                     block.attn.qkv.weight[: cfg.d_model] /= math.sqrt(cfg.d_head)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:
         """Trainable parameters, counting tied weights once."""

@@ -62,6 +62,33 @@ def attention(model: GPT, batch: Batch) -> dict[str, float]:
     }
 
 
+def softmax_jacobian(model: GPT, batch: Batch) -> dict[str, float]:
+    """How much gradient the attention softmax passes back to its logits: the Frobenius norm of its Jacobian
+    d p / d logits = diag(p) - p pᵀ for each query row i >= 1, averaged over rows, heads and layers.
+
+    It is 0 for a one-hot (saturated) row and 1/n - 1/n² for a uniform row over n keys;
+    ||diag(p) - p pᵀ||² = Σ p² - 2 Σ p³ + (Σ p²)². Vaswani et al.'s argument for 1/sqrt(d_k) is that large
+    logits drive it towards 0 ("extremely small gradients").
+    """
+    layers = [block.attn for block in model.blocks]
+    for attn in layers:
+        attn.record = True
+    try:
+        with torch.no_grad():
+            model(batch[0])
+    finally:
+        for attn in layers:
+            attn.record = False
+    norms = []
+    for attn in layers:
+        p = attn.recorded["weights"].double()
+        sum_sq, sum_cube = (p**2).sum(-1), (p**3).sum(-1)
+        norms.append((sum_sq - 2 * sum_cube + sum_sq**2).clamp_min(0).sqrt()[..., 1:].mean().item())
+        attn.recorded = {}
+    norm = sum(norms) / len(norms)
+    return {"softmax_jacobian_norm": norm, "log10_softmax_jacobian_norm": math.log10(norm) if norm > 0 else -math.inf}
+
+
 def layer_grad_norms(model: GPT, batch: Batch) -> dict[str, float]:
     """Gradient norm of each block's parameters, and the last-to-first ratio (Xiong et al. 2020)."""
     _loss_and_grads(model, batch)
@@ -113,6 +140,7 @@ def noise_scale(micro_grads: torch.Tensor, micro_batch: int) -> dict[str, float]
 
 PROBES: dict[str, Callable[[GPT, Batch], dict[str, float]]] = {
     "attention": attention,
+    "softmax_jacobian": softmax_jacobian,
     "layer_grad_norms": layer_grad_norms,
     "gradient_noise": gradient_noise,
 }

@@ -47,6 +47,9 @@ class QuantizeConfig:
     method: str | None = None  # None: no quantization stage; "none": the fp32 reference, measured alike
     per_channel: bool = True  # dynamic_int8: one weight scale per output channel (else per tensor)
     calibration: str = "minmax"  # static_int8: how the activation range is chosen
+    # static_int8: the grid of the activations, symmetric: 2^(bits-1) - 1 levels each side. 7 matches torch's
+    # dynamic int8 kernel, whose activations are 7-bit by default (fbgemm's reduce_range, against overflow).
+    activation_bits: int = 8
     percentile: float = 99.99  # static_int8 with percentile calibration
     entropy_stride: int = 1  # static_int8 with entropy calibration: try every stride-th threshold (1: all)
     calibration_batches: int = 8  # training batches seen by the static calibration
@@ -64,6 +67,7 @@ class QuantizeConfig:
             f"quantize.percentile={self.percentile} must lie in (50, 100]": 50 < self.percentile <= 100,
             f"quantize.calibration_batches={self.calibration_batches} must be positive": self.calibration_batches > 0,
             f"quantize.group_size={self.group_size} must be positive": self.group_size > 0,
+            f"quantize.activation_bits={self.activation_bits} must lie in [2, 8]": 2 <= self.activation_bits <= 8,
             f"quantize.entropy_stride={self.entropy_stride} must be positive": self.entropy_stride > 0,
         }
         if failed := [message for message, ok in checks.items() if not ok]:
@@ -90,7 +94,7 @@ def quantize(model: GPT, cfg: QuantizeConfig, calibration: Iterable[torch.Tensor
         amax = calibrate_inputs(quantized, calibration, cfg)
         for name, linear in block_linears(quantized).items():
             parent, child = name.rsplit(".", 1)
-            setattr(quantized.get_submodule(parent), child, StaticInt8Linear(linear, amax[name]))
+            setattr(quantized.get_submodule(parent), child, StaticInt8Linear(linear, amax[name], cfg.activation_bits))
     return quantized
 
 
@@ -112,9 +116,9 @@ def calibrate_inputs(model: nn.Module, batches: Iterable[torch.Tensor], cfg: Qua
     from modelopt.torch.quantization.calib import HistogramCalibrator, MaxCalibrator
 
     calibrators = {
-        name: MaxCalibrator(num_bits=8, axis=None, unsigned=False)
+        name: MaxCalibrator(num_bits=cfg.activation_bits, axis=None, unsigned=False)
         if cfg.calibration == "minmax"
-        else HistogramCalibrator(num_bits=8, axis=None, unsigned=False)
+        else HistogramCalibrator(num_bits=cfg.activation_bits, axis=None, unsigned=False)
         for name in block_linears(model)
     }
     with captured_inputs(model) as inputs, torch.no_grad():
@@ -148,19 +152,21 @@ def captured_inputs(model: nn.Module) -> Iterator[dict[str, list[torch.Tensor]]]
 
 
 class StaticInt8Linear(nn.Module):
-    """A Linear with int8 weights (a scale per output channel) whose input is rounded to a fixed int8 grid."""
+    """A Linear with int8 weights (a scale per output channel) whose input is rounded to a fixed symmetric grid
+    of `activation_bits` bits."""
 
-    def __init__(self, linear: nn.Linear, input_amax: float):
+    def __init__(self, linear: nn.Linear, input_amax: float, activation_bits: int = 8):
         super().__init__()
         weight = linear.weight.detach()
         scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
         self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("weight_scale", scale)
-        self.register_buffer("input_scale", torch.tensor(max(input_amax, 1e-12) / 127))
+        self.input_max = 2 ** (activation_bits - 1) - 1
+        self.register_buffer("input_scale", torch.tensor(max(input_amax, 1e-12) / self.input_max))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.fake_quantize_per_tensor_affine(x, float(self.input_scale), 0, -127, 127)
+        x = torch.fake_quantize_per_tensor_affine(x, float(self.input_scale), 0, -self.input_max, self.input_max)
         weight = self.weight_int8.float() * self.weight_scale[:, None]
         return nn.functional.linear(x, weight, self.bias)
 
