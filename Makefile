@@ -38,7 +38,7 @@ suite: $(SETUP)  ## every experiment of a tier (experiments=a,b for a list), res
 	$(PY) -m ablations.suite $(OVERRIDES)
 
 results: $(SETUP)  ## runs.csv, verdicts.csv, curves.csv from the MLflow store
-	$(PY) -m ablations.results --out results
+	$(PY) -m ablations.results out=results
 
 report: $(SETUP)  ## reports/evidence-report.pdf from results/, logged to MLflow
 	$(PY) -m ablations.report

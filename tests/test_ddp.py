@@ -35,7 +35,7 @@ def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_trains_as_one_pro
     single = run_cli(*COMMON, "data.batch_size=8", cache_dir=cache_dir)  # the same global batch
     assert single.returncode == 0, single.stderr[-3000:]
     parallel, one = arm_histories(ddp_uri), arm_histories(single_uri)
-    assert set(parallel) == set(one) == {"h1", "h8", "h32"}
+    assert set(parallel) == set(one) == {"h1", "h2", "h4", "h8", "h32"}
     for arm in one:
         ddp_loss, ddp_curve, ddp_tokens = parallel[arm]
         loss, curve, tokens = one[arm]

@@ -13,7 +13,7 @@ from ablations import results
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker
 pytestmark = pytest.mark.xdist_group("smoke_store")
 
-ARMS = {"h1", "h8", "h32"}
+ARMS = {"h1", "h2", "h4", "h8", "h32"}
 
 
 def run_cli(*overrides: str, cache_dir: str) -> subprocess.CompletedProcess:
@@ -176,7 +176,7 @@ def test_a_diverging_run_is_recorded_as_diverged_and_the_experiment_finishes(cac
         ("data=textfile data.path=/nonexistent/corpus.txt", "does not exist"),
         ("trainer._target_=os.system", "trainer._target_ must be"),
         ("train.probes=[telepathy]", "unknown probes"),
-        ("model.n_head=7", "model.n_head is set by arms of attention_heads (h1, h8, h32)"),
+        ("model.n_head=7", "model.n_head is set by arms of attention_heads (h1, h2, h4, h8, h32)"),
     ],
 )
 def test_bad_overrides_fail_with_one_clear_line(cache_dir, override, message):
@@ -248,4 +248,4 @@ def test_a_terminated_experiment_marks_its_run_killed_and_resumes_without_duplic
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("reused finished run") == 1  # h1 is not trained again
     finished = [(r.data.tags["arm"], r.data.tags["seed"]) for r in arm_runs(client) if r.info.status == "FINISHED"]
-    assert sorted(finished) == [("h1", "0"), ("h32", "0"), ("h8", "0")]
+    assert sorted(finished) == [("h1", "0"), ("h2", "0"), ("h32", "0"), ("h4", "0"), ("h8", "0")]

@@ -61,7 +61,7 @@ def test_grid_axes_multiply_into_named_arms():
 
 
 def test_an_experiment_without_a_grid_has_only_its_own_arms():
-    assert set(load_spec("attention_heads").arms_for("quick")) == {"h1", "h8", "h32"}
+    assert set(load_spec("attention_heads").arms_for("quick")) == {"h1", "h2", "h4", "h8", "h32"}
 
 
 def test_a_hypothesis_naming_a_missing_arm_is_refused():

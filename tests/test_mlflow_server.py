@@ -60,7 +60,7 @@ def test_smoke_experiment_logs_to_a_real_tracking_server(server, cache_dir):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("attention_heads")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ablations.role` = 'arm'")
-    assert sorted(r.data.tags["arm"] for r in runs) == ["h1", "h32", "h8"]
+    assert sorted(r.data.tags["arm"] for r in runs) == ["h1", "h2", "h32", "h4", "h8"]
     assert all(r.info.status == "FINISHED" and "final_val_loss" in r.data.metrics for r in runs)
     assert all(len(client.get_metric_history(r.info.run_id, "train_loss")) == 4 for r in runs)
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])

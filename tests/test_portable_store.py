@@ -89,7 +89,7 @@ def test_a_copy_in_another_folder_writes_its_runs_and_report_inside_itself_and_n
     env |= {"PYTHONPATH": str(clone / "src"), "ABLATIONS_CACHE": cache_dir}
     commands = [
         ["-m", "ablations", "experiment=label_smoothing", "tier=smoke", "seeds=1", "threads=1"],
-        ["-m", "ablations.report", "--results", str(FIXTURE), "--tiers", "smoke", "--out", str(clone / "r.pdf")],
+        ["-m", "ablations.report", f"results={FIXTURE}", "tiers=smoke", f"out={clone / 'r.pdf'}"],
     ]
     for command in commands:
         result = subprocess.run([sys.executable, *command], cwd=clone, env=env, capture_output=True, text=True)

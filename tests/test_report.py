@@ -1,7 +1,10 @@
 """The evidence report, built from a small fixture of real smoke-tier results (tests/fixtures/smoke_results)."""
 
+import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -154,3 +157,32 @@ def test_chinese_quotes_render_with_a_real_font(pdf):
 def test_without_runs_of_the_chosen_tiers_the_report_says_so(tmp_path, results_dir):
     with pytest.raises(SystemExit, match="no runs of the tiers quick"):
         report.build(results_dir, tmp_path / "r.pdf", tiers=("quick",))
+
+
+def test_the_per_arm_figure_draws_a_diverged_run_at_the_registrys_value(monkeypatch, tmp_path):
+    spec = report.load_spec("attention_heads")
+    runs = pd.read_csv(FIXTURE / "runs.csv")
+    runs.loc[0, ["status", "final_val_loss"]] = ["diverged", math.nan]  # h1, seed 0
+    drawn = []
+
+    def arm_comparison_figure(title, metric, values, path, lines):
+        drawn.extend(values)
+        return path
+
+    monkeypatch.setattr(report, "arm_comparison_figure", arm_comparison_figure)
+    report.arms_figure(spec, "smoke", "stdlib_prose", runs.to_dict("records"), {}, tmp_path / "arms.png")
+    expected = {(r.arm, r.seed): r.final_val_loss for r in runs.itertuples() if r.arm in spec.arms_for("smoke")}
+    expected["h1", 0] = math.log(256)  # the uniform prediction over the byte vocabulary (ablations.metrics)
+    assert {(arm, seed): value for arm, seed, value in drawn} == expected
+    assert [arm for arm, _, _ in drawn] == ["h1", "h1", "h8", "h8", "h32", "h32"]  # the experiment file's order
+
+
+def test_figures_draw_without_the_report_the_runner_or_torch_mlflow_lightning():
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, ablations.figures; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    heavy = {"torch", "mlflow", "pytorch_lightning", "ablations.report", "ablations.experiment", "ablations.tracking"}
+    assert not heavy & set(loaded)

@@ -166,15 +166,16 @@ def test_a_scale_axis_trains_the_scaled_arms_reuses_the_tiers_own_and_exports_th
                "+experiment.scale.values.smoke=[16,32]"]  # fmt: skip
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "5 arms x 2 seeds" in first.stdout and "h8@d_model=16 seed 1" in first.stdout
+    assert "7 arms x 2 seeds" in first.stdout and "h8@d_model=16 seed 1" in first.stdout
     assert "the scaled hypotheses along model.d_model" in first.stdout
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("attention_heads")
     runs = client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'arm'")
     d_model = {r.data.tags["arm"]: r.data.params["model.d_model"] for r in runs}
-    assert d_model == {"h1": "32", "h8": "32", "h32": "32", "h1@d_model=16": "16", "h8@d_model=16": "16"}
+    assert d_model == {"h1": "32", "h2": "32", "h4": "32", "h8": "32", "h32": "32", "h1@d_model=16": "16",
+                       "h8@d_model=16": "16"}  # fmt: skip
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count("reused finished run") == 10
+    assert again.returncode == 0 and again.stdout.count("reused finished run") == 14
     e01 = load_spec("attention_heads")
     scale = replace(e01.scale, values=e01.scale.values | {"smoke": [16, 32]})
     monkeypatch.setattr(results, "load_spec", lambda name: replace(e01, scale=scale))

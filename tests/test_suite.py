@@ -6,11 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-from ablations import results
+from ablations import results, suite
 
-SMOKE = ["tier=smoke", "seeds=2", "experiments=attention_heads"]
+SMOKE = ["tier=smoke", "seeds=1", "experiments=attention_heads"]  # 5 arms x 1 seed
 
 
 def run_suite(*args: str, cache_dir: str, uri: str) -> subprocess.CompletedProcess:
@@ -30,14 +31,40 @@ def finished_metrics(uri: str) -> dict[tuple[str, str], float]:
     return {(r.data.tags["arm"], r.data.tags["seed"]): r.data.metrics["final_val_loss"] for r in finished}
 
 
+def test_the_suites_own_settings_are_parsed_and_the_rest_go_to_hydra():
+    chosen, overrides = suite.suite_settings(["tier=smoke", "experiments=a,b", "seeds=1", "workers=2", "+x.y=1"])
+    assert chosen == suite.SuiteSettings(experiments=["a", "b"], workers=2)
+    assert overrides == ["tier=smoke", "seeds=1", "+x.y=1"]
+    assert suite.suite_settings(["tier=smoke"])[0] == suite.SuiteSettings()  # every experiment, one process
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["workers=0"], "error: workers=0 must be a positive whole number"),
+        (["workers=two"], "error: workers=two: Value 'two' of type 'str' could not be converted to Integer"),
+    ],
+)
+def test_bad_workers_end_in_one_line_and_exit_status_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as ended:
+        suite.suite_settings(argv)
+    assert ended.value.code == 2 and capsys.readouterr().err == message + "\n"
+
+
+def test_an_override_hydra_refuses_ends_in_one_line_before_anything_trains(cache_dir, tmp_path):
+    ended = run_suite(*SMOKE, "no_such_key=1", cache_dir=cache_dir, uri=f"sqlite:///{tmp_path / 'x.db'}")
+    assert ended.returncode == 2 and ended.stderr == "error: Could not override 'no_such_key'.\n", ended.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
 def test_a_second_suite_run_trains_nothing_and_says_so(cache_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'suite.db'}"
     first = run_suite(*SMOKE, "threads=1", cache_dir=cache_dir, uri=uri)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "trained 6" in first.stdout
+    assert "trained 5" in first.stdout
     second = run_suite(*SMOKE, "threads=1", cache_dir=cache_dir, uri=uri)
     assert second.returncode == 0
-    assert "nothing to train: every run was already finished; reused 6 finished runs" in second.stdout
+    assert "nothing to train: every run was already finished; reused 5 finished runs" in second.stdout
 
 
 def test_parallel_workers_give_the_same_runs_and_numbers_as_one_process(cache_dir, tmp_path):
@@ -74,9 +101,9 @@ def test_a_suite_killed_mid_run_resumes_with_exactly_one_run_per_arm_and_seed(ca
     resumed = run_suite(*args, cache_dir=cache_dir, uri=uri)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "reused 1 finished runs" in resumed.stdout
-    assert len(finished_metrics(uri)) == 6
+    assert len(finished_metrics(uri)) == 5
     runs = results.finished_runs(client)
-    assert len(runs) == 6 and not runs.duplicated(["arm", "seed"]).any()
+    assert len(runs) == 5 and not runs.duplicated(["arm", "seed"]).any()
 
 
 def test_ctrl_c_stops_a_suite_started_in_the_background(cache_dir, tmp_path):

@@ -26,6 +26,7 @@ from ablations import tracking
 from ablations.experiment import run_experiment
 from ablations.plan import check_overrides, parse_shard
 from ablations.resources import check_local_processes
+from ablations.settings import fail
 from ablations.spec import ExperimentSpec
 from ablations.tracking import ROOT
 
@@ -34,11 +35,6 @@ EXPERIMENTS_DIR = ROOT / "experiments"
 
 def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 BAD_INPUT = (ValueError, KeyError, OmegaConfBaseException)

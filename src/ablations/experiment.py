@@ -11,10 +11,9 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from mlflow.entities import Metric, RunStatus
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from ablations import tracking
 from ablations.decisions import ArmRun, Trend, trends, verdicts_for
-from ablations.figures import arm_comparison_figure, grid_figure, scatter_figure
+from ablations.figures import arm_comparison_figure, figure_from_spec
 from ablations.health import (
     PLATEAU_MARGIN,
     reference_lines,
@@ -191,37 +190,6 @@ def log_summary(
             path = Path(tmp) / f"{spec.name}-{spec_figure['y']}-vs-{spec_figure['x']}.png"
             figure_from_spec(spec, spec_figure, [(r.arm, r.seed, r.status, r.metrics) for r in runs], path)
             mlflow_client.log_artifact(parent_id, str(path))
-
-
-def figure_from_spec(
-    spec: ExperimentSpec, figure: dict[str, Any], runs: list[tuple[str, int, str, Mapping[str, float]]], path: Path
-) -> Path | None:
-    """Draw one of the experiment file's `figures` from (arm, seed, status, metrics) of its runs."""
-    if figure.get("kind") == "scatter":
-        points = [
-            (arm, seed, metrics[figure["x"]], metrics[figure["y"]])
-            for arm, seed, status, metrics in runs
-            if status == "finished" and figure["x"] in metrics and figure["y"] in metrics
-        ]
-        title = figure.get("title", f"{spec.id}: {figure['y']} against {figure['x']}")
-        return scatter_figure(title, figure["x"], figure["y"], points, path) if points else None
-    values = [
-        (spec.axes_of(arm), seed, value_of(status, metrics, figure["y"]))
-        for arm, seed, status, metrics in runs
-        if spec.axes_of(arm) and (figure["y"] in metrics or status == "diverged")
-    ]
-    if not values:
-        return None
-    return grid_figure(
-        figure.get("title", f"{spec.id}: {figure['y']}"),
-        figure["y"],
-        figure["x"],
-        list(spec.grid[figure["x"]]),
-        figure.get("hue", []),
-        values,
-        path,
-        reference_lines(figure["y"], [metrics for _, _, _, metrics in runs]),
-    )
 
 
 def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool = True) -> None:

@@ -1,8 +1,15 @@
-"""Figures that carry the evidence; used for MLflow artifacts and for the report."""
+"""Figures that carry the evidence; used for MLflow artifacts and for the report.
+
+Every figure of the project is drawn here, from plain values and data frames; nothing here trains, tracks or
+assembles a report.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -10,6 +17,13 @@ matplotlib.use("Agg")  # no display: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from ablations.health import reference_lines  # noqa: E402
+from ablations.metrics import value_of  # noqa: E402
+
+if TYPE_CHECKING:
+    from ablations.spec import ExperimentSpec
 
 FIGURE_DPI = 100  # sharp enough at the report's figure widths, and quick to draw
 
@@ -109,6 +123,139 @@ def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, floa
         ax.annotate(arm, (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_title(title)
     ax.legend(title="arm (mean)", fontsize=8, title_fontsize=8)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path
+
+
+def figure_from_spec(
+    spec: ExperimentSpec, figure: dict[str, Any], runs: Sequence[tuple[str, int, str, Mapping[str, float]]], path: Path
+) -> Path | None:
+    """Draw one of the experiment file's `figures` from (arm, seed, status, metrics) of its runs; None when no run
+    has the values it plots."""
+    if figure.get("kind") == "scatter":
+        points = [
+            (arm, seed, metrics[figure["x"]], metrics[figure["y"]])
+            for arm, seed, status, metrics in runs
+            if status == "finished" and figure["x"] in metrics and figure["y"] in metrics
+        ]
+        title = figure.get("title", f"{spec.id}: {figure['y']} against {figure['x']}")
+        return scatter_figure(title, figure["x"], figure["y"], points, path) if points else None
+    values = [
+        (spec.axes_of(arm), seed, value_of(status, metrics, figure["y"]))
+        for arm, seed, status, metrics in runs
+        if spec.axes_of(arm) and (figure["y"] in metrics or status == "diverged")
+    ]
+    if not values:
+        return None
+    return grid_figure(
+        figure.get("title", f"{spec.id}: {figure['y']}"),
+        figure["y"],
+        figure["x"],
+        list(spec.grid[figure["x"]]),
+        figure.get("hue", []),
+        values,
+        path,
+        reference_lines(figure["y"], [metrics for _, _, _, metrics in runs]),
+    )
+
+
+def curves_figure(
+    curves: pd.DataFrame, arms: list[str], title: str, path: Path, baselines: dict[str, float] | None = None
+) -> Path:
+    """Validation and training loss per step: the arm mean, a band from the lowest to the highest seed, and the
+    corpus's unigram and bigram baselines (validation split) with the plateau line 10 % below unigram."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    for ax, metric in zip(axes, ("val_loss", "train_loss"), strict=True):
+        frame = curves[curves.metric == metric]
+        sns.lineplot(
+            frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("pi", 100), ax=ax, legend=ax is axes[1]
+        )
+        # The first tenth of training is a steep drop that would flatten everything after it.
+        later = frame[frame.step >= frame.step.max() * 0.1].value
+        top = later.max()
+        for name, value in (baselines or {}).items():
+            ax.axhline(value, color="black", linestyle=":" if "bigram" in name else "--", linewidth=0.9, label=name)
+            top = max(top, value)
+        ax.set(title=f"{metric} ({title})", ylabel=metric, ylim=(later.min() * 0.98, top * 1.02))
+    sns.move_legend(
+        axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8, ncols=1 + len(arms) // 10
+    )
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path
+
+
+def reliability_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
+    """Accuracy against confidence per confidence bin, pooled over seeds; the diagonal is perfect calibration."""
+    wide = curves.pivot_table(index=["arm", "seed", "step"], columns="metric", values="value").reset_index()
+    wide["hits"] = wide.reliability_accuracy * wide.reliability_count
+    wide["confidence_sum"] = wide.reliability_confidence * wide.reliability_count
+    pooled = wide.groupby(["arm", "step"])[["hits", "confidence_sum", "reliability_count"]].sum().reset_index()
+    pooled = pooled[pooled.reliability_count > 0]
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), layout="constrained")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for arm in arms:
+        rows = pooled[pooled.arm == arm]
+        ax.plot(rows.confidence_sum / rows.reliability_count, rows.hits / rows.reliability_count, "o-", label=arm)
+    ax.set(xlabel="confidence (bin mean)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path
+
+
+def tails_figure(curves: pd.DataFrame, quantiles: Sequence[float], title: str, path: Path) -> Path:
+    """|x| / std at the quantiles the curves' steps index (the last one: the maximum) for weights and activations
+    (one line per seed) and for a Gaussian."""
+    gaussian = [float(stats.norm.ppf(0.5 + q / 2)) for q in quantiles[:-1]]
+    labels = [f"{100 * q:g}%" for q in quantiles[:-1]] + ["max"]
+    frame = curves.drop_duplicates(["metric", "seed", "step"])  # every arm measures the same fp32 base
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
+    for (metric, seed), rows in frame.groupby(["metric", "seed"]):
+        colour = "tab:blue" if metric.startswith("weight") else "tab:red"
+        label = metric.removesuffix("_tail") if seed == frame.seed.min() else None
+        ax.plot(rows.step, rows.value, "o-", color=colour, alpha=0.7, label=label)
+    ax.plot(range(len(gaussian)), gaussian, "k:", label="Gaussian")
+    ax.set(xticks=range(len(labels)), xticklabels=labels, yscale="log", xlabel="quantile of |x - mean|",
+           ylabel="multiples of the std", title=f"Tails of the Linear weights and inputs ({title})")  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path
+
+
+def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
+    """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect."""
+    colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
+    verdicts = verdicts[verdicts.ci_low.notna()]  # counts and facts have no interval
+    hypotheses = list(dict.fromkeys(verdicts.hypothesis))
+    fig, axes = plt.subplots(
+        len(hypotheses),
+        1,
+        figsize=(7, 0.4 + 1.0 * len(hypotheses) + 0.25 * len(verdicts)),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, hypothesis in zip(axes[:, 0], hypotheses, strict=True):
+        rows = verdicts[verdicts.hypothesis == hypothesis]
+        for i, v in enumerate(rows.itertuples()):
+            low, high = (v.ci_low, v.ci_high) if math.isfinite(v.ci_low) else (v.effect, v.effect)
+            ax.plot([low, high], [i, i], color=colours[v.verdict], linewidth=3, solid_capstyle="butt")
+            ax.plot(v.effect, i, "o", color=colours[v.verdict])
+        threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
+        ax.axvline(threshold, color="black", linewidth=1.5, label="threshold of the test")
+        if rows.test.iloc[0] == "equivalence":
+            ax.axvline(-threshold, color="black", linewidth=1.5)
+        ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier})" for v in rows.itertuples()])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        level = f"{rows.ci_level.iloc[0]:.0%}"
+        ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), "
+                     f"effect and {level} CI", fontsize=9)  # fmt: skip
+    axes[0, 0].legend(fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel("effect (positive = as the hypothesis predicts)")
+    fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path

@@ -1,6 +1,9 @@
 """Compile `results/` into the evidence report, reports/evidence-report.pdf, and log it to MLflow.
 
-    python -m ablations.report [--results results] [--out reports/evidence-report.pdf] [--no-mlflow]
+    python -m ablations.report [results=results] [out=reports/evidence-report.pdf] [mlflow=false] [tiers=quick,full]
+
+mlflow=false: do not log the PDF as an MLflow run. tiers: the tiers to report (smoke runs say nothing about claims),
+as a list also written 'tiers=[quick,full]' (quoted: a shell may read the brackets as a pattern).
 
 Every number comes from results/*.csv (exported from the MLflow store); the hypotheses and claims come
 from experiments/*.yaml. Python computes everything and writes it to JSON; the Typst template
@@ -9,30 +12,33 @@ from experiments/*.yaml. Python computes everything and writes it to JSON; the T
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
 import shutil
 import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import typst
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import typst  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from ablations import tracking  # noqa: E402
-from ablations.experiment import figure_from_spec  # noqa: E402
-from ablations.figures import FIGURE_DPI, arm_comparison_figure  # noqa: E402
-from ablations.health import PLATEAU_MARGIN, reference_lines  # noqa: E402
-from ablations.quantization import TAIL_QUANTILES  # noqa: E402
-from ablations.spec import ExperimentSpec, load_spec  # noqa: E402
+from ablations import settings, tracking
+from ablations.figures import (
+    arm_comparison_figure,
+    curves_figure,
+    effects_figure,
+    figure_from_spec,
+    reliability_figure,
+    tails_figure,
+)
+from ablations.health import PLATEAU_MARGIN, reference_lines
+from ablations.metrics import value_of
+from ablations.quantization import TAIL_QUANTILES
+from ablations.spec import ExperimentSpec, load_spec
 
 TEMPLATE = Path(__file__).with_name("report.typ")
 # Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
@@ -139,106 +145,6 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
     return " ".join(sentences)
 
 
-def curves_figure(
-    curves: pd.DataFrame, arms: list[str], title: str, path: Path, baselines: dict[str, float] | None = None
-) -> Path:
-    """Validation and training loss per step: the arm mean, a band from the lowest to the highest seed, and the
-    corpus's unigram and bigram baselines (validation split) with the plateau line 10 % below unigram."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
-    for ax, metric in zip(axes, ("val_loss", "train_loss"), strict=True):
-        frame = curves[curves.metric == metric]
-        sns.lineplot(
-            frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("pi", 100), ax=ax, legend=ax is axes[1]
-        )
-        # The first tenth of training is a steep drop that would flatten everything after it.
-        later = frame[frame.step >= frame.step.max() * 0.1].value
-        top = later.max()
-        for name, value in (baselines or {}).items():
-            ax.axhline(value, color="black", linestyle=":" if "bigram" in name else "--", linewidth=0.9, label=name)
-            top = max(top, value)
-        ax.set(title=f"{metric} ({title})", ylabel=metric, ylim=(later.min() * 0.98, top * 1.02))
-    sns.move_legend(
-        axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8, ncols=1 + len(arms) // 10
-    )
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
-
-
-def reliability_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
-    """Accuracy against confidence per confidence bin, pooled over seeds; the diagonal is perfect calibration."""
-    wide = curves.pivot_table(index=["arm", "seed", "step"], columns="metric", values="value").reset_index()
-    wide["hits"] = wide.reliability_accuracy * wide.reliability_count
-    wide["confidence_sum"] = wide.reliability_confidence * wide.reliability_count
-    pooled = wide.groupby(["arm", "step"])[["hits", "confidence_sum", "reliability_count"]].sum().reset_index()
-    pooled = pooled[pooled.reliability_count > 0]
-    fig, ax = plt.subplots(figsize=(4.8, 4.2), layout="constrained")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
-    for arm in arms:
-        rows = pooled[pooled.arm == arm]
-        ax.plot(rows.confidence_sum / rows.reliability_count, rows.hits / rows.reliability_count, "o-", label=arm)
-    ax.set(xlabel="confidence (bin mean)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
-
-
-def tails_figure(curves: pd.DataFrame, title: str, path: Path) -> Path:
-    """|x| / std at TAIL_QUANTILES for weights and activations (one line per seed) and for a Gaussian."""
-    gaussian = [float(stats.norm.ppf(0.5 + q / 2)) for q in TAIL_QUANTILES[:-1]]
-    labels = [f"{100 * q:g}%" for q in TAIL_QUANTILES[:-1]] + ["max"]
-    frame = curves.drop_duplicates(["metric", "seed", "step"])  # every arm measures the same fp32 base
-    fig, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
-    for (metric, seed), rows in frame.groupby(["metric", "seed"]):
-        colour = "tab:blue" if metric.startswith("weight") else "tab:red"
-        label = metric.removesuffix("_tail") if seed == frame.seed.min() else None
-        ax.plot(rows.step, rows.value, "o-", color=colour, alpha=0.7, label=label)
-    ax.plot(range(len(gaussian)), gaussian, "k:", label="Gaussian")
-    ax.set(xticks=range(len(labels)), xticklabels=labels, yscale="log", xlabel="quantile of |x - mean|",
-           ylabel="multiples of the std", title=f"Tails of the Linear weights and inputs ({title})")  # fmt: skip
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
-
-
-def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
-    """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect."""
-    colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
-    verdicts = verdicts[verdicts.ci_low.notna()]  # counts and facts have no interval
-    hypotheses = list(dict.fromkeys(verdicts.hypothesis))
-    fig, axes = plt.subplots(
-        len(hypotheses),
-        1,
-        figsize=(7, 0.4 + 1.0 * len(hypotheses) + 0.25 * len(verdicts)),
-        layout="constrained",
-        squeeze=False,
-    )
-    for ax, hypothesis in zip(axes[:, 0], hypotheses, strict=True):
-        rows = verdicts[verdicts.hypothesis == hypothesis]
-        for i, v in enumerate(rows.itertuples()):
-            low, high = (v.ci_low, v.ci_high) if math.isfinite(v.ci_low) else (v.effect, v.effect)
-            ax.plot([low, high], [i, i], color=colours[v.verdict], linewidth=3, solid_capstyle="butt")
-            ax.plot(v.effect, i, "o", color=colours[v.verdict])
-        threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
-        ax.axvline(threshold, color="black", linewidth=1.5, label="threshold of the test")
-        if rows.test.iloc[0] == "equivalence":
-            ax.axvline(-threshold, color="black", linewidth=1.5)
-        ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
-        ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier})" for v in rows.itertuples()])
-        ax.set_ylim(len(rows) - 0.5, -0.5)
-        level = f"{rows.ci_level.iloc[0]:.0%}"
-        ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), "
-                     f"effect and {level} CI", fontsize=9)  # fmt: skip
-    axes[0, 0].legend(fontsize=7, loc="best")
-    axes[-1, 0].set_xlabel("effect (positive = as the hypothesis predicts)")
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
-
-
 def _metrics_of(row: dict) -> dict[str, float]:
     """A runs.csv row's finite numbers."""
     return {k: v for k, v in row.items() if isinstance(v, float) and math.isfinite(v)}
@@ -256,173 +162,223 @@ def setup_line(group: pd.DataFrame) -> str:
     return model
 
 
-def experiment_section(spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.DataFrame, curves, work: Path) -> dict:
-    hypotheses = {h.id: h for h in spec.hypotheses}
-    primary = spec.hypotheses[0].metric
-    settings, tables, verdict_texts, figures, run_ids = [], [], [], [], []
-    for (tier, corpus), group in runs.groupby(["tier", "corpus"], sort=True):
-        first = group.iloc[0]
-        settings.append(
-            {
-                "tier": tier,
-                "corpus": corpus,
-                "sha256": first.corpus_sha256[:16],
-                "tokenizer": first.tokenizer,
-                "setup": setup_line(group),
-                "params": f"{int(first.n_params):,}",
-                "tokens": f"{int(first.train_tokens):,}",
-                "seeds": int(group.seed.nunique()),
-                "arms": int(group.arm.nunique()),
-                "hardware": first.hardware,
-                "wall": f"{group.wall_seconds.sum() / 60:.1f} min",
-            }
-        )
-        rows = []
-        for arm in spec.arms_for(tier):
-            arm_runs = group[group.arm == arm]
-            if arm_runs.empty:
-                continue
-            values = arm_runs[primary].where(arm_runs.status == "finished", math.log(first.vocab_size))
-            mean, low, high = mean_interval(values)
-            speed = arm_runs["train_tokens_per_sec"].mean() if "train_tokens_per_sec" in arm_runs else math.nan
-            rows.append(
-                {
-                    "arm": arm,
-                    "overrides": [f"{k}={v}" for k, v in spec.arms_for(tier)[arm].items()],
-                    "n": len(arm_runs),
-                    "mean": f"{mean:.4f}",
-                    "ci": f"[{low:.4f}, {high:.4f}]",
-                    "params": f"{int(arm_runs.n_params.iloc[0]):,}",
-                    "tok_s": "—" if math.isnan(speed) else f"{speed:,.0f}",  # evaluation-only arms do not train
-                    "health": ", ".join(f"{n} {h}" for h, n in arm_runs.health.value_counts().items())
-                    if "health" in arm_runs
-                    else "",
-                }
-            )
-        measures = {"metrics": spec.report_metrics, "rows": []}
-        for arm in spec.arms_for(tier) if spec.report_metrics else []:
-            arm_runs = group[group.arm == arm]
-            if not arm_runs.empty:
-                means = [arm_runs[m].mean() if m in arm_runs else math.nan for m in spec.report_metrics]
-                measures["rows"].append({"arm": arm, "values": ["—" if math.isnan(x) else f"{x:.4g}" for x in means]})
-        tables.append({"tier": tier, "corpus": corpus, "metric": primary, "rows": rows, "measures": measures})
-        tag = f"{spec.name}-{tier}-{corpus}"
-        as_runs = [(r["arm"], r["seed"], r["status"], _metrics_of(r)) for r in group.to_dict("records")]
-        loss_lines = reference_lines("final_val_loss", [metrics for *_, metrics in as_runs])
-        figures.append(
-            {
-                "path": arm_comparison_figure(
-                    f"{spec.id} [{tier}, {corpus}]",
-                    primary,
-                    [
-                        (r.arm, r.seed, getattr(r, primary))
-                        for arm in spec.arms_for(tier)
-                        for r in group[group.arm == arm].itertuples()
-                    ],
-                    work / f"{tag}-arms.png",
-                    loss_lines if primary == "final_val_loss" else {},
-                ).name,
-                "caption": f"{primary} per seed (dots) and arm mean with a bootstrap 95% interval; "
-                f"{corpus}, {tier} tier. For the validation loss: the corpus's unigram baseline and the plateau "
-                "line (dashed, or named in the corner when far off the plot).",
-            }
-        )
-        run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
-        if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
-            lines = loss_lines | ({"bigram baseline": float(group.baseline_bigram.mean())} if loss_lines else {})
-            figures.append(
-                {
-                    "path": curves_figure(
-                        run_curves, list(spec.arms_for(tier)), f"{corpus}, {tier}", work / f"{tag}-curves.png", lines
-                    ).name,
-                    "caption": "Loss per step: arm mean and the band from the lowest to the highest seed "
-                    "(validation on a fixed subset of windows). Dashed: the unigram baseline and the plateau line "
-                    f"{PLATEAU_MARGIN:.0%} below it (a run ending above it did not learn); dotted: the bigram "
-                    "baseline.",
-                }
-            )
-        for i, spec_figure in enumerate(spec.figures):
-            path = figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}.png")
-            if path is not None:
-                title = spec_figure.get("title", spec_figure["y"])
-                figures.append(
-                    {"path": path.name, "caption": f"{title}; {corpus}, {tier} tier (mean, bootstrap 95% CI)."}
-                )
-        tail_curves = run_curves[run_curves.metric.str.endswith("_tail")]
-        if not tail_curves.empty:
-            figures.append(
-                {
-                    "path": tails_figure(tail_curves, f"{corpus}, {tier}", work / f"{tag}-tails.png").name,
-                    "caption": "How long-tailed the trained model's Linear weights and inputs are: |x - mean| / std "
-                    "at each quantile (each layer normalized by its own std, layers pooled), per seed, against a "
-                    "Gaussian. Outliers far beyond the Gaussian line are what INT8 calibration must handle.",
-                }
-            )
-        reliability = run_curves[run_curves.metric.str.startswith("reliability_")]
-        if not reliability.empty:
-            figures.append(
-                {
-                    "path": reliability_figure(
-                        reliability, list(spec.arms_for(tier)), f"{corpus}, {tier}", work / f"{tag}-reliability.png"
-                    ).name,
-                    "caption": "Reliability diagram: validation accuracy against confidence in 15 bins, seeds pooled.",
-                }
-            )
-        run_ids.append(
-            {
-                "tier": tier,
-                "corpus": corpus,
-                "parents": sorted(set(group.parent_run_id)),
-                "runs": [f"{r.arm}/seed{r.seed}: {r.run_id}" for r in group.itertuples()],
-            }
-        )
+def experiment_section(
+    spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.DataFrame, curves: pd.DataFrame, work: Path
+) -> dict:
+    """One experiment's part of report.json: the claim and its hypotheses, then per tier x corpus the setup, the arm
+    table, the figures and the run ids; the verdicts in words and what they mean together. Figures are drawn in
+    `work`."""
+    groups = list(runs.groupby(["tier", "corpus"], sort=True))
     exp_verdicts = verdicts[verdicts.experiment == spec.name]
-    for v in exp_verdicts.itertuples():
-        verdict_texts.append(
-            {
-                "corpus": v.corpus,
-                "tier": v.tier,
-                "hypothesis": v.hypothesis,
-                "verdict": v.verdict_adjusted,  # the badge: the verdict to read; the sentence gives both
-                "text": verdict_sentence(pd.Series(v._asdict()), hypotheses[v.hypothesis], spec),
-            }
-        )
-    if not exp_verdicts.empty:
-        figures.append(
-            {
-                "path": effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects.png").name,
-                "caption": "Effect of each hypothesis with its interval (colour = raw verdict; grey: not "
-                "decided, an arm did not learn) and the threshold of its test.",
-            }
-        )
+    figures = [
+        entry for (tier, corpus), group in groups for entry in group_figures(spec, tier, corpus, group, curves, work)
+    ]
     return {
         "id": spec.id,
         "name": spec.name,
         "title": spec.title,
         "claim": spec.claim,
         "design": " ".join(spec.design.split()),
-        "hypotheses": [
-            {
-                "id": h.id,
-                "source": h.source,
-                "statement": h.statement,
-                "metric": h.metric,
-                "direction": h.direction,
-                "test": h.test.replace("_", "-"),
-                "superseded": spec.superseded(h.id),
-                "arms": f"{h.treatment} vs {h.control}",
-                "min_effect": f"{h.min_effect:g}",
-                "literature": h.literature,
-                "literature_expects": h.literature_expects or "—",
-            }
-            for h in spec.hypotheses
-        ],
-        "settings": settings,
-        "tables": tables,
-        "verdicts": verdict_texts,
+        "hypotheses": hypothesis_rows(spec),
+        "settings": [settings_row(tier, corpus, group) for (tier, corpus), group in groups],
+        "tables": [arm_table(spec, tier, corpus, group) for (tier, corpus), group in groups],
+        "verdicts": verdict_rows(spec, exp_verdicts),
         "meaning": meaning(spec, exp_verdicts),
-        "figures": figures,
-        "run_ids": run_ids,
+        "figures": figures + effects_figures(spec, exp_verdicts, work),
+        "run_ids": [run_ids_row(tier, corpus, group) for (tier, corpus), group in groups],
+    }
+
+
+def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
+    return [
+        {
+            "id": h.id,
+            "source": h.source,
+            "statement": h.statement,
+            "metric": h.metric,
+            "direction": h.direction,
+            "test": h.test.replace("_", "-"),
+            "superseded": spec.superseded(h.id),
+            "arms": f"{h.treatment} vs {h.control}",
+            "min_effect": f"{h.min_effect:g}",
+            "literature": h.literature,
+            "literature_expects": h.literature_expects or "—",
+        }
+        for h in spec.hypotheses
+    ]
+
+
+def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
+    """What one tier x corpus ran: corpus, model and training setup, size, hardware and wall time."""
+    first = group.iloc[0]
+    return {
+        "tier": tier,
+        "corpus": corpus,
+        "sha256": first.corpus_sha256[:16],
+        "tokenizer": first.tokenizer,
+        "setup": setup_line(group),
+        "params": f"{int(first.n_params):,}",
+        "tokens": f"{int(first.train_tokens):,}",
+        "seeds": int(group.seed.nunique()),
+        "arms": int(group.arm.nunique()),
+        "hardware": first.hardware,
+        "wall": f"{group.wall_seconds.sum() / 60:.1f} min",
+    }
+
+
+def arm_table(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> dict:
+    """The table of one tier x corpus: the primary metric per arm, and the experiment's own measures."""
+    primary = spec.hypotheses[0].metric
+    return {
+        "tier": tier,
+        "corpus": corpus,
+        "metric": primary,
+        "rows": arm_rows(spec, tier, group, primary),
+        "measures": {"metrics": spec.report_metrics, "rows": measure_rows(spec, tier, group)},
+    }
+
+
+def arm_rows(spec: ExperimentSpec, tier: str, group: pd.DataFrame, metric: str) -> list[dict]:
+    """Per arm: its overrides, the metric's mean and 95% interval over seeds (a run that did not finish counts as the
+    uniform prediction, ln V), size, speed and health."""
+    uniform, rows = math.log(group.iloc[0].vocab_size), []
+    for arm, overrides in spec.arms_for(tier).items():
+        arm_runs = group[group.arm == arm]
+        if arm_runs.empty:
+            continue
+        values = arm_runs[metric].where(arm_runs.status == "finished", uniform)
+        mean, low, high = mean_interval(values)
+        speed = arm_runs["train_tokens_per_sec"].mean() if "train_tokens_per_sec" in arm_runs else math.nan
+        rows.append(
+            {
+                "arm": arm,
+                "overrides": [f"{k}={v}" for k, v in overrides.items()],
+                "n": len(arm_runs),
+                "mean": f"{mean:.4f}",
+                "ci": f"[{low:.4f}, {high:.4f}]",
+                "params": f"{int(arm_runs.n_params.iloc[0]):,}",
+                "tok_s": "—" if math.isnan(speed) else f"{speed:,.0f}",  # evaluation-only arms do not train
+                "health": ", ".join(f"{n} {h}" for h, n in arm_runs.health.value_counts().items())
+                if "health" in arm_runs
+                else "",
+            }
+        )
+    return rows
+
+
+def measure_rows(spec: ExperimentSpec, tier: str, group: pd.DataFrame) -> list[dict]:
+    """Per arm, the mean over seeds of each of the experiment's `report_metrics`."""
+    rows = []
+    for arm in spec.arms_for(tier) if spec.report_metrics else []:
+        arm_runs = group[group.arm == arm]
+        if not arm_runs.empty:
+            means = [arm_runs[m].mean() if m in arm_runs else math.nan for m in spec.report_metrics]
+            rows.append({"arm": arm, "values": ["—" if math.isnan(x) else f"{x:.4g}" for x in means]})
+    return rows
+
+
+CURVES_CAPTION = (
+    "Loss per step: arm mean and the band from the lowest to the highest seed (validation on a fixed subset of "
+    f"windows). Dashed: the unigram baseline and the plateau line {PLATEAU_MARGIN:.0%} below it (a run ending above it "
+    "did not learn); dotted: the bigram baseline."
+)
+TAILS_CAPTION = (
+    "How long-tailed the trained model's Linear weights and inputs are: |x - mean| / std at each quantile (each layer "
+    "normalized by its own std, layers pooled), per seed, against a Gaussian. Outliers far beyond the Gaussian line "
+    "are what INT8 calibration must handle."
+)
+RELIABILITY_CAPTION = "Reliability diagram: validation accuracy against confidence in 15 bins, seeds pooled."
+
+
+def figure_entry(path: Path, caption: str) -> dict:
+    """A figure as report.json lists it: the file's name in the work folder, and its caption."""
+    return {"path": path.name, "caption": caption}
+
+
+def group_figures(
+    spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame, curves: pd.DataFrame, work: Path
+) -> list[dict]:
+    """The figures of one tier x corpus: per-arm values, loss curves, the experiment file's own figures, weight and
+    activation tails, reliability; each only where its data exist."""
+    tag = f"{spec.name}-{tier}-{corpus}"
+    rows = group.to_dict("records")
+    as_runs = [(r["arm"], r["seed"], r["status"], _metrics_of(r)) for r in rows]
+    loss_lines = reference_lines("final_val_loss", [metrics for *_, metrics in as_runs])
+    run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
+    where = f"{corpus}, {tier}"
+    entries = [arms_figure(spec, tier, corpus, rows, loss_lines, work / f"{tag}-arms.png")]
+    if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
+        lines = loss_lines | ({"bigram baseline": float(group.baseline_bigram.mean())} if loss_lines else {})
+        path = curves_figure(run_curves, list(spec.arms_for(tier)), where, work / f"{tag}-curves.png", lines)
+        entries.append(figure_entry(path, CURVES_CAPTION))
+    for i, spec_figure in enumerate(spec.figures):
+        if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}.png")) is not None:
+            title = spec_figure.get("title", spec_figure["y"])
+            entries.append(figure_entry(path, f"{title}; {corpus}, {tier} tier (mean, bootstrap 95% CI)."))
+    if not (tails := run_curves[run_curves.metric.str.endswith("_tail")]).empty:
+        entries.append(
+            figure_entry(tails_figure(tails, TAIL_QUANTILES, where, work / f"{tag}-tails.png"), TAILS_CAPTION)
+        )
+    if not (reliability := run_curves[run_curves.metric.str.startswith("reliability_")]).empty:
+        path = reliability_figure(reliability, list(spec.arms_for(tier)), where, work / f"{tag}-reliability.png")
+        entries.append(figure_entry(path, RELIABILITY_CAPTION))
+    return entries
+
+
+def arms_figure(
+    spec: ExperimentSpec, tier: str, corpus: str, rows: list[dict], loss_lines: dict[str, float], path: Path
+) -> dict:
+    """The primary metric per seed and arm. A diverged run is drawn at the registry's value (ablations.metrics); the
+    row itself is its metrics, so a finished run without the value is a gap."""
+    primary = spec.hypotheses[0].metric
+    values = [
+        (r["arm"], r["seed"], value_of(r["status"], r, primary))
+        for arm in spec.arms_for(tier)
+        for r in rows
+        if r["arm"] == arm
+    ]
+    lines = loss_lines if primary == "final_val_loss" else {}
+    caption = (
+        f"{primary} per seed (dots) and arm mean with a bootstrap 95% interval; {corpus}, {tier} tier. For the "
+        "validation loss: the corpus's unigram baseline and the plateau line (dashed, or named in the corner when far "
+        "off the plot)."
+    )
+    return figure_entry(arm_comparison_figure(f"{spec.id} [{tier}, {corpus}]", primary, values, path, lines), caption)
+
+
+def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path) -> list[dict]:
+    """The effect of each hypothesis against the threshold of its test, over all tiers and corpora (if any)."""
+    if exp_verdicts.empty:
+        return []
+    path = effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects.png")
+    caption = (
+        "Effect of each hypothesis with its interval (colour = raw verdict; grey: not decided, an arm did not learn) "
+        "and the threshold of its test."
+    )
+    return [figure_entry(path, caption)]
+
+
+def verdict_rows(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> list[dict]:
+    hypotheses = {h.id: h for h in spec.hypotheses}
+    return [
+        {
+            "corpus": v.corpus,
+            "tier": v.tier,
+            "hypothesis": v.hypothesis,
+            "verdict": v.verdict_adjusted,  # the badge: the verdict to read; the sentence gives both
+            "text": verdict_sentence(pd.Series(v._asdict()), hypotheses[v.hypothesis], spec),
+        }
+        for v in exp_verdicts.itertuples()
+    ]
+
+
+def run_ids_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
+    """Where one tier x corpus's runs are in MLflow: the parent runs and each arm x seed's run id."""
+    return {
+        "tier": tier,
+        "corpus": corpus,
+        "parents": sorted(set(group.parent_run_id)),
+        "runs": [f"{r.arm}/seed{r.seed}: {r.run_id}" for r in group.itertuples()],
     }
 
 
@@ -560,24 +516,25 @@ def log_to_mlflow(pdf: Path, results_dir: Path) -> str:
     return run.info.run_id
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=tracking.ROOT / "results")
-    parser.add_argument("--out", type=Path, default=tracking.ROOT / "reports" / "evidence-report.pdf")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log the PDF as an MLflow artifact")
-    parser.add_argument(
-        "--tiers", nargs="+", default=["quick", "full"], help="the tiers to report (default: quick full)"
-    )
-    args = parser.parse_args()
+@dataclass
+class ReportSettings:
+    results: Path = tracking.ROOT / "results"
+    out: Path = tracking.ROOT / "reports" / "evidence-report.pdf"
+    mlflow: bool = True  # log the PDF and the CSVs it came from as an MLflow run
+    tiers: list[str] = field(default_factory=lambda: ["quick", "full"])
+
+
+def main(argv: list[str]) -> None:
+    chosen = settings.parse(argv, ReportSettings(), __doc__)
     if not cjk_font():
         print(
             "note: no CJK font found (Debian/Ubuntu: apt-get install fonts-noto-cjk); the Chinese quotes are left out"
         )
-    pdf = build(args.results, args.out, tuple(args.tiers))
+    pdf = build(chosen.results, chosen.out, tuple(chosen.tiers))
     print(f"wrote {pdf}")
-    if not args.no_mlflow:
-        print(f"logged to MLflow run {log_to_mlflow(pdf, args.results)}")
+    if chosen.mlflow:
+        print(f"logged to MLflow run {log_to_mlflow(pdf, chosen.results)}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

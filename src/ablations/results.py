@@ -1,6 +1,6 @@
 """Export the MLflow store to `results/`: runs.csv, verdicts.csv, trends.csv and curves.csv.
 
-    python -m ablations.results [--out results]
+    python -m ablations.results [out=results]
 
 The export is a pure function of the store: the same store gives byte-identical files. Each
 (experiment, tier, corpus, arm, seed) appears once: its latest finished run, with its health (learned,
@@ -12,15 +12,15 @@ the health of both arms, and whether an amendment superseded it. trends.csv hold
 
 from __future__ import annotations
 
-import argparse
+import sys
 import warnings
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ablations import tracking
+from ablations import settings, tracking
 from ablations.decisions import ArmRun, Trend, scale_verdicts, trends, verdicts_for
 from ablations.health import learning_check, run_health
 from ablations.metrics import curves_csv_metrics, per_step
@@ -196,13 +196,16 @@ def export(out_dir: Path, mlflow_client: MlflowClient | None = None) -> dict[str
     return written
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=tracking.ROOT / "results")
-    args = parser.parse_args()
-    for path in export(args.out).values():
+@dataclass
+class ResultsSettings:
+    out: Path = tracking.ROOT / "results"
+
+
+def main(argv: list[str]) -> None:
+    chosen = settings.parse(argv, ResultsSettings(), __doc__)
+    for path in export(chosen.out).values():
         print(f"wrote {path} ({sum(1 for _ in path.open()) - 1} rows)")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

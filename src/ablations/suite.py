@@ -17,12 +17,14 @@ import multiprocessing
 import queue
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ablations import tracking
+from ablations import settings, tracking
 from ablations.cli import experiment_names, fail, prepare_process
 from ablations.experiment import console, run_experiment
 from ablations.plan import planned_runs
@@ -63,25 +65,35 @@ def train_in_parallel(overrides: list[str], name: str, workers: int, advance: Ca
         raise RuntimeError(f"{len(failed)} of {workers} workers failed (exit codes {failed})")
 
 
+@dataclass
+class SuiteSettings:
+    experiments: list[str] = field(default_factory=list)  # none named: every experiment
+    workers: int = 1
+
+
+def suite_settings(argv: list[str]) -> tuple[SuiteSettings, list[str]]:
+    """The suite's own settings, and the rest of argv: Hydra overrides of every experiment's config."""
+    own = {f.name for f in fields(SuiteSettings)}
+    mine = [a for a in argv if a.partition("=")[0] in own or a in settings.HELP]
+    chosen = settings.parse(mine, SuiteSettings(), __doc__)
+    if chosen.workers < 1:
+        fail(f"workers={chosen.workers} must be a positive whole number")
+    return chosen, [a for a in argv if a not in mine]
+
+
 def main(argv: list[str]) -> None:
     prepare_process()
-    chosen = [a.split("=", 1)[1] for a in argv if a.startswith("experiments=")]
-    workers_arg = [a.split("=", 1)[1] for a in argv if a.startswith("workers=")]
-    overrides = [a for a in argv if not a.startswith(("experiments=", "workers="))]
-    names = chosen[-1].split(",") if chosen else experiment_names()
+    chosen, overrides = suite_settings(argv)
+    names = chosen.experiments or experiment_names()
     if unknown := [n for n in names if n not in experiment_names()]:
         fail(f"unknown experiments {unknown}; valid: {', '.join(experiment_names())}")
     try:
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             configs = [compose("config", [f"experiment={name}", *overrides]) for name in names]
-    except OmegaConfBaseException as err:
+    except (OmegaConfBaseException, HydraException) as err:  # a key no config has, a value of the wrong type
         fail(str(err).splitlines()[0])
-    workers = int(workers_arg[-1]) if workers_arg and workers_arg[-1].isdigit() else None
-    if workers_arg and not workers:
-        fail(f"workers={workers_arg[-1]} must be a positive whole number")
-    workers = workers or 1
     try:
-        check_local_processes(workers, configs[0].threads, "workers")
+        check_local_processes(chosen.workers, configs[0].threads, "workers")
     except ValueError as err:
         fail(str(err))
     counts = {"trained": 0, "reused": 0}
@@ -104,8 +116,8 @@ def main(argv: list[str]) -> None:
         for name, cfg in zip(names, configs, strict=True):
             progress.update(task, description=f"suite: {name}")
             try:
-                if workers > 1:
-                    train_in_parallel(overrides, name, workers, advance)
+                if chosen.workers > 1:
+                    train_in_parallel(overrides, name, chosen.workers, advance)
                     run_experiment(cfg)  # every run is finished now: this pass reuses them and decides
                 else:
                     run_experiment(cfg, on_run=lambda run: advance(run.reused))
