@@ -136,6 +136,26 @@ def test_the_export_keeps_the_latest_finished_run_of_each_arm_and_seed():
     assert runs.loc["h1", "run_id"] == made[("h1", 2.4)]
 
 
+def test_a_group_rerun_at_a_new_numerics_version_exports_the_new_runs_only():
+    """Old-version runs of arms not yet rerun are not mixed into the new version's verdicts; other groups keep
+    theirs."""
+    client = tracking.client()
+    exp_id = tracking.experiment_id(client, "attention_heads")
+    tags = {tracking.ROLE: tracking.ARM_ROLE, "experiment": "attention_heads", "tier": "quick",
+            "corpus_sha256": "c", "tokenizer": "byte", "git_commit": "g", "hardware": "cpu",
+            "ablations.status": "finished"}  # fmt: skip
+    made = [("stdlib_prose", "h1", "1"), ("stdlib_prose", "h8", "1"), ("stdlib_prose", "h1", "2"),
+            ("tinyshakespeare", "h1", "1"), ("tinyshakespeare", "h8", "1")]  # fmt: skip
+    for start, (corpus, arm, version) in enumerate(made):
+        run_tags = tags | {"corpus": corpus, "arm": arm, "seed": "0", "code_version": version}
+        run = client.create_run(exp_id, start_time=1000 + start, tags=run_tags)
+        client.log_metric(run.info.run_id, "final_val_loss", 2.0)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    runs = results.finished_runs(MlflowClient(tracking.tracking_uri()))
+    exported = sorted(zip(runs.corpus, runs.arm, runs.code_version, strict=True))
+    assert exported == [("stdlib_prose", "h1", "2"), ("tinyshakespeare", "h1", "1"), ("tinyshakespeare", "h8", "1")]
+
+
 # --- the run key -----------------------------------------------------------------------------------
 
 
@@ -223,20 +243,21 @@ VERDICT_COLUMNS = [
 
 
 def test_verdicts_csv_rows_carry_the_experiment_files_words_sorted_by_group_with_each_groups_wall_time():
-    rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h8", "h32") for s in (0, 1)]
+    arms = ("h1", "h2", "h4", "h8", "h32")
+    rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in arms for s in (0, 1)]
     prose = runs_table(rows)
     shakespeare = prose.assign(corpus="tinyshakespeare", wall_seconds=5.0)
     table = results.verdicts(pd.concat([shakespeare, prose], ignore_index=True))  # groups out of order
     assert list(table.columns) == VERDICT_COLUMNS
     assert list(zip(table.corpus, table.hypothesis, strict=True)) == [
-        (c, h) for c in ("stdlib_prose", "tinyshakespeare") for h in ("H1", "H2", "H3", "H4")
+        (c, h) for c in ("stdlib_prose", "tinyshakespeare") for h in ("H1", "H2", "H3", "H4", "H5", "H6")
     ]
-    assert table.evidence.tolist() == [True] * 8  # quick-tier verdicts are evidence
+    assert table.evidence.tolist() == [True] * 12  # quick-tier verdicts are evidence
     spec = load_spec("attention_heads")
     for row, h in zip(table.itertuples(), spec.hypotheses * 2, strict=True):
         assert (row.experiment_id, row.claim_lines) == (spec.id, spec.claim["lines"])
         assert (row.hypothesis, row.source, row.statement) == (h.id, h.source, h.statement)
-        assert row.wall_seconds == (60.0 if row.corpus == "stdlib_prose" else 30.0)  # 6 runs of the group
+        assert row.wall_seconds == (100.0 if row.corpus == "stdlib_prose" else 50.0)  # 10 runs of the group
 
 
 def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exactly():
@@ -245,5 +266,5 @@ def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exac
         results.verdicts(runs)
     assert [str(w.message) for w in caught] == [
         "attention_heads [quick, stdlib_prose]: left out of verdicts.csv, arms without runs: "
-        "H1 (h8), H2 (h8), H3 (h8), H4 (h8)"
+        "H1 (h8), H2 (h8), H3 (h8), H4 (h8), H5 (h2), H6 (h4)"
     ]

@@ -83,9 +83,9 @@ def test_runs_land_in_mlflow_nested_under_a_parent_with_params_metrics_and_tags(
 def test_running_it_again_reuses_every_finished_run_and_their_parent(smoke_store):
     uri, first, second = smoke_store
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("reused finished run") == 6
+    assert second.stdout.count("reused finished run") == 10
     client = MlflowClient(uri)
-    assert len(arm_runs(client)) == 6
+    assert len(arm_runs(client)) == 10
     experiment = client.get_experiment_by_name("attention_heads")
     parents = client.search_runs([experiment.experiment_id], "tags.`ablations.role` = 'experiment'")
     assert len(parents) == 1  # no empty duplicate
@@ -137,9 +137,9 @@ def test_export_writes_runs_and_verdicts_and_is_deterministic(smoke_store, tmp_p
     for name in ("runs.csv", "verdicts.csv", "curves.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     runs = pd.read_csv(tmp_path / "a" / "runs.csv")
-    assert len(runs) == 6 and set(runs.arm) == ARMS and set(runs.status) == {"finished"}
+    assert len(runs) == 10 and set(runs.arm) == ARMS and set(runs.status) == {"finished"}
     verdicts = pd.read_csv(tmp_path / "a" / "verdicts.csv")
-    assert list(verdicts.hypothesis) == ["H1", "H2", "H3", "H4"]
+    assert list(verdicts.hypothesis) == ["H1", "H2", "H3", "H4", "H5", "H6"]
     assert set(verdicts.verdict) <= {"supported", "refuted", "inconclusive", "not decided"}
     # Anyone can recompute an effect from runs.csv: H1 is mean(h1) - mean(h8) of final_val_loss.
     h1 = verdicts.set_index("hypothesis").loc["H1"]
@@ -235,14 +235,14 @@ def test_a_terminated_experiment_marks_its_run_killed_and_resumes_without_duplic
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until the second arm is training
         experiment = client.get_experiment_by_name("attention_heads") if (tmp_path / "killed.db").exists() else None
-        if experiment and any(r.data.tags.get("arm") == "h8" and r.info.status == "RUNNING" for r in arm_runs(client)):
+        if experiment and any(r.data.tags.get("arm") == "h2" and r.info.status == "RUNNING" for r in arm_runs(client)):
             break
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
     assert process.returncode != 0
     statuses = {(r.data.tags["arm"], r.info.status) for r in arm_runs(client)}
-    assert ("h1", "FINISHED") in statuses and ("h8", "KILLED") in statuses
+    assert ("h1", "FINISHED") in statuses and ("h2", "KILLED") in statuses
 
     resumed = run_cli(*args[:-1], cache_dir=cache_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -15,7 +15,7 @@ from ablations.tracking import ROOT
 
 def sweep(*args: str, tmp_path, cache_dir: str) -> subprocess.CompletedProcess:
     env = os.environ | {"ABLATIONS_CACHE": cache_dir, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'sweep.db'}"}
-    command = [sys.executable, "-m", "ablations", "--multirun", "experiment=attention_heads", "tier=smoke", "seeds=2"]
+    command = [sys.executable, "-m", "ablations", "--multirun", "experiment=attention_heads", "tier=smoke", "seeds=1"]
     return subprocess.run(
         [*command, "threads=1", "hydra/launcher=local", f"hydra.sweep.dir={tmp_path / 'jobs'}", *args],
         env=env, capture_output=True, text=True, timeout=600,
@@ -34,7 +34,7 @@ def test_local_submitit_jobs_train_each_run_once_then_the_launcher_decides(tmp_p
     experiment_id = client.get_experiment_by_name("attention_heads").experiment_id
     arms = client.search_runs([experiment_id], "tags.`ablations.role` = 'arm'")
     assert sorted((r.data.tags["arm"], r.data.tags["seed"]) for r in arms) == sorted(
-        (arm, seed) for arm in ("h1", "h2", "h4", "h8", "h32") for seed in ("0", "1")
+        (arm, "0") for arm in ("h1", "h2", "h4", "h8", "h32")
     )  # one run per arm x seed, none twice
     parents = client.search_runs([experiment_id], "tags.`ablations.role` = 'experiment'")
     assert sum("shard" in p.info.run_name for p in parents) == 2
@@ -42,7 +42,7 @@ def test_local_submitit_jobs_train_each_run_once_then_the_launcher_decides(tmp_p
 
     again = sweep("shard=0/2,1/2", tmp_path=tmp_path, cache_dir=cache_dir)  # a rerun trains nothing
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(client.search_runs([experiment_id], "tags.`ablations.role` = 'arm'")) == 10
+    assert len(client.search_runs([experiment_id], "tags.`ablations.role` = 'arm'")) == 5
 
 
 @pytest.mark.parametrize(

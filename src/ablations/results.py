@@ -28,7 +28,8 @@ from ablations.parent_run import is_evidence
 from ablations.spec import ExperimentSpec, load_spec
 from ablations.verdict import Verdict, adjust
 
-KEY = ["experiment", "tier", "corpus", "arm", "seed"]
+GROUP = ["experiment", "tier", "corpus"]
+KEY = [*GROUP, "arm", "seed"]
 RUN_COLUMNS = KEY + ["status", "health", "learning_check", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).
 EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "trainer.precision", "trainer.accelerator")
@@ -73,13 +74,21 @@ def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
             )
     if not rows:
         return pd.DataFrame(columns=RUN_COLUMNS + PROVENANCE)
-    frame = pd.DataFrame(rows).sort_values(KEY + ["start_time", "run_id"])
+    frame = current_numerics(pd.DataFrame(rows).sort_values(KEY + ["start_time", "run_id"]))
     frame = frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
     specs = {name: load_spec(name) for name in frame["experiment"].unique()}
     frame["health"] = [run_health(r.status, _metrics(r)) for r in frame.itertuples(index=False)]
     frame["learning_check"] = [_learning_check(specs[r.experiment], r.arm, _metrics(r)) for r in frame.itertuples()]
     metrics = sorted(set(frame.columns) - set(RUN_COLUMNS) - set(PROVENANCE))
     return frame[RUN_COLUMNS + metrics + PROVENANCE]
+
+
+def current_numerics(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (experiment, tier, corpus), only the runs of the numerics version of the group's latest run: a verdict
+    never mixes runs of code that computes different numbers. While a group is being rerun at a new version, its
+    hypotheses whose arms have no new runs yet are left out (with a warning), not decided on the old runs."""
+    newest = frame.loc[frame.groupby(GROUP)["start_time"].idxmax(), [*GROUP, "code_version"]]
+    return frame.merge(newest, on=[*GROUP, "code_version"])  # an inner merge keeps frame's order
 
 
 def _metrics(row: tuple) -> dict[str, float]:
@@ -128,7 +137,7 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
     with the Benjamini-Hochberg adjustment over each family: the evidence tiers' current hypotheses, and apart
     from them the smoke tier's. A superseded hypothesis keeps its raw verdict and joins no family."""
     rows, decided = [], []
-    for (name, tier, corpus), group in runs.groupby(["experiment", "tier", "corpus"], sort=True):
+    for (name, tier, corpus), group in runs.groupby(GROUP, sort=True):
         spec = load_spec(name)
         statements = {h.id: h for h in spec.hypotheses}
         for scale, v in _group_verdicts(spec, tier, corpus, group):
@@ -158,7 +167,7 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
 def trend_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The trend test of every scaled hypothesis (ablations.decisions) per experiment x tier x corpus."""
     rows = []
-    for (name, tier, corpus), group in runs.groupby(["experiment", "tier", "corpus"], sort=True):
+    for (name, tier, corpus), group in runs.groupby(GROUP, sort=True):
         spec = load_spec(name)
         if spec.scale is None:
             continue
