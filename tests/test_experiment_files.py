@@ -1,11 +1,15 @@
 """Every experiment file is a complete, consistent pre-registration."""
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ablations.cli import experiment_names
+from ablations.data import parse_mix
 from ablations.plan import arm_config
 from ablations.spec import ExperimentSpec, load_spec
+from ablations.store import ROOT
+from ablations.training import OptimConfig
 
 NAMES = experiment_names()
 
@@ -99,3 +103,19 @@ def test_tier_grid_changes_a_grid_option_for_its_tier_only():
     spec.tier_grid.smoke.budget = {"long": {"optim.max_steps": 5}}
     with pytest.raises(ValueError, match=r"tier_grid.smoke.budget .* \['long'\]"):
         ExperimentSpec.from_config(spec)
+
+
+@pytest.mark.parametrize("tier", ["quick", "full"])
+def test_e09s_general_only_arms_take_as_many_updates_as_their_mix(tier):
+    """The steps written in the file equal what a token budget gives the mix (ablations.run.resolve's rule)."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", ["experiment=forgetting_data_mixing", f"tier={tier}"])
+    spec = load_spec("forgetting_data_mixing")
+    arms = spec.arms_for(tier)
+    for mix in ("d1g5", "d1g10"):
+        run_cfg = arm_config(cfg, mix, spec.tier_settings(tier) | arms[mix], seed=0)
+        share = parse_mix(run_cfg.data.mix)
+        optim = OptimConfig(**run_cfg.optim).for_batch(
+            run_cfg.data.batch_size, run_cfg.data.batch_size * run_cfg.model.block_size * share
+        )
+        assert arms[f"g_as_{mix}"]["optim.max_steps"] == optim.max_steps

@@ -274,7 +274,8 @@ def test_a_two_stage_experiment_trains_its_base_once_and_starts_every_arm_from_i
     experiment = client.get_experiment_by_name("forgetting_data_mixing")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ablations.role` = 'arm'")
     by_arm = {r.data.tags["arm"]: r for r in runs}
-    assert set(by_arm) == {"base", "d1g0", "d20g1", "d1g1", "d1g5", "d1g10"} and len(runs) == 6
+    assert set(by_arm) == {"base", "d1g0", "d20g1", "d1g1", "d1g5", "d1g10", "g_as_d1g5", "g_as_d1g10"}
+    assert len(runs) == 8
     base = by_arm["base"]
     assert tracking.CHECKPOINT_TAG in base.data.tags
     for arm, run in by_arm.items():
@@ -285,13 +286,17 @@ def test_a_two_stage_experiment_trains_its_base_once_and_starts_every_arm_from_i
     assert int(by_arm["d1g10"].data.params["optim.max_steps"]) == 11 * int(
         by_arm["d1g0"].data.params["optim.max_steps"]
     )
+    for mix in ("d1g5", "d1g10"):  # the general-only arms take as many updates as their mix
+        steps = by_arm[mix].data.params["optim.max_steps"]
+        assert by_arm[f"g_as_{mix}"].data.params["optim.max_steps"] == steps
+        assert by_arm[f"g_as_{mix}"].data.params["data.mix"] == "0:1"
     second = run_cli("experiment=forgetting_data_mixing", "tier=smoke", "seeds=1", cache_dir=cache_dir)
-    assert second.returncode == 0 and second.stdout.count("reused finished run") == 6
+    assert second.returncode == 0 and second.stdout.count("reused finished run") == 8
     # Checkpoints are not committed: in a fresh clone the base is trained again (bit-identically), its arms reused.
     stored = base.info.artifact_uri.removeprefix("file://") + "/checkpoint/model.pt"
     os.remove(stored)
     third = run_cli("experiment=forgetting_data_mixing", "tier=smoke", "seeds=1", cache_dir=cache_dir)
-    assert third.returncode == 0 and third.stdout.count("reused finished run") == 5
+    assert third.returncode == 0 and third.stdout.count("reused finished run") == 7
     retrained = client.search_runs(
         [experiment.experiment_id], filter_string="tags.arm = 'base' and attributes.status = 'FINISHED'"
     )
