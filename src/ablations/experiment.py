@@ -7,16 +7,12 @@ experiment: a new claim is a new YAML file.
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from rich.console import Console
@@ -24,58 +20,16 @@ from rich.table import Table
 
 from ablations import tracking
 from ablations.decisions import ArmRun, Trend, trends, verdicts_for
-from ablations.figures import arm_comparison_figure, figure_from_spec
-from ablations.health import (
-    PLATEAU_MARGIN,
-    reference_lines,
-)
+from ablations.health import PLATEAU_MARGIN
 from ablations.metrics import value_of
-from ablations.parent_run import EVIDENCE_TAG, NOTE_TAG, ParentRun, is_evidence, note, where_to_look
-from ablations.plan import arm_config, check_config, scale_value, tier_arms
+from ablations.parent_run import EVIDENCE_TAG, NOTE_TAG, ParentRun, is_evidence, log_summary, note, where_to_look
+from ablations.plan import Invocation, invocation, scale_value
 from ablations.resources import available_cores
 from ablations.run import train_arm
 from ablations.spec import ExperimentSpec
 from ablations.verdict import Verdict
 
 console = Console(width=None if Console().is_terminal else 140)
-
-
-@dataclass
-class Invocation:
-    """One `make experiment`: the spec, the runs it asks for (configs checked), and what its runs are tagged with."""
-
-    spec: ExperimentSpec
-    cfg: DictConfig
-    arms: list[str]
-    run_cfgs: list[DictConfig]
-    shard: tuple[int, int] | None
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return {"experiment": self.spec.name, "experiment_id": self.spec.id, "tier": self.cfg.tier,
-                "corpus": self.cfg.data.corpus, "tokenizer": self.cfg.data.tokenizer}  # fmt: skip
-
-    @property
-    def parent_name(self) -> str:
-        shard = f" · shard {self.shard[0] + 1}/{self.shard[1]}" if self.shard else ""
-        return f"{self.cfg.tier} · {self.cfg.data.corpus}{shard}"
-
-
-def invocation(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Invocation:
-    """Every run config of the experiment at this tier, checked before anything is written to MLflow."""
-    spec = ExperimentSpec.from_config(cfg.experiment)
-    arms = tier_arms(spec, cfg)
-    base = spec.tier_settings(cfg.tier)
-    run_cfgs = [
-        arm_config(cfg, arm, base | changes, seed) for arm, changes in arms.items() for seed in range(cfg.seeds)
-    ]
-    for run_cfg in run_cfgs[:: cfg.seeds]:
-        check_config(run_cfg)
-    if shard is not None:
-        index, count = shard
-        # A seed's arms start from its base, so with two stages a shard takes whole seeds.
-        run_cfgs = [c for c in run_cfgs if c.seed % count == index] if spec.base is not None else run_cfgs[index::count]
-    return Invocation(spec, cfg, list(arms), run_cfgs, shard)
 
 
 def run_experiment(
@@ -151,45 +105,6 @@ def print_run(run: ArmRun) -> None:
     elif run.health == "plateau":
         note += f", not {PLATEAU_MARGIN:.0%} below the unigram loss {run.metrics['baseline_unigram']:.3f}: a plateau"
     console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
-
-
-def log_summary(
-    mlflow_client: MlflowClient,
-    parent_id: str,
-    spec: ExperimentSpec,
-    runs: list[ArmRun],
-    verdicts: list[Verdict],
-    seconds: float,
-) -> None:
-    now = int(time.time() * 1000)
-    metrics = {"wall_seconds": seconds}
-    for v in verdicts:
-        metrics |= {
-            f"{v.hypothesis}.effect": v.effect,
-            f"{v.hypothesis}.ci_low": v.ci_low,
-            f"{v.hypothesis}.ci_high": v.ci_high,
-        }
-    mlflow_client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items() if math.isfinite(v)])
-    for v in verdicts:
-        mlflow_client.set_tag(parent_id, f"verdict.{v.hypothesis}", v.verdict)
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = Path(tmp) / "verdicts.json"
-        summary.write_text(json.dumps([v.as_dict() for v in verdicts], indent=2))
-        mlflow_client.log_artifact(parent_id, str(summary))
-        figure = Path(tmp) / f"{spec.name}.png"
-        metric = spec.hypotheses[0].metric
-        arm_comparison_figure(
-            f"{spec.id} {spec.name}",
-            metric,
-            [(r.arm, r.seed, value_of(r.status, r.metrics, metric)) for r in runs],
-            figure,
-            reference_lines(metric, [r.metrics for r in runs]),
-        )
-        mlflow_client.log_artifact(parent_id, str(figure))
-        for spec_figure in spec.figures:
-            path = Path(tmp) / f"{spec.name}-{spec_figure['y']}-vs-{spec_figure['x']}.png"
-            figure_from_spec(spec, spec_figure, [(r.arm, r.seed, r.status, r.metrics) for r in runs], path)
-            mlflow_client.log_artifact(parent_id, str(path))
 
 
 def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool = True) -> None:

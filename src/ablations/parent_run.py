@@ -9,16 +9,23 @@ claim, the hypotheses with their minimum effects and the verdict table in Markdo
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import tempfile
+import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from ablations import tracking
+from ablations.decisions import ArmRun
+from ablations.figures import arm_comparison_figure, figure_from_spec
+from ablations.health import reference_lines
+from ablations.metrics import value_of
+from ablations.spec import ExperimentSpec
 from ablations.verdict import Verdict
-
-if TYPE_CHECKING:  # the spec's module builds parents: a type only, no import at run time
-    from ablations.spec import ExperimentSpec
 
 RUNS_TAG = "ablations.run_keys_sha256"  # the runs a parent decided over
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description
@@ -93,6 +100,46 @@ def note(spec: ExperimentSpec, tier: str, corpus: str, verdicts: list[Verdict]) 
         )
     lines += ["", "p: this experiment alone; `make results` adjusts it over the report's family of tests (FDR)."]
     return "\n".join(lines)
+
+
+def log_summary(
+    mlflow_client: MlflowClient,
+    parent_id: str,
+    spec: ExperimentSpec,
+    runs: list[ArmRun],
+    verdicts: list[Verdict],
+    seconds: float,
+) -> None:
+    """The decided parent's summary: effects and intervals as metrics, verdicts as tags, verdicts.json, figures."""
+    now = int(time.time() * 1000)
+    metrics = {"wall_seconds": seconds}
+    for v in verdicts:
+        metrics |= {
+            f"{v.hypothesis}.effect": v.effect,
+            f"{v.hypothesis}.ci_low": v.ci_low,
+            f"{v.hypothesis}.ci_high": v.ci_high,
+        }
+    mlflow_client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items() if math.isfinite(v)])
+    for v in verdicts:
+        mlflow_client.set_tag(parent_id, f"verdict.{v.hypothesis}", v.verdict)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "verdicts.json"
+        summary.write_text(json.dumps([v.as_dict() for v in verdicts], indent=2))
+        mlflow_client.log_artifact(parent_id, str(summary))
+        figure = Path(tmp) / f"{spec.name}.png"
+        metric = spec.hypotheses[0].metric
+        arm_comparison_figure(
+            f"{spec.id} {spec.name}",
+            metric,
+            [(r.arm, r.seed, value_of(r.status, r.metrics, metric)) for r in runs],
+            figure,
+            reference_lines(metric, [r.metrics for r in runs]),
+        )
+        mlflow_client.log_artifact(parent_id, str(figure))
+        for spec_figure in spec.figures:
+            path = Path(tmp) / f"{spec.name}-{spec_figure['y']}-vs-{spec_figure['x']}.png"
+            figure_from_spec(spec, spec_figure, [(r.arm, r.seed, r.status, r.metrics) for r in runs], path)
+            mlflow_client.log_artifact(parent_id, str(path))
 
 
 def where_to_look(exp_id: str, parent_id: str, reused: bool) -> list[str]:

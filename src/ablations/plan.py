@@ -8,6 +8,7 @@ cannot be read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -93,3 +94,41 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
         raise ValueError(f"shard={shard!r} must be i/n with 0 <= i < n, e.g. shard=0/4")
     return int(index), int(count)
+
+
+@dataclass
+class Invocation:
+    """One `make experiment`: the spec, the runs it asks for (configs checked), and what its runs are tagged with."""
+
+    spec: ExperimentSpec
+    cfg: DictConfig
+    arms: list[str]
+    run_cfgs: list[DictConfig]
+    shard: tuple[int, int] | None
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"experiment": self.spec.name, "experiment_id": self.spec.id, "tier": self.cfg.tier,
+                "corpus": self.cfg.data.corpus, "tokenizer": self.cfg.data.tokenizer}  # fmt: skip
+
+    @property
+    def parent_name(self) -> str:
+        shard = f" · shard {self.shard[0] + 1}/{self.shard[1]}" if self.shard else ""
+        return f"{self.cfg.tier} · {self.cfg.data.corpus}{shard}"
+
+
+def invocation(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Invocation:
+    """Every run config of the experiment at this tier, checked before anything is written to MLflow."""
+    spec = ExperimentSpec.from_config(cfg.experiment)
+    arms = tier_arms(spec, cfg)
+    base = spec.tier_settings(cfg.tier)
+    run_cfgs = [
+        arm_config(cfg, arm, base | changes, seed) for arm, changes in arms.items() for seed in range(cfg.seeds)
+    ]
+    for run_cfg in run_cfgs[:: cfg.seeds]:
+        check_config(run_cfg)
+    if shard is not None:
+        index, count = shard
+        # A seed's arms start from its base, so with two stages a shard takes whole seeds.
+        run_cfgs = [c for c in run_cfgs if c.seed % count == index] if spec.base is not None else run_cfgs[index::count]
+    return Invocation(spec, cfg, list(arms), run_cfgs, shard)
