@@ -116,6 +116,19 @@ def test_a_hypothesis_whose_arm_has_no_runs_is_named_not_silently_dropped():
     assert list(table.hypothesis) == ["H1", "H3", "H4"]
 
 
+def test_a_hypothesis_on_a_metric_its_runs_never_measured_is_named_and_left_out():
+    """A hypothesis added after the runs were made (its metric absent) must not crash the export or be decided."""
+    arms = ("h1", "h2", "h4", "h8", "h32")
+    runs = runs_table([(arm, s, "finished", 2.0 + 0.1 * s) for arm in arms for s in range(3)]).drop(columns="n_params")
+    with pytest.warns(UserWarning) as caught:
+        table = results.verdicts(runs)
+    assert [str(w.message) for w in caught] == [
+        "attention_heads [quick, stdlib_prose]: left out of verdicts.csv, metrics the finished runs did not measure "
+        "(runs made before the hypothesis was added): H3 (n_params), H4 (n_params)"
+    ]
+    assert list(table.hypothesis) == ["H1", "H2", "H5", "H6"]
+
+
 def test_the_export_keeps_the_latest_finished_run_of_each_arm_and_seed():
     client = tracking.client()
     exp_id = tracking.experiment_id(client, "attention_heads")

@@ -35,6 +35,7 @@ from ablations.figures import (
     reliability_figure,
     tails_figure,
 )
+from ablations.files import atomic_write
 from ablations.health import PLATEAU_MARGIN, reference_lines
 from ablations.metrics import value_of
 from ablations.quantization import TAIL_QUANTILES
@@ -495,11 +496,8 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
         }
         (work / "report.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
         shutil.copy(TEMPLATE, work / "report.typ")
-        out.parent.mkdir(parents=True, exist_ok=True)
         pdf = typst.compile(str(work / "report.typ"), root=str(work), font_paths=list(CJK_FONT_DIRS))
-        tmp_out = out.with_suffix(".pdf.tmp")
-        tmp_out.write_bytes(pdf)
-        tmp_out.replace(out)
+        atomic_write(out, pdf)
     return out
 
 

@@ -22,11 +22,12 @@ from mlflow.tracking import MlflowClient
 
 from ablations import settings, tracking
 from ablations.decisions import ArmRun, Trend, scale_verdicts, trends, verdicts_for
+from ablations.files import atomic_file
 from ablations.health import learning_check, run_health
 from ablations.metrics import curves_csv_metrics, per_step
 from ablations.parent_run import is_evidence
 from ablations.spec import ExperimentSpec, load_spec
-from ablations.verdict import Verdict, adjust
+from ablations.verdict import Hypothesis, Verdict, adjust
 
 GROUP = ["experiment", "tier", "corpus"]
 KEY = [*GROUP, "arm", "seed"]
@@ -115,14 +116,30 @@ def _tier_value(spec: ExperimentSpec, group: pd.DataFrame) -> float | None:
     return float(own.iloc[0]) if len(own) else None
 
 
+def _measured(h: Hypothesis, group: pd.DataFrame) -> bool:
+    """Whether every finished run of h's arms measured h's metric (a count is of health, always known)."""
+    if h.test == "counts":
+        return True
+    finished = group[group["arm"].isin([h.control, h.treatment]) & (group["status"] == "finished")]
+    return h.metric in group and bool(finished[h.metric].notna().all())
+
+
 def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> list[tuple[str, Verdict]]:
     """(scale, verdict) of every hypothesis with runs of both arms, and of the scaled ones at every axis value."""
     arm_runs, present = _arm_runs(group), set(group["arm"])
-    testable = [h for h in spec.hypotheses if {h.control, h.treatment} <= present]
-    if untestable := [h for h in spec.hypotheses if h not in testable]:
+    with_arms = [h for h in spec.hypotheses if {h.control, h.treatment} <= present]
+    if untestable := [h for h in spec.hypotheses if h not in with_arms]:
         missing = ", ".join(f"{h.id} ({', '.join(sorted({h.control, h.treatment} - present))})" for h in untestable)
         warnings.warn(
             f"{spec.name} [{tier}, {corpus}]: left out of verdicts.csv, arms without runs: {missing}", stacklevel=3
+        )
+    testable = [h for h in with_arms if _measured(h, group)]
+    if unmeasured := [h for h in with_arms if h not in testable]:
+        missing = ", ".join(f"{h.id} ({h.metric})" for h in unmeasured)
+        warnings.warn(
+            f"{spec.name} [{tier}, {corpus}]: left out of verdicts.csv, metrics the finished runs did not measure "
+            f"(runs made before the hypothesis was added): {missing}",
+            stacklevel=3,
         )
     tier_value = _tier_value(spec, group)
     here = "" if tier_value is None else f"{spec.scale.label}={tier_value:g}"
@@ -198,9 +215,8 @@ def export(out_dir: Path, mlflow_client: MlflowClient | None = None) -> dict[str
     written = {}
     for name, table in tables.items():
         path = out_dir / name
-        tmp = path.with_suffix(".csv.tmp")
-        table.to_csv(tmp, index=False, lineterminator="\n")
-        tmp.replace(path)  # a reader never sees half a file
+        with atomic_file(path, "w") as f:  # a reader never sees half a file
+            table.to_csv(f, index=False, lineterminator="\n")
         written[name] = path
     return written
 
