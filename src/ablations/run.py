@@ -154,14 +154,14 @@ def run_params(run_cfg: DictConfig) -> dict[str, str]:
     return tracking.flatten(config)
 
 
-def open_run(
-    mlflow_client: MlflowClient, exp_id: str, run: Resolved, task: LanguageModelTask, tags: dict[str, str]
-) -> str:
-    """Create the arm's MLflow run with its tags and params; its name is short (the experiment is the MLflow
-    experiment already)."""
+def open_run(mlflow_client: MlflowClient, exp_id: str, run: Resolved, tags: dict[str, str]) -> str:
+    """Create the arm's MLflow run with its tags; its name is short (the experiment is the MLflow experiment)."""
     arm, seed = run.cfg.arm, run.cfg.seed
     run_tags = tags | {tracking.ROLE: tracking.ARM_ROLE, "ablations.run_key": run.key, "arm": arm, "seed": str(seed)}
-    run_id = mlflow_client.create_run(exp_id, run_name=f"{arm}/seed{seed}", tags=run_tags | run.hashes).info.run_id
+    return mlflow_client.create_run(exp_id, run_name=f"{arm}/seed{seed}", tags=run_tags | run.hashes).info.run_id
+
+
+def log_params(mlflow_client: MlflowClient, run_id: str, run: Resolved, task: LanguageModelTask) -> None:
     params = run_params(run.cfg) | {
         "model.vocab_size": str(run.tokens.vocab_size),
         "model.n_params": str(task.model.num_params()),
@@ -169,7 +169,6 @@ def open_run(
     items = sorted(params.items())
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         mlflow_client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in items[i : i + 100]])
-    return run_id
 
 
 # --- fit and evaluate -----------------------------------------------------------------------------------
@@ -304,7 +303,8 @@ def train_arm(
     run_id = None
     try:
         nesting = {"mlflow.parentRunId": parent_id()} if parent_id else {}
-        run_id = open_run(mlflow_client, exp_id, run, task, tags | nesting)
+        run_id = open_run(mlflow_client, exp_id, run, tags | nesting)
+        log_params(mlflow_client, run_id, run, task)
         logger = tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
         trainer = make_trainer(run_cfg, logger)
         fit(run, task, trainer, run_id, mlflow_client.tracking_uri)
