@@ -275,3 +275,18 @@ def test_a_token_budget_below_one_document_is_refused():
 
     with pytest.raises(ValueError, match="max_tokens"):
         DocumentBatches([10, 65], "buckets", batch_size=4, max_tokens=32, seed=0)
+
+
+def test_epochs_counted_in_fixed_batches_give_bucketed_batches_the_fixed_arms_update_count(tmp_path):
+    """The equal-update view of E07: bucketed batches for as many steps as an epoch of fixed batches takes."""
+    text = "".join(f"paragraph {i} " + "word " * (i % 9) + "\n\n" for i in range(400))
+    path = write(tmp_path / "docs.txt", text.encode())
+    common = {"path": str(path), "block_size": 32, "batch_size": 8, "max_tokens": 256, "epochs": 1,
+              "cache_dir": str(tmp_path)}  # fmt: skip
+    fixed = TextDataModule("textfile", packing="fixed", **common).steps_per_epoch()
+    buckets = TextDataModule("textfile", packing="buckets", **common).steps_per_epoch()
+    counted = TextDataModule("textfile", packing="buckets", count_epochs_as="fixed", **common)
+    assert counted.steps_per_epoch() == fixed != buckets
+    assert counted.document_batches().mode == "buckets"  # the batches themselves stay bucketed
+    with pytest.raises(ValueError, match="count_epochs_as"):
+        TextDataModule("textfile", packing="buckets", count_epochs_as="fixed", **common | {"epochs": None})

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
 from scipy import stats
 
 from ablations import results, tracking
@@ -211,6 +212,18 @@ def test_where_and_how_a_run_executes_leaves_its_key_alone(smoke_config, overrid
     assert key_of(smoke_config, override) == key_of(smoke_config)
 
 
+def test_a_setting_added_later_enters_the_key_only_when_switched_on(smoke_config):
+    """Off, the key is the one computed before the setting existed, so committed runs stay reusable."""
+    without = smoke_config.copy()
+    with open_dict(without):
+        del without.benchmark
+        del without.data.count_epochs_as
+    assert key_of(smoke_config) == key_of(without)
+    assert key_of(smoke_config, "benchmark.name=batching") != key_of(smoke_config)
+    assert key_of(smoke_config, "data.count_epochs_as=fixed") != key_of(smoke_config)
+    assert key_of(smoke_config, "benchmark.repeats=3") == key_of(smoke_config)  # a setting of a switch that is off
+
+
 # --- metrics derived from the measured ones ---------------------------------------------------------
 
 
@@ -281,3 +294,28 @@ def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exac
         "attention_heads [quick, stdlib_prose]: left out of verdicts.csv, arms without runs: "
         "H1 (h8), H2 (h8), H3 (h8), H4 (h8), H5 (h2), H6 (h4)"
     ]
+
+
+# --- a contrast measured side by side within each treatment run ---------------------------------------------
+
+
+def test_a_side_by_side_contrast_is_decided_on_the_treatment_runs_alone():
+    """The metric is already buckets' log speed-up over fixed, timed in turns in each buckets run: the control
+    contributes 0 per seed and neither its values nor its health enter."""
+    h = Hypothesis("H5", "s", "bench_log_speedup", "buckets", "fixed", "higher", 0.049, side_by_side=True)
+    speedups = (0.12, 0.15, 0.10)
+    runs = [ArmRun("buckets", s, f"b{s}", "finished", {"bench_log_speedup": x, "final_val_loss": 2.0} | LEARNED,
+                   True) for s, x in enumerate(speedups)]  # fmt: skip
+    runs += [ArmRun("fixed", s, f"f{s}", "finished", {"final_val_loss": 3.3} | LEARNED, True) for s in range(3)]
+    (v,) = verdicts_for([h], runs)
+    assert (v.control_mean, v.effect) == pytest.approx((0.0, sum(speedups) / 3))
+    assert (v.ci_low, v.ci_high) == pytest.approx(stats.ttest_1samp(speedups, 0).confidence_interval(0.95))
+    assert (v.verdict, v.interval, v.reason) == ("supported", "paired t", "")
+
+    stuck = [replace_metrics(r, final_val_loss=3.3) if r.arm == "buckets" else r for r in runs]
+    (v,) = verdicts_for([h], stuck)
+    assert (v.verdict, v.reason) == ("not decided", "did not learn: buckets: 3 of 3 runs plateau")
+
+
+def replace_metrics(run: ArmRun, **metrics: float) -> ArmRun:
+    return ArmRun(run.arm, run.seed, run.run_id, run.status, run.metrics | metrics, run.reused)

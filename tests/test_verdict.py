@@ -446,3 +446,11 @@ def test_an_adjusted_p_of_exactly_five_percent_is_not_below_alpha():
     base = decide(hypothesis(), values(2.0, 2.01, 1.99), values(1.90, 1.92, 1.88))
     pair = adjust([replace(base, p_value=0.025), replace(base, p_value=0.5, verdict="inconclusive")])
     assert [(v.p_adjusted, v.verdict_adjusted) for v in pair] == [(0.05, "inconclusive"), (0.5, "inconclusive")]
+
+
+def test_a_side_by_side_contrast_is_a_measured_test_of_the_treatment_runs():
+    h = Hypothesis("H", "s", "bench_log_speedup", "buckets", "fixed", "higher", 0.05, side_by_side=True)
+    assert h.measured_arms == ("buckets",)
+    assert hypothesis().measured_arms == ("control", "treatment")
+    with pytest.raises(ValueError, match="side-by-side contrast is measured, not a counts"):
+        Hypothesis("H", "s", "not_learned", "buckets", "fixed", "lower", 0, test="counts", side_by_side=True)

@@ -478,6 +478,7 @@ class TextDataModule(pl.LightningDataModule):
         max_tokens: int = 2048,
         epochs: int | None = None,
         max_documents: int | None = None,
+        count_epochs_as: str | None = None,
         domain: str | None = None,
         domain_path: str | None = None,
         mix: str | None = None,
@@ -487,6 +488,8 @@ class TextDataModule(pl.LightningDataModule):
         and padded to the longest; "fixed", "buckets" and "sorted" pass over every paragraph once per
         epoch in batches from DocumentBatches (max_tokens: the padded-size budget of a batch).
         max_documents: train on the first that many paragraphs only (the smoke tier's short epochs).
+        count_epochs_as: an epoch-based packing whose epochs count the steps (`epochs` of "fixed" batches of
+        `batch_size`: as many updates as those), while batches come from `packing`; null: `packing` itself.
 
         domain: a second corpus for continued training (`domain_path` if it needs a path). Training
         windows then mix it with `corpus` at `mix` = "domain:general" (MixedWindows), and validation
@@ -509,6 +512,9 @@ class TextDataModule(pl.LightningDataModule):
         self.packing, self.max_tokens, self.epochs, self.max_documents = packing, max_tokens, epochs, max_documents
         if epochs is not None and packing not in EPOCH_PACKINGS:
             raise ValueError(f"data.epochs needs an epoch-based data.packing ({', '.join(EPOCH_PACKINGS)})")
+        if count_epochs_as is not None and (count_epochs_as not in EPOCH_PACKINGS or epochs is None):
+            raise ValueError(f"data.count_epochs_as={count_epochs_as!r} needs data.epochs and one of {EPOCH_PACKINGS}")
+        self.count_epochs_as = count_epochs_as
         self.corpus_name, self.tokenizer, self.path = corpus, tokenizer, path
         self.block_size, self.batch_size, self.eval_batch_size = block_size, batch_size, eval_batch_size
         self.eval_windows, self.test_windows, self.seed, self.cache_dir = eval_windows, test_windows, seed, cache_dir
@@ -554,13 +560,15 @@ class TextDataModule(pl.LightningDataModule):
         """A fixed training batch, the same for every arm and seed, for probes to measure on."""
         return next(iter(RandomWindows(self.train_ids, self.block_size, size or self.batch_size, seed=2**31 - 1)))
 
-    def document_batches(self) -> DocumentBatches:
+    def document_batches(self, packing: str | None = None) -> DocumentBatches:
+        """The training batches of `packing` (default: data.packing) over this corpus's documents."""
         lengths = [len(d) for d in self.train_docs]
-        return DocumentBatches(lengths, self.packing, self.batch_size, self.max_tokens, self.seed)
+        return DocumentBatches(lengths, packing or self.packing, self.batch_size, self.max_tokens, self.seed)
 
     def steps_per_epoch(self) -> int:
+        """Updates per epoch: of data.packing, or of data.count_epochs_as where that counts the epochs."""
         self.setup()
-        return len(self.document_batches())
+        return len(self.document_batches(self.count_epochs_as))
 
     def train_dataloader(self) -> DataLoader:
         if self.packing in EPOCH_PACKINGS:

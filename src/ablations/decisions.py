@@ -47,7 +47,12 @@ class ArmRun:
 
 
 def arm_sample(h: Hypothesis, arm: str, runs: list[ArmRun]) -> Arm:
-    """An arm's per-seed values of h's metric and health (for counts, the value is whether the run counts)."""
+    """An arm's per-seed values of h's metric and health (for counts, the value is whether the run counts).
+
+    Side by side, the control is the zero of the contrast each treatment run measured, with that run's health."""
+    if h.side_by_side and arm == h.control:
+        treatment = arm_sample(h, h.treatment, runs)
+        return Arm(dict.fromkeys(treatment.values, 0.0), treatment.health)
     mine = [r for r in runs if r.arm == arm]
     if h.test == "counts":
         values = {r.seed: float(r.health in COUNTED[h.metric]) for r in mine}
@@ -81,7 +86,7 @@ def scale_verdicts(
             continue
         for value in sorted(spec.scale.values[tier]):
             scaled = at_scale(spec, h, value, tier_value)
-            if {scaled.control, scaled.treatment} <= present:
+            if set(scaled.measured_arms) <= present:
                 out.setdefault(h.id, {})[value] = verdicts_for([scaled], runs)[0]
     return out
 
@@ -119,8 +124,8 @@ def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict
     sign = -1 if h.direction == "lower" else 1
     x, y = [], []
     for value in values:
-        arms = (by_value[value].control, by_value[value].treatment)
-        control, treatment = (arm_sample(h, arm, runs).values for arm in arms)
+        at_value = replace(h, control=by_value[value].control, treatment=by_value[value].treatment)
+        control, treatment = (arm_sample(at_value, arm, runs).values for arm in (at_value.control, at_value.treatment))
         for seed in sorted(set(control) & set(treatment)):
             x.append(math.log2(value))
             y.append(sign * (treatment[seed] - control[seed]))

@@ -97,6 +97,13 @@ REGISTRY: tuple[MetricSpec, ...] = (
                lower_is_better=False),
     MetricSpec("train_padding_fraction", "cost", "training", "padding fraction of the training batches",
                lower_is_better=True),
+    # speed benchmarks, side by side in one process (speed, timing)
+    MetricSpec("bench_log_speedup", "speed", "speed",
+               "log real-token speed of buckets over fixed batches, side by side", lower_is_better=False),
+    MetricSpec("bench_tokens_per_sec_*", "speed", "speed", "real tokens per second in the side-by-side benchmark",
+               lower_is_better=False),
+    MetricSpec("bench_padding_fraction_*", "cost", "speed", "padding fraction of the benchmark's batches",
+               lower_is_better=True),
     # trivial baselines of the corpus (health)
     MetricSpec("baseline_*", "baseline", "health", "baseline cross-entropy (nats/token)"),
     # post-training quantization (quantization)

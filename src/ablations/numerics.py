@@ -3,6 +3,16 @@
 Bump it (and regenerate tests/fixtures/golden.json with `make golden`) whenever a change alters a number that a
 run computes; tests/test_numerics.py fails until you do. Everything else (refactors, comments, new switches that
 default to off, reports) leaves it alone, and so leaves every committed run reusable.
+
+A new setting is part of every run's resolved config, so it would change every run's key even while it is off.
+Each setting added after the store's first runs is therefore listed in ADDED_SETTINGS with the switch that turns
+it on: while that switch is null the setting stays out of the key (ablations.run.arm_run_key).
 """
 
 NUMERICS_VERSION = "1"
+
+# config path of the setting -> the switch that turns it on (null = off, the behaviour before the setting existed)
+ADDED_SETTINGS = {
+    "data.count_epochs_as": "data.count_epochs_as",
+    "benchmark": "benchmark.name",
+}

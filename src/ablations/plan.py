@@ -19,6 +19,7 @@ from ablations.model import ModelConfig
 from ablations.probes import PROBES
 from ablations.quantization import QuantizeConfig
 from ablations.spec import ExperimentSpec
+from ablations.speed import BenchmarkConfig
 from ablations.training import OptimConfig
 
 
@@ -50,6 +51,7 @@ def check_config(run_cfg: DictConfig) -> None:
     ModelConfig(**{**run_cfg.model, "vocab_size": 256})
     OptimConfig(**run_cfg.optim)
     QuantizeConfig(**run_cfg.quantize)
+    BenchmarkConfig(**run_cfg.benchmark)
 
 
 def check_overrides(spec: ExperimentSpec, tier: str, overrides: list[str]) -> None:

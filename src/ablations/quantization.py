@@ -23,7 +23,6 @@ import io
 import logging
 import math
 import statistics
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from scipy.stats import kurtosis
 from torch import nn
 
 from ablations.model import GPT
+from ablations.timing import alternate, median_log_ratio
 
 METHODS = ("none", "dynamic_int8", "weight_int8", "weight_int4", "static_int8")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
@@ -179,19 +179,12 @@ def block_bytes(model: nn.Module) -> int:
 
 
 def latency_ratio(reference: nn.Module, quantized: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Median seconds per forward of `quantized` and its ratio to `reference`, timed alternately in one loop
-    so that both see the same machine noise."""
-    times: dict[int, list[float]] = {0: [], 1: []}
+    """Median seconds per forward of `quantized` and its ratio to `reference`, timed side by side
+    (ablations.timing: in turns, paired by round)."""
     with torch.no_grad():
-        for model in (reference, quantized):
-            model(x)  # warm-up: first-call allocations and kernel selection
-        for _ in range(repeats):
-            for i, model in enumerate((reference, quantized)):
-                start = time.perf_counter()
-                model(x)
-                times[i].append(time.perf_counter() - start)
-    reference_s, quantized_s = statistics.median(times[0]), statistics.median(times[1])
-    return quantized_s, quantized_s / reference_s
+        seconds = alternate({"reference": lambda: reference(x), "quantized": lambda: quantized(x)}, repeats)
+    ratio = math.exp(median_log_ratio(seconds["quantized"], seconds["reference"]))
+    return statistics.median(seconds["quantized"]), ratio
 
 
 def tails(model: GPT, x: torch.Tensor) -> dict[str, list[float]]:

@@ -120,16 +120,16 @@ def _measured(h: Hypothesis, group: pd.DataFrame) -> bool:
     """Whether every finished run of h's arms measured h's metric (a count is of health, always known)."""
     if h.test == "counts":
         return True
-    finished = group[group["arm"].isin([h.control, h.treatment]) & (group["status"] == "finished")]
+    finished = group[group["arm"].isin(h.measured_arms) & (group["status"] == "finished")]
     return h.metric in group and bool(finished[h.metric].notna().all())
 
 
 def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> list[tuple[str, Verdict]]:
     """(scale, verdict) of every hypothesis with runs of both arms, and of the scaled ones at every axis value."""
     arm_runs, present = _arm_runs(group), set(group["arm"])
-    with_arms = [h for h in spec.hypotheses if {h.control, h.treatment} <= present]
+    with_arms = [h for h in spec.hypotheses if set(h.measured_arms) <= present]
     if untestable := [h for h in spec.hypotheses if h not in with_arms]:
-        missing = ", ".join(f"{h.id} ({', '.join(sorted({h.control, h.treatment} - present))})" for h in untestable)
+        missing = ", ".join(f"{h.id} ({', '.join(sorted(set(h.measured_arms) - present))})" for h in untestable)
         warnings.warn(
             f"{spec.name} [{tier}, {corpus}]: left out of verdicts.csv, arms without runs: {missing}", stacklevel=3
         )

@@ -5,7 +5,7 @@
     reuse      a finished run with the same key, if there is one (and its weights, if they are needed)
     build      the model and its training task (ablations.ddp builds the same in every rank)
     fit        here, or data-parallel in processes of its own (ablations.ddp)
-    evaluate   quantize if asked, then the final evaluation on the validation split
+    evaluate   a speed benchmark and quantization if asked, then the final evaluation on the validation split
     record     the run's metrics, health and status
 
 `train_arm` runs them in order. An interruption anywhere after the run is opened marks it KILLED, never
@@ -38,7 +38,9 @@ from ablations.data import TextDataModule, TokenizedCorpus, evaluation_windows
 from ablations.decisions import ArmRun
 from ablations.health import HEALTH_TAG, LAST_QUARTER_DROP, baselines, last_quarter_drop, run_health
 from ablations.model import ModelConfig
+from ablations.numerics import ADDED_SETTINGS
 from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.speed import BenchmarkConfig, run_benchmark
 from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
 
 # Config blocks that describe where and how a run executes, not what it computes.
@@ -113,6 +115,10 @@ def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
     """
     key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
     key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "domain_path", "cache_dir")}
+    for setting, switch in ADDED_SETTINGS.items():  # off: as before the setting existed
+        if OmegaConf.select(run_cfg, switch) is None:
+            section, _, name = setting.rpartition(".")
+            (key_config[section] if section else key_config).pop(name, None)
     return tracking.run_key(key_config | corpus_hashes)
 
 
@@ -218,17 +224,21 @@ def fit_data_parallel(run_cfg: DictConfig, run_id: str, task: LanguageModelTask,
 
 
 def evaluate(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer) -> tuple[dict, dict[str, list[float]]]:
-    """Quantize if the config asks (evaluating the quantized copy from then on), then the final evaluation.
+    """The benchmark the config names, on copies of the trained model; quantize if the config asks (evaluating
+    the quantized copy from then on); then the final evaluation.
 
-    Returns the quantization's summary metrics and its per-quantile profiles ({} without quantization)."""
+    Returns the benchmark's and the quantization's summary metrics and the quantization's per-quantile profiles."""
+    benchmark = BenchmarkConfig(**run.cfg.benchmark)
+    measured = run_benchmark(task, run.data, benchmark, trainer.precision_plugin.forward_context)
     cfg = QuantizeConfig(**run.cfg.quantize)
-    measured, profiles = {}, {}
+    profiles = {}
     if cfg.method is not None:
         run.data.setup()
         batches = itertools.islice(iter(run.data.train_dataloader()), cfg.calibration_batches)
         sample = evaluation_windows(run.data.val_ids, run.data.block_size, max(cfg.latency_batches)).tensors[0]
         task.model.eval()
-        quantized, measured, profiles = quantized_evaluation(task.model, cfg, (x for x, _ in batches), sample)
+        quantized, quantized_metrics, profiles = quantized_evaluation(task.model, cfg, (x for x, _ in batches), sample)
+        measured |= quantized_metrics
         task.evaluate_with(quantized)
     trainer.test(task, datamodule=run.data, verbose=False)
     return measured, profiles

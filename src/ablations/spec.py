@@ -180,7 +180,7 @@ class ExperimentSpec:
         if self.scale is None or tier not in self.scale.values:
             return {}
         arms = self.arms_for(tier)
-        names = dict.fromkeys(a for h in self.hypotheses if h.id in self.scale.slope for a in (h.control, h.treatment))
+        names = dict.fromkeys(a for h in self.hypotheses if h.id in self.scale.slope for a in h.measured_arms)
         return {
             self.scale.arm_name(arm, value): arms[arm] | {self.scale.axis: value}
             for value in self.scale.values[tier]

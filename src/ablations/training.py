@@ -44,6 +44,14 @@ OPTIMIZERS: dict[str, Callable[[list[dict], OptimConfig], torch.optim.Optimizer]
 }
 
 
+def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """cfg's optimizer over the module's parameters, weight decay on matrices and embeddings only."""
+    decay = [p for p in module.parameters() if p.dim() >= 2]  # not norms or biases
+    no_decay = [p for p in module.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return OPTIMIZERS[cfg.name](groups, cfg)
+
+
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # a name in OPTIMIZERS
@@ -205,13 +213,7 @@ class LanguageModelTask(pl.LightningModule):
             )
 
     def configure_optimizers(self):
-        decay = [p for p in self.parameters() if p.dim() >= 2]  # matrices and embeddings; not norms or biases
-        no_decay = [p for p in self.parameters() if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": self.optim_cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        optimizer = OPTIMIZERS[self.optim_cfg.name](groups, self.optim_cfg)
+        optimizer = make_optimizer(self, self.optim_cfg)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: self.optim_cfg.lr_at(step) / self.optim_cfg.lr
         )

@@ -23,6 +23,10 @@ counts           "fewer (or more) runs of the treatment end as `metric`" (not_le
 fact             a value fixed by construction (e.g. a parameter count): it must not vary by seed, and is
                  compared with the threshold exactly; no p value, outside the count of tests.
 
+Side by side (`side_by_side: true`): the metric is already the treatment's contrast to the control, measured
+in turns within each treatment run (a log ratio of speeds, ablations.timing), so the control's value is 0 for
+every seed and the interval is the t interval of the treatment's per-seed contrasts.
+
 Seeds are paired (the same seed gives both arms the same data order): with exactly the same seeds in both
 arms the interval is the t interval of the per-seed differences; when the seeds differ at all it is
 Welch's interval of the two arms (`interval` says which, so the switch is never silent).
@@ -66,6 +70,12 @@ class Hypothesis:
     source: str = ""  # "document, line N" for the handbook's own claims, else the paper it comes from
     literature: str = ""  # what published work found
     literature_expects: str = ""  # the verdict the literature predicts: supported | refuted
+    side_by_side: bool = False  # the metric is the contrast to the control, measured within each treatment run
+
+    @property
+    def measured_arms(self) -> tuple[str, ...]:
+        """The arms whose runs hold the metric: side by side, the treatment's alone."""
+        return (self.treatment,) if self.side_by_side else (self.control, self.treatment)
 
     @property
     def from_document(self) -> bool:
@@ -88,6 +98,8 @@ class Hypothesis:
         if self.test == "counts" and (self.metric not in COUNTED or self.min_effect != 0):
             raise ValueError(f"hypothesis {self.id}: a counts test counts one of {sorted(COUNTED)} "
                              "with min_effect 0")  # fmt: skip
+        if self.side_by_side and self.test in ("counts", "fact"):
+            raise ValueError(f"hypothesis {self.id}: a side-by-side contrast is measured, not a {self.test}")
         if self.literature_expects not in ("", "supported", "refuted"):
             raise ValueError(f"hypothesis {self.id}: literature_expects must be supported or refuted")
 
@@ -265,7 +277,8 @@ def _fact(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
 def _unhealthy(h: Hypothesis, control: Arm, treatment: Arm) -> str:
     """Why the arms cannot decide h ("" when every run learned)."""
     problems = []
-    for name, arm in ((h.control, control), (h.treatment, treatment)):
+    measured = {h.control: control, h.treatment: treatment}
+    for name, arm in ((name, measured[name]) for name in h.measured_arms):
         failed = Counter(status for status in arm.health.values() if status != "learned")
         if failed:
             counts = ", ".join(f"{n} of {len(arm.health)} runs {status}" for status, n in sorted(failed.items()))

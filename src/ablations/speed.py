@@ -1,0 +1,95 @@
+"""Speed benchmarks whose numbers are evidence, timed side by side (ablations.timing).
+
+A benchmark is chosen by name in `benchmark.name` and runs after training, on copies of the trained model
+(ablations.run.evaluate); its metrics are named bench_*.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ablations.data import TextDataModule, pad_batch
+from ablations.timing import alternate, median_log_ratio
+from ablations.training import LanguageModelTask, make_optimizer
+
+BATCHINGS = ("fixed", "buckets")  # control, treatment of the batching benchmark
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str | None = None  # None: no benchmark; else a name in BENCHMARKS
+    batches: int = 8  # batches of each contender per round
+    repeats: int = 10  # timed rounds
+
+    def __post_init__(self) -> None:
+        if self.name is not None and self.name not in BENCHMARKS:
+            raise ValueError(f"benchmark.name={self.name!r} must be null or one of {sorted(BENCHMARKS)}")
+        if self.batches < 1 or self.repeats < 2:
+            raise ValueError(f"benchmark.batches={self.batches} must be >= 1 and benchmark.repeats={self.repeats} >= 2")
+
+
+def training_steps(
+    task: LanguageModelTask, batches: list[list[torch.Tensor]], precision: Callable[[], AbstractContextManager]
+) -> Callable[[], None]:
+    """One pass of training steps over `batches` of documents, as Lightning takes them: collation, forward under
+    the trainer's precision, backward, clipping, optimizer step; on a copy of the task's model."""
+    model = copy.deepcopy(task.model).train()
+    optimizer = make_optimizer(model, task.optim_cfg)
+    clip = task.optim_cfg.grad_clip or float("inf")
+
+    def run() -> None:
+        for docs in batches:
+            x, y = pad_batch(docs)
+            with precision():
+                logits = model(x)
+            F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def batching(
+    task: LanguageModelTask, data: TextDataModule, cfg: BenchmarkConfig, precision: Callable[[], AbstractContextManager]
+) -> dict[str, float]:
+    """Training speed on fixed-size batches (data.batch_size documents) against token-budget buckets
+    (data.max_tokens padded tokens), in real (non-padding) tokens per second.
+
+    Each contender trains on `cfg.batches` batches drawn at random from one epoch of its own batching of this
+    corpus, so that each carries its batching's padding; both start from the trained weights."""
+    data.setup()
+    generator = torch.Generator().manual_seed(data.seed)
+    samples, tokens, slots = {}, {}, {}
+    for packing in BATCHINGS:
+        epoch = data.document_batches(packing).batches(0)
+        chosen = torch.randperm(len(epoch), generator=generator)[: cfg.batches].tolist()
+        samples[packing] = [[data.train_docs[i] for i in epoch[j]] for j in chosen]
+        tokens[packing] = sum(len(doc) - 1 for docs in samples[packing] for doc in docs)
+        slots[packing] = sum(len(docs) * (max(len(doc) for doc in docs) - 1) for docs in samples[packing])
+    seconds = alternate({p: training_steps(task, samples[p], precision) for p in BATCHINGS}, cfg.repeats)
+    # real tokens per second of buckets over fixed: the samples' token ratio times their time ratio
+    log_time_ratio = median_log_ratio(seconds["fixed"], seconds["buckets"])
+    metrics = {"bench_log_speedup": math.log(tokens["buckets"] / tokens["fixed"]) + log_time_ratio}
+    for packing in BATCHINGS:
+        metrics[f"bench_tokens_per_sec_{packing}"] = tokens[packing] / statistics.median(seconds[packing])
+        metrics[f"bench_padding_fraction_{packing}"] = 1 - tokens[packing] / slots[packing]
+    return metrics
+
+
+BENCHMARKS = {"batching": batching}
+
+
+def run_benchmark(
+    task: LanguageModelTask, data: TextDataModule, cfg: BenchmarkConfig, precision: Callable[[], AbstractContextManager]
+) -> dict[str, float]:
+    """The metrics of the benchmark cfg names ({} without one)."""
+    return {} if cfg.name is None else BENCHMARKS[cfg.name](task, data, cfg, precision)

@@ -1,0 +1,66 @@
+"""Speed as evidence: contenders timed in turns (ablations.timing) and the batching benchmark (ablations.speed)."""
+
+import contextlib
+import math
+
+import pytest
+import torch
+
+from ablations import speed
+from ablations.data import TextDataModule
+from ablations.model import ModelConfig
+from ablations.speed import BenchmarkConfig, batching
+from ablations.timing import alternate, median_log_ratio
+from ablations.training import LanguageModelTask, OptimConfig
+
+
+def test_contenders_take_turns_in_a_rotated_order_and_the_warm_up_is_not_kept():
+    calls = []
+    seconds = alternate({name: (lambda name=name: calls.append(name)) for name in "abc"}, repeats=3, warmup=1)
+    assert calls == list("abcbcacababc")  # one warm-up round, then three timed ones
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for times in seconds.values() for t in times)
+
+
+def test_the_comparison_is_the_median_of_the_log_ratios_paired_by_round():
+    # round 2 was slow for both: paired, it cancels; a ratio of medians would give log(3 / 2)
+    assert median_log_ratio([2.0, 20.0, 3.0], [1.0, 10.0, 3.0]) == pytest.approx(math.log(2))
+
+
+@pytest.fixture(scope="module")
+def corpus_and_task(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("speed")
+    text = "".join(f"paragraph {i} " + "word " * (i * 7 % 23) + "\n\n" for i in range(600))
+    (tmp / "docs.txt").write_text(text)
+    data = TextDataModule("textfile", path=str(tmp / "docs.txt"), block_size=64, batch_size=8, max_tokens=512,
+                          packing="buckets", cache_dir=str(tmp))  # fmt: skip
+    data.setup()
+    torch.manual_seed(0)
+    model = ModelConfig(vocab_size=256, block_size=64, n_layer=1, n_head=2, d_model=16)
+    return data, LanguageModelTask(model, OptimConfig(max_steps=10, warmup_steps=1))
+
+
+def test_the_batching_benchmark_times_each_batchings_own_batches_on_a_copy_of_the_model(corpus_and_task):
+    data, task = corpus_and_task
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    metrics = batching(task, data, BenchmarkConfig("batching", batches=4, repeats=2), contextlib.nullcontext)
+    assert metrics["bench_padding_fraction_buckets"] < metrics["bench_padding_fraction_fixed"]
+    assert all(math.isfinite(v) and v >= 0 for k, v in metrics.items() if k != "bench_log_speedup")
+    assert all(torch.equal(before[k], v) for k, v in task.model.state_dict().items())  # trained on copies
+
+
+def test_the_speed_up_counts_real_tokens_not_batches(corpus_and_task, monkeypatch):
+    """Bucketed batches hold more real tokens each: their speed-up is the token ratio times the time ratio."""
+    data, task = corpus_and_task
+    monkeypatch.setattr(speed, "alternate", lambda contenders, repeats: {"fixed": [2.0] * 3, "buckets": [1.0] * 3})
+    metrics = batching(task, data, BenchmarkConfig("batching", batches=4, repeats=3), contextlib.nullcontext)
+    fixed, buckets = metrics["bench_tokens_per_sec_fixed"], metrics["bench_tokens_per_sec_buckets"]
+    assert metrics["bench_log_speedup"] == pytest.approx(math.log(buckets / fixed))
+    assert buckets / fixed != pytest.approx(2.0)  # the samples differ in real tokens
+
+
+def test_a_bad_benchmark_setting_is_refused():
+    with pytest.raises(ValueError, match="benchmark.name='sorting'"):
+        BenchmarkConfig("sorting")
+    with pytest.raises(ValueError, match="benchmark.repeats=1"):
+        BenchmarkConfig("batching", repeats=1)
