@@ -21,6 +21,7 @@ import random
 import sys
 import tempfile
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from ablations.health import baselines
 from ablations.model import ModelConfig
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.speed import BenchmarkConfig, run_benchmark
 from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden.json"
@@ -45,6 +47,7 @@ BASE: dict[str, dict[str, Any]] = {
     "optim": {"lr": 3e-2, "min_lr": 3e-3, "warmup_steps": 2, "max_steps": 16},
     "train": {"log_every": 2},
     "quantize": {},
+    "benchmark": {},
 }
 # name -> overrides of BASE (section -> key -> value)
 CASES: dict[str, dict[str, dict[str, Any]]] = {
@@ -76,6 +79,13 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "buckets": {"data": {"packing": "buckets", "max_tokens": 48, "epochs": 1, "max_documents": 20}},
     "sorted": {"data": {"packing": "sorted", "max_tokens": 48, "epochs": 1, "max_documents": 20}},
     "fixed": {"data": {"packing": "fixed", "epochs": 1, "max_documents": 24}},
+    "buckets_fixed_updates": {
+        "data": {"packing": "buckets", "max_tokens": 48, "epochs": 1, "max_documents": 20, "count_epochs_as": "fixed"}
+    },
+    "benchmark_batching": {
+        "data": {"packing": "buckets", "max_tokens": 48, "epochs": 1, "max_documents": 20},
+        "benchmark": {"name": "batching", "batches": 2, "repeats": 2},
+    },
     "domain_mix": {"data": {"domain": "textfile", "mix": "1:3"}},
     **{
         f"quantize_{method}": {"quantize": {"method": method, "latency_batches": [1], "latency_repeats": 1}}
@@ -103,7 +113,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
         "quantize": {"method": "static_int8", "activation_bits": 7, "calibration_batches": 2, "latency_batches": [1]}
     },  # fmt: skip
 }
-TIMINGS = ("train_seconds", "tokens_per_sec", "latency", "wall_seconds")
+TIMINGS = ("train_seconds", "tokens_per_sec", "latency", "wall_seconds", "bench_log_speedup")
 
 
 def synthetic_text(seed: int, paragraphs: int = 160) -> str:
@@ -152,7 +162,7 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(task, datamodule=data)
-    numbers: dict[str, float] = {}
+    numbers: dict[str, float] = run_benchmark(task, data, BenchmarkConfig(**config["benchmark"]), nullcontext)
     quantize = QuantizeConfig(**config["quantize"])
     if quantize.method is not None:
         calibration = (x for x, _ in itertools.islice(iter(data.train_dataloader()), quantize.calibration_batches))
