@@ -47,13 +47,14 @@ COMMITTED = committed_keys()
 def planned_keys(experiment: str, tier: str, corpus: str) -> set[str]:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", [f"experiment={experiment}", f"tier={tier}", f"data={corpus}"])
+    job = invocation(cfg)
     keys, base_keys = set(), {}
-    for run_cfg in invocation(cfg).run_cfgs:  # as ablations.experiment runs them: each seed's base first
-        if run_cfg.arm != "base" and run_cfg.seed in base_keys:
-            run_cfg.init_from = base_keys[run_cfg.seed]
+    for run_cfg in job.run_cfgs:  # as ablations.experiment runs them: bases first, every other arm from its base
+        if (base := job.spec.base_arm(run_cfg.arm)) is not None:
+            run_cfg.init_from = base_keys[base, run_cfg.seed]
         key = resolve(run_cfg).key
-        if run_cfg.arm == "base":
-            base_keys[run_cfg.seed] = key
+        if job.spec.base is not None and base is None:
+            base_keys[run_cfg.arm, run_cfg.seed] = key
         keys.add(key)
     return keys
 

@@ -51,6 +51,17 @@ def test_the_scale_axis_adds_the_scaled_hypotheses_arms_at_the_other_values():
     assert spec().scale_arms("quick", 128) == {}
 
 
+def test_with_two_stages_each_value_trains_its_own_base_first_and_its_arms_start_from_it():
+    s = spec(scale=SCALE, base={"optim.max_steps": 7})
+    assert list(s.scale_arms("quick", 128)) == ["base@d_model=64", "small@d_model=64", "big@d_model=64",
+                                                "base@d_model=256", "small@d_model=256", "big@d_model=256"]  # fmt: skip
+    assert s.scale_arms("quick", 128)["base@d_model=64"] == {"optim.max_steps": 7, "save_checkpoint": True,
+                                                            "model.d_model": 64}  # fmt: skip
+    assert [s.base_arm(a) for a in ("big@d_model=64", "small", "base", "base@d_model=64")] == [
+        "base@d_model=64", "base", None, None]  # fmt: skip
+    assert spec(scale=SCALE).base_arm("big@d_model=64") is None  # one stage
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

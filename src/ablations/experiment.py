@@ -83,13 +83,13 @@ def train_runs(
                   f"tier {job.cfg.tier}, corpus {job.cfg.data.corpus}")  # fmt: skip
     runs, base_keys = [], {}
     for run_cfg in job.run_cfgs:
-        if job.spec.base is not None and run_cfg.arm != "base":
-            run_cfg.init_from = base_keys[run_cfg.seed]  # the base arm comes first: arms_for puts it there
+        if (base := job.spec.base_arm(run_cfg.arm)) is not None:
+            run_cfg.init_from = base_keys[base, run_cfg.seed]  # bases come first: arms_for and scale_arms see to it
         run = train_arm(run_cfg, mlflow_client, exp_id, tags, parent.id)
-        if run.arm == "base":
+        if job.spec.base is not None and job.spec.base_arm(run.arm) is None:
             if run.status != "finished":
-                raise ValueError(f"the base model of seed {run.seed} diverged: no arm can start from it")
-            base_keys[run.seed] = run.key
+                raise ValueError(f"the {run.arm} model of seed {run.seed} diverged: no arm can start from it")
+            base_keys[run.arm, run.seed] = run.key
         runs.append(run)
         print_run(run)
         if on_run:

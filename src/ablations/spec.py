@@ -17,6 +17,7 @@ from ablations.store import ROOT
 from ablations.verdict import Hypothesis
 
 SLOPES = ("negative", "zero", "positive")  # the pre-registered sign of a scale trend
+BASE = "base"  # the first stage of a two-stage experiment
 TIERS = tuple(sorted(path.stem for path in (ROOT / "conf" / "tier").glob("*.yaml")))
 
 
@@ -181,12 +182,22 @@ class ExperimentSpec:
             return {}
         arms = self.arms_for(tier)
         names = dict.fromkeys(a for h in self.hypotheses if h.id in self.scale.slope for a in h.measured_arms)
+        if self.base is not None:  # each value's arms start from a base of their own size, trained first
+            names = {BASE: None} | names
         return {
             self.scale.arm_name(arm, value): arms[arm] | {self.scale.axis: value}
             for value in self.scale.values[tier]
             if value != tier_value
             for arm in names
         }
+
+    def base_arm(self, arm: str) -> str | None:
+        """The arm whose weights `arm` starts from: the base at the same value of the scale axis (None for a base,
+        or with one stage)."""
+        name, at, value = arm.partition("@")
+        if self.base is None or name == BASE:
+            return None
+        return f"{BASE}{at}{value}"
 
     def grid_arms(self, tier: str) -> dict[str, dict[str, Any]]:
         if not self.grid:
@@ -212,7 +223,7 @@ class ExperimentSpec:
         return dict(zip(self.grid, labels, strict=True))
 
     def arms_for(self, tier: str) -> dict[str, dict[str, Any]]:
-        base = {} if self.base is None else {"base": self.base | {"save_checkpoint": True}}
+        base = {} if self.base is None else {BASE: self.base | {"save_checkpoint": True}}
         arms = base | self.arms | self.grid_arms(tier)
         return arms | self.full_tier_arms if tier == "full" else arms
 
