@@ -6,7 +6,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_end_to_end import run_cli
 
-COMMON = ["experiment=label_smoothing", "tier=smoke", "seeds=1", "optim.max_steps=60"]
+# One of the experiment's three runs (shard 1/3: the arm ls01, label smoothing 0.1): each data-parallel fit starts
+# two processes of its own, which pay the imports of torch, Lightning and MLflow again.
+COMMON = ["experiment=label_smoothing", "tier=smoke", "seeds=1", "optim.max_steps=60", "shard=1/3"]
 
 
 def arm_histories(uri: str) -> dict[str, tuple[float, list[tuple[int, float]], float]]:
@@ -35,7 +37,7 @@ def test_ddp_on_two_cpu_processes_logs_once_from_rank_zero_and_trains_as_one_pro
     single = run_cli(*COMMON, "data.batch_size=8", cache_dir=cache_dir)  # the same global batch
     assert single.returncode == 0, single.stderr[-3000:]
     parallel, one = arm_histories(ddp_uri), arm_histories(single_uri)
-    assert set(parallel) == set(one) == {"ls0", "ls01", "ls02"}
+    assert set(parallel) == set(one) == {"ls01"}
     for arm in one:
         ddp_loss, ddp_curve, ddp_tokens = parallel[arm]
         loss, curve, tokens = one[arm]
@@ -52,7 +54,7 @@ def test_a_run_that_diverges_under_ddp_is_recorded_as_diverged_on_every_rank_wit
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name("label_smoothing").experiment_id
     runs = client.search_runs([experiment_id], "tags.`ablations.role` = 'arm'")
-    assert len(runs) == 3 and {r.data.tags["ablations.status"] for r in runs} == {"diverged"}
+    assert len(runs) == 1 and {r.data.tags["ablations.status"] for r in runs} == {"diverged"}
     for run in runs:  # the ranks agreed on the step, and stopped there instead of training on to max_steps
         assert {m.value for m in client.get_metric_history(run.info.run_id, "diverged_step")} == {
             run.data.metrics["diverged_step"]

@@ -168,8 +168,8 @@ def trained_like_model() -> GPT:
     "overrides",
     [{"method": m} for m in METHODS]
     + [{"method": "dynamic_int8", "per_channel": False}]
-    + [{"method": "static_int8", "calibration": c} for c in ("percentile", "entropy")],
-)
+    + [{"method": "static_int8", "calibration": c, "entropy_stride": 8} for c in ("percentile", "entropy")],
+)  # entropy_stride 8: every 8th candidate threshold, as the smoke tier (the full search takes 40 s here)
 def test_quantized_models_run_and_keep_the_output_shape(trained_like_model, overrides):
     x = torch.randint(0, 256, (3, 32))
     calibration = [torch.randint(0, 256, (4, 32)) for _ in range(2)]
@@ -250,7 +250,7 @@ def test_int8_blocks_take_about_one_byte_per_linear_weight(trained_like_model, m
 def test_clipping_calibrations_choose_a_narrower_range_than_min_max(trained_like_model):
     batches = [torch.randint(0, 256, (8, 32)) for _ in range(2)]
     ranges = {
-        c: calibrate_inputs(trained_like_model, batches, QuantizeConfig(calibration=c))
+        c: calibrate_inputs(trained_like_model, batches, QuantizeConfig(calibration=c, entropy_stride=8))
         for c in ("minmax", "percentile", "entropy")
     }
     for name, amax in ranges["minmax"].items():

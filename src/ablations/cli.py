@@ -15,9 +15,10 @@ import warnings
 from typing import Any
 
 import hydra
-from hydra import compose
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -132,4 +133,16 @@ def run() -> None:
     for name in chosen[-1].split(","):  # a comma-separated list is a --multirun sweep
         if name not in experiment_names():
             fail(f"unknown experiment {name!r}; valid: {', '.join(experiment_names())}")
+    if not any(arg.startswith("-") for arg in sys.argv[1:]):
+        check_composes(sys.argv[1:])
     main()
+
+
+def check_composes(overrides: list[str]) -> None:
+    """A key no config has or a value of the wrong type: one line and exit 2 (Hydra's own report takes several
+    lines and exits 1)."""
+    try:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            compose("config", overrides)
+    except (OmegaConfBaseException, HydraException) as err:
+        fail(str(err).splitlines()[0])
