@@ -32,7 +32,7 @@ def arm_runs(client: MlflowClient):
     return client.search_runs([experiment.experiment_id], filter_string="tags.`ablations.role` = 'arm'")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: xdist may interleave other modules' tests, which would tear it down
 def smoke_store(tmp_path_factory, cache_dir):
     """One smoke experiment, run once for the module, then run again to check that it resumes."""
     store = tmp_path_factory.mktemp("store")
@@ -182,8 +182,9 @@ def test_bad_overrides_fail_with_one_clear_line(cli_in_process, override, messag
     code, _, stderr = cli_in_process("experiment=attention_heads", "tier=smoke", "seeds=1", *override.split())
     assert code == 2
     assert stderr.startswith("error: ") and message in stderr and stderr.count("\n") == 1, stderr
-    experiment = MlflowClient().get_experiment_by_name("attention_heads")
-    assert experiment is None or not MlflowClient().search_runs([experiment.experiment_id])  # nothing half-written
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("attention_heads")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])  # nothing half-written
 
 
 def test_the_real_process_refuses_bad_input_with_one_line_exit_2_and_nothing_written(cache_dir):

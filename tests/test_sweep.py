@@ -12,7 +12,6 @@ from omegaconf.errors import InterpolationResolutionError
 
 from ablations.tracking import ROOT
 
-
 SWEEP = ("--multirun", "experiment=attention_heads", "tier=smoke", "seeds=1")
 
 
