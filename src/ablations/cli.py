@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -54,6 +55,15 @@ def main(cfg: DictConfig) -> None:
         run_experiment(cfg, shard=parse_shard(cfg.shard))
     except BAD_INPUT as err:
         fail_on_bad_input(err)
+    except KeyboardInterrupt:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # a launcher's job (scancel, a time limit): the launcher
+            raise JobInterruptedError("interrupted by SIGTERM or SIGINT; its run is marked KILLED") from None
+        raise
+
+
+class JobInterruptedError(RuntimeError):
+    """A sweep's job was stopped. Raised as an error, not KeyboardInterrupt, so that submitit records the job as
+    failed (it reports Exceptions) and the launching process stops instead of waiting for a result forever."""
 
 
 def prepare_process() -> None:
