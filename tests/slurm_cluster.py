@@ -144,8 +144,11 @@ class SlurmCluster:
 
 
 if __name__ == "__main__":
+    # Ctrl-C or SIGTERM stops the cluster; SIGINT explicitly, since a shell starts background jobs with it ignored
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     cluster = SlurmCluster(Path(sys.argv[1])).start()
-    print(f"export SLURM_CONF={cluster.conf}   # node {cluster.node_state()}; Ctrl-C stops it")
+    print(f"export SLURM_CONF={cluster.conf}   # node {cluster.node_state()}; Ctrl-C or kill stops it", flush=True)
     try:
         signal.pause()
     except KeyboardInterrupt:
