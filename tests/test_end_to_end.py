@@ -254,3 +254,6 @@ def test_a_terminated_experiment_marks_its_run_killed_and_resumes_without_duplic
     assert resumed.stdout.count("reused finished run") == 1  # h1 is not trained again
     finished = [(r.data.tags["arm"], r.data.tags["seed"]) for r in arm_runs(client) if r.info.status == "FINISHED"]
     assert sorted(finished) == [("h1", "0"), ("h2", "0"), ("h32", "0"), ("h4", "0"), ("h8", "0")]
+    parents = client.search_runs([arm_runs(client)[0].info.experiment_id], "tags.`ablations.role` = 'experiment'")
+    assert [p.info.status for p in parents] == ["FINISHED"]  # the interrupted parent, resumed: one for the invocation
+    assert {r.data.tags["mlflow.parentRunId"] for r in arm_runs(client)} == {parents[0].info.run_id}

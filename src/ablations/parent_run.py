@@ -51,8 +51,30 @@ class ParentRun:
 
     def id(self) -> str:
         if self.run_id is None:
-            self.run_id = self.client.create_run(self.exp_id, run_name=self.name, tags=self.tags).info.run_id
+            self.run_id = (
+                self._resume_interrupted()
+                or self.client.create_run(self.exp_id, run_name=self.name, tags=self.tags).info.run_id
+            )
         return self.run_id
+
+    def _resume_interrupted(self) -> str | None:
+        """The parent that an interruption left KILLED for this same invocation (name, arms, seeds, numerics
+        version), running again with this invocation's tags: one invocation's runs stay under one parent however
+        often it was stopped and resumed."""
+        same = " and ".join(f"tags.`{k}` = '{self.tags[k]}'" for k in ("arms", "seeds", "code_version"))
+        found = self.client.search_runs(
+            [self.exp_id],
+            filter_string=f"attributes.run_name = '{self.name}' and attributes.status = 'KILLED' and {same}",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            return None
+        run_id = found[0].info.run_id
+        self.client.update_run(run_id, status="RUNNING")
+        for key, value in self.tags.items():
+            self.client.set_tag(run_id, key, value)
+        return run_id
 
     def settle(self, keys: list[str]) -> None:
         """Once every run is trained or reused: adopt the finished parent over exactly these runs when nothing
