@@ -74,6 +74,8 @@ def prepare_process() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the output to runs and verdicts
     warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
+    # Lightning's hint on any machine with SLURM installed, also outside a job: a sweep submits its own jobs
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one per checkpoint download
 
 
