@@ -34,8 +34,9 @@ from ablations.health import baselines
 from ablations.model import ModelConfig
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.run import budget
 from ablations.speed import BenchmarkConfig, run_benchmark
-from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
+from ablations.training import LanguageModelTask, derived_metrics
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden.json"
 SEED = 3
@@ -148,11 +149,7 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
     block_size = config["model"]["block_size"]
     data = TextDataModule(**config["data"], block_size=block_size, seed=SEED)
     tokens = data.load()
-    optim = OptimConfig(**config["optim"])
-    if data.epochs is not None:
-        optim = OptimConfig(**config["optim"] | {"max_steps": data.epochs * data.steps_per_epoch()})
-    tokens_per_batch = data.batch_size * block_size * (data.domain_share if data.domain_tokens is not None else 1)
-    optim = optim.for_batch(data.batch_size, tokens_per_batch)
+    optim = budget(config["optim"], data, block_size)
     pl.seed_everything(SEED, verbose=False)
     task = LanguageModelTask(ModelConfig(**config["model"], vocab_size=tokens.vocab_size), optim, **config["train"])
     logger = CSVLogger(folder / "logs", name=case)

@@ -92,20 +92,26 @@ def resolve(run_cfg: DictConfig) -> Resolved:
     record the values actually used), and key the run."""
     data = data_module(run_cfg)
     tokens = data.load()
-    if run_cfg.data.epochs is not None:  # a number of passes over the documents fixes the step count
-        run_cfg.optim.max_steps = run_cfg.data.epochs * data.steps_per_epoch()
-    # With a domain corpus a token budget counts domain tokens, so that every mix sees the same domain data.
-    tokens_per_batch = run_cfg.data.batch_size * run_cfg.model.block_size
-    if data.domain_tokens is not None and run_cfg.optim.max_tokens is not None:
-        if data.domain_share == 0:
-            raise ValueError("optim.max_tokens counts domain tokens, and data.mix has none: set optim.max_steps")
-        tokens_per_batch *= data.domain_share
-    optim = OptimConfig(**run_cfg.optim).for_batch(run_cfg.data.batch_size, tokens_per_batch)
+    optim = budget(OmegaConf.to_container(run_cfg.optim), data, run_cfg.model.block_size)
     run_cfg.optim.update(max_steps=optim.max_steps, lr=optim.lr, min_lr=optim.min_lr, warmup_steps=optim.warmup_steps)
     hashes = {"corpus_sha256": tokens.sha256}
     if data.domain_tokens is not None:
         hashes["domain_sha256"] = data.domain_tokens.sha256
     return Resolved(run_cfg, data, tokens, optim, hashes, arm_run_key(run_cfg, hashes))
+
+
+def budget(optim: dict[str, Any], data: TextDataModule, block_size: int) -> OptimConfig:
+    """The optimizer settings with what depends on the data settled: a number of passes over the documents
+    (data.epochs) fixes the step count; a token budget counts domain tokens when there is a domain corpus, so
+    that every mix sees the same domain data; learning rates scale with the batch (optim.lr_scaling)."""
+    if data.epochs is not None:
+        optim = optim | {"max_steps": data.epochs * data.steps_per_epoch()}
+    tokens_per_batch = data.batch_size * block_size
+    if data.domain_tokens is not None and optim.get("max_tokens") is not None:
+        if data.domain_share == 0:
+            raise ValueError("optim.max_tokens counts domain tokens, and data.mix has none: set optim.max_steps")
+        tokens_per_batch *= data.domain_share
+    return OptimConfig(**optim).for_batch(data.batch_size, tokens_per_batch)
 
 
 def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
