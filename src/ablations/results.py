@@ -124,23 +124,25 @@ def _measured(h: Hypothesis, group: pd.DataFrame) -> bool:
     return h.metric in group and bool(finished[h.metric].notna().all())
 
 
+def _left_out(where: str, why: str, hypotheses: dict[str, str]) -> None:
+    """Warn that these hypotheses (id -> what they lack) are left out of verdicts.csv for one group of runs."""
+    if hypotheses:
+        lacking = ", ".join(f"{h} ({what})" for h, what in hypotheses.items())
+        warnings.warn(f"{where}: left out of verdicts.csv, {why}: {lacking}", stacklevel=4)
+
+
 def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> list[tuple[str, Verdict]]:
     """(scale, verdict) of every hypothesis with runs of both arms, and of the scaled ones at every axis value."""
     arm_runs, present = _arm_runs(group), set(group["arm"])
+    where = f"{spec.name} [{tier}, {corpus}]"
     with_arms = [h for h in spec.hypotheses if set(h.measured_arms) <= present]
-    if untestable := [h for h in spec.hypotheses if h not in with_arms]:
-        missing = ", ".join(f"{h.id} ({', '.join(sorted(set(h.measured_arms) - present))})" for h in untestable)
-        warnings.warn(
-            f"{spec.name} [{tier}, {corpus}]: left out of verdicts.csv, arms without runs: {missing}", stacklevel=3
-        )
+    armless = {h.id: ", ".join(sorted(set(h.measured_arms) - present)) for h in spec.hypotheses if h not in with_arms}
+    _left_out(where, "arms without runs", armless)
     testable = [h for h in with_arms if _measured(h, group)]
-    if unmeasured := [h for h in with_arms if h not in testable]:
-        missing = ", ".join(f"{h.id} ({h.metric})" for h in unmeasured)
-        warnings.warn(
-            f"{spec.name} [{tier}, {corpus}]: left out of verdicts.csv, metrics the finished runs did not measure "
-            f"(runs made before the hypothesis was added): {missing}",
-            stacklevel=3,
-        )
+    unmeasured = {h.id: h.metric for h in with_arms if h not in testable}
+    _left_out(
+        where, "metrics the finished runs did not measure (runs made before the hypothesis was added)", unmeasured
+    )
     tier_value = _tier_value(spec, group)
     here = "" if tier_value is None else f"{spec.scale.label}={tier_value:g}"
     rows = [(here, v) for v in verdicts_for(testable, arm_runs)]
