@@ -447,52 +447,66 @@ def environment(runs: pd.DataFrame) -> dict:
     }
 
 
-def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full")) -> Path:
-    """The PDF from results/*.csv, for the runs of the given tiers (smoke runs say nothing about claims)."""
-    names = ("runs", "verdicts", "trends", "curves")
-    runs, verdicts, trends, curves = (pd.read_csv(results_dir / f"{name}.csv") for name in names)
-    runs, verdicts, trends, curves = (frame[frame.tier.isin(tiers)] for frame in (runs, verdicts, trends, curves))
-    for column in ("reason", "superseded", "scale"):  # all blank reads as a float column
-        verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
-    superseded = verdicts[verdicts.superseded != ""]
-    verdicts = verdicts[verdicts.superseded == ""]
-    at_own_scale = ~verdicts.treatment.str.contains("@", regex=False)  # the scaled arms are in the trend table
-    if runs.empty:
+def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """results/*.csv limited to the tiers; verdicts split into current and superseded, blanks as ""."""
+    frames = {name: pd.read_csv(results_dir / f"{name}.csv") for name in ("runs", "verdicts", "trends", "curves")}
+    frames = {name: frame[frame.tier.isin(tiers)] for name, frame in frames.items()}
+    if frames["runs"].empty:
         raise SystemExit(
             f"error: {results_dir}/runs.csv has no runs of the tiers {', '.join(tiers)}; nothing to report"
         )
+    verdicts = frames["verdicts"]
+    for column in ("reason", "superseded", "scale"):  # all blank reads as a float column
+        verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
+    frames["superseded"] = verdicts[verdicts.superseded != ""]
+    frames["current"] = current = verdicts[verdicts.superseded == ""]
+    frames["verdicts"] = current[~current.treatment.str.contains("@", regex=False)]  # scaled arms: the trend table
+    return frames
+
+
+def commands(runs: pd.DataFrame) -> list[str]:
+    """The commands that remake the report's runs, results and PDF."""
+    remake = [
+        f"make experiment name={n} tier={t} data={c}"
+        + (" data.path=/path/to/input.txt" if c == "tinyshakespeare" else "")
+        for n, t, c in sorted(set(zip(runs.experiment, runs.tier, runs.corpus, strict=True)))
+    ]
+    return ["make results                      # results/*.csv from the MLflow store",
+            "make report                       # this PDF from results/", *remake]  # fmt: skip
+
+
+def counts(verdicts: pd.DataFrame) -> dict[str, int]:
+    """The title page's counts over every current verdict, the scaled ones included."""
+    return {
+        "tests": int(verdicts.p_value.notna().sum()),
+        "not_decided": int((verdicts.verdict == "not decided").sum()),
+        "changed_by_fdr": int((verdicts.verdict != verdicts.verdict_adjusted).sum()),
+    }
+
+
+def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full")) -> Path:
+    """The PDF from results/*.csv, for the runs of the given tiers (smoke runs say nothing about claims)."""
+    frames = read_results(results_dir, tiers)
+    runs, verdicts = frames["runs"], frames["verdicts"]
     names = sorted(set(runs.experiment), key=lambda n: (load_spec(n).id, n))
     specs = {name: load_spec(name) for name in names}
-    font = cjk_font()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cjk_font": font or "",
-            "summary": summary_rows(verdicts[at_own_scale], specs),
-            "counts": {
-                "tests": int(verdicts.p_value.notna().sum()),
-                "not_decided": int((verdicts.verdict == "not decided").sum()),
-                "changed_by_fdr": int((verdicts.verdict != verdicts.verdict_adjusted).sum()),
-            },
+            "cjk_font": cjk_font() or "",
+            "summary": summary_rows(verdicts, specs),
+            "counts": counts(frames["current"]),
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
-            "trends": trend_rows(trends),
+            "trends": trend_rows(frames["trends"]),
             "amendments": amendment_rows(specs),
-            "superseded": summary_rows(superseded, specs),
+            "superseded": summary_rows(frames["superseded"], specs),
             "experiments": [
-                experiment_section(specs[n], runs[runs.experiment == n], verdicts[at_own_scale], curves, work)
+                experiment_section(specs[n], runs[runs.experiment == n], verdicts, frames["curves"], work)
                 for n in names
             ],
             "environment": environment(runs),
-            "commands": [
-                "make results                      # results/*.csv from the MLflow store",
-                "make report                       # this PDF from results/",
-            ]
-            + [
-                f"make experiment name={n} tier={t} data={c}"
-                + (" data.path=/path/to/input.txt" if c == "tinyshakespeare" else "")
-                for n, t, c in sorted(set(zip(runs.experiment, runs.tier, runs.corpus, strict=True)))
-            ],
+            "commands": commands(runs),
         }
         (work / "report.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
         shutil.copy(TEMPLATE, work / "report.typ")
