@@ -186,3 +186,15 @@ def test_figures_draw_without_the_report_the_runner_or_torch_mlflow_lightning():
     ).stdout.split()
     heavy = {"torch", "mlflow", "pytorch_lightning", "ablations.report", "ablations.experiment", "ablations.tracking"}
     assert not heavy & set(loaded)
+
+
+def test_figures_draw_the_tables_interval_not_a_bootstrap():
+    """An arm's error bar is the 95% t interval over seeds that the tables print (for 3 seeds a bootstrap is about
+    their range)."""
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    from ablations.figures import t_interval
+
+    seeds = [1.62, 1.65, 1.66]
+    assert t_interval(seeds) == pytest.approx(DescrStatsW(seeds).tconfint_mean(0.05))
+    assert t_interval([1.7]) == (1.7, 1.7)

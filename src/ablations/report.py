@@ -315,7 +315,7 @@ def group_figures(
     for i, spec_figure in enumerate(spec.figures):
         if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}.png")) is not None:
             title = spec_figure.get("title", spec_figure["y"])
-            entries.append(figure_entry(path, f"{title}; {corpus}, {tier} tier (mean, bootstrap 95% CI)."))
+            entries.append(figure_entry(path, f"{title}; {corpus}, {tier} tier (mean and 95% t interval over seeds)."))
     if not (tails := run_curves[run_curves.metric.str.endswith("_tail")]).empty:
         entries.append(
             figure_entry(tails_figure(tails, TAIL_QUANTILES, where, work / f"{tag}-tails.png"), TAILS_CAPTION)
@@ -340,9 +340,9 @@ def arms_figure(
     ]
     lines = loss_lines if primary == "final_val_loss" else {}
     caption = (
-        f"{primary} per seed (dots) and arm mean with a bootstrap 95% interval; {corpus}, {tier} tier. For the "
-        "validation loss: the corpus's unigram baseline and the plateau line (dashed, or named in the corner when far "
-        "off the plot)."
+        f"{primary} per seed (dots) and arm mean with its 95% t interval, as in the tables; {corpus}, {tier} tier. "
+        "For the validation loss: the corpus's unigram baseline and the plateau line (dashed, or named in the corner "
+        "when far off the plot)."
     )
     return figure_entry(arm_comparison_figure(f"{spec.id} [{tier}, {corpus}]", primary, values, path, lines), caption)
 
