@@ -99,6 +99,8 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
                                 dir={"lower": "lower", "higher": "higher", "equal": "equal"}[v.direction])  # fmt: skip
     if v.test == "counts":
         numbers = f"rates {v.control} {v.control_mean:.2f}, {v.treatment} {v.treatment_mean:.2f}"
+    elif h.side_by_side:
+        numbers = f"{v.treatment} against {v.control} timed side by side in each {v.treatment} run"
     else:
         numbers = f"{v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}"
     interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}] ({v.ci_level:.0%})"
@@ -141,7 +143,8 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
         sentences.append(text + ".")
         if h.from_document and (refuted := [c for c, v in by_corpus.items() if v == "refuted"]):
             sentences.append(
-                f"The handbook's statement behind {h.id} ({h.source}) does not hold on {', '.join(refuted)}."
+                f"The handbook's statement behind {h.id} ({h.source}) does not hold on {', '.join(refuted)} at this "
+                "model size and budget."
             )
     return " ".join(sentences)
 
