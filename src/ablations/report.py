@@ -154,16 +154,37 @@ def _metrics_of(row: dict) -> dict[str, float]:
     return {k: v for k, v in row.items() if isinstance(v, float) and math.isfinite(v)}
 
 
+SETUP_FIELDS = (("model.n_layer", "layers"), ("model.d_model", "d_model"), ("model.block_size", "context"),
+                ("data.batch_size", "batch"), ("optim.max_steps", "steps"), ("optim.lr", "lr"))  # fmt: skip
+
+
+def spread(values: pd.Series) -> str:
+    """One value, or the range the arms span ("2–24")."""
+    unique = sorted(values.dropna().unique())
+    if len(unique) == 1:
+        return f"{unique[0]:g}" if isinstance(unique[0], float) else str(unique[0])
+    return f"{unique[0]:g}–{unique[-1]:g}"
+
+
 def setup_line(group: pd.DataFrame) -> str:
-    first = group.iloc[0]
-    model = (
-        f"{first['model.n_layer']} layers, d_model {first['model.d_model']}, context {first['model.block_size']}, "
-        f"batch {first['data.batch_size']}, {first['optim.max_steps']} steps, lr {first['optim.lr']:g}, "
-        f"{first['trainer.precision']}"
-        if "model.n_layer" in group
-        else ""
-    )
-    return model
+    """The model and budget of a tier x corpus: each setting's value, or its range over the arms."""
+    if "model.n_layer" not in group:
+        return ""
+    fields = [f"{label} {spread(group[column])}" for column, label in SETUP_FIELDS if column in group]
+    return ", ".join(fields + [str(group.iloc[0]["trainer.precision"])])
+
+
+def ran(arm_runs: pd.DataFrame) -> str:
+    """What an arm's runs actually used: shape, steps, batch, learning rate and real training tokens."""
+    first = arm_runs.iloc[0]
+    if "model.n_layer" not in arm_runs:
+        return ""
+    shape = f"L{first['model.n_layer']} d{first['model.d_model']}"
+    batch = f"batch {first['data.batch_size']}"
+    if first.get("data.packing") in ("buckets", "sorted"):  # token-budget batches: data.batch_size is not used
+        batch = f"batches of at most {first['data.max_tokens']} padded tokens"
+    budget = f"{first['optim.max_steps']} steps, {batch}, lr {first['optim.lr']:g}"
+    return f"ran: {shape}, {budget}, {int(first.train_tokens):,} tokens"
 
 
 def experiment_section(
@@ -256,7 +277,7 @@ def arm_rows(spec: ExperimentSpec, tier: str, group: pd.DataFrame, metric: str) 
         rows.append(
             {
                 "arm": arm,
-                "overrides": [f"{k}={v}" for k, v in overrides.items()],
+                "overrides": [f"{k}={v}" for k, v in overrides.items()] + [ran(arm_runs)],
                 "n": len(arm_runs),
                 "mean": f"{mean:.4f}",
                 "ci": f"[{low:.4f}, {high:.4f}]",

@@ -33,7 +33,8 @@ GROUP = ["experiment", "tier", "corpus"]
 KEY = [*GROUP, "arm", "seed"]
 RUN_COLUMNS = KEY + ["status", "health", "learning_check", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).
-EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "trainer.precision", "trainer.accelerator")
+EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "data.packing", "data.max_tokens", "trainer.precision",
+                   "trainer.accelerator")  # fmt: skip
 PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time"]
 
 
