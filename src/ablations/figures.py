@@ -17,6 +17,8 @@ matplotlib.use("Agg")  # no display: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ablations.health import reference_lines  # noqa: E402
@@ -255,17 +257,21 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
             ax.plot([low, high], [i, i], color=colours[v.verdict], linewidth=3, solid_capstyle="butt")
             ax.plot(v.effect, i, "o", color=colours[v.verdict])
         threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
-        ax.axvline(threshold, color="black", linewidth=1.5, label="threshold of the test")
+        ax.axvline(threshold, color="black", linewidth=1.5)
         if rows.test.iloc[0] == "equivalence":
             ax.axvline(-threshold, color="black", linewidth=1.5)
         ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # readable tick labels at small effects
         ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier})" for v in rows.itertuples()])
         ax.set_ylim(len(rows) - 0.5, -0.5)
         level = f"{rows.ci_level.iloc[0]:.0%}"
         ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), "
                      f"effect and {level} CI", fontsize=9)  # fmt: skip
-    axes[0, 0].legend(fontsize=7, loc="best")
-    axes[-1, 0].set_xlabel("effect (positive = as the hypothesis predicts)")
+    present = [v for v in colours if v in set(verdicts.verdict)]
+    handles = [Line2D([], [], color="black", linewidth=1.5, label="margin of the test")]
+    handles += [Line2D([], [], color=colours[v], linewidth=3, marker="o", label=v) for v in present]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles))  # never over the data
+    axes[-1, 0].set_xlabel("effect (+ = as predicted; equivalence: treatment − control)")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
