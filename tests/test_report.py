@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
-from ablations import report
+from ablations import report, tracking
 
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker
 pytestmark = pytest.mark.xdist_group("report_pdf")
@@ -198,3 +198,12 @@ def test_figures_draw_the_tables_interval_not_a_bootstrap():
     seeds = [1.62, 1.65, 1.66]
     assert t_interval(seeds) == pytest.approx(DescrStatsW(seeds).tconfint_mean(0.05))
     assert t_interval([1.7]) == (1.7, 1.7)
+
+
+def test_the_handbooks_inline_latex_is_printed_as_text_not_source():
+    from ablations.spec import load_spec
+
+    assert report.plain_math(r"不用除根号 $\sqrt{d_k}$ 吗, 14–17 % padding") == "不用除根号 √(d_k) 吗, 14–17 % padding"
+    for path in sorted((tracking.ROOT / "experiments").glob("*.yaml")):
+        claim = load_spec(path.stem).claim
+        assert not any(c in report.plain_math(claim[key]) for key in ("zh", "en") for c in "$\\"), path.stem

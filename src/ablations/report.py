@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import typst
+from pylatexenc.latex2text import LatexNodes2Text
 from scipy import stats
 
 from ablations import settings, tracking
@@ -187,6 +189,15 @@ def ran(arm_runs: pd.DataFrame) -> str:
     return f"ran: {shape}, {budget}, {int(first.train_tokens):,} tokens"
 
 
+INLINE_MATH = re.compile(r"\$(.+?)\$")
+
+
+def plain_math(text: str) -> str:
+    """The handbook's inline LaTeX ($\\sqrt{d_k}$, $(1 - \\epsilon)$) as Unicode text (√(d_k), (1 - ϵ)) for the PDF."""
+    to_text = LatexNodes2Text(math_mode="text")
+    return INLINE_MATH.sub(lambda match: to_text.latex_to_text(match[1]), text)
+
+
 def experiment_section(
     spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.DataFrame, curves: pd.DataFrame, work: Path
 ) -> dict:
@@ -202,7 +213,7 @@ def experiment_section(
         "id": spec.id,
         "name": spec.name,
         "title": spec.title,
-        "claim": spec.claim,
+        "claim": {key: plain_math(text) if isinstance(text, str) else text for key, text in spec.claim.items()},
         "design": " ".join(spec.design.split()),
         "hypotheses": hypothesis_rows(spec),
         "settings": [settings_row(tier, corpus, group) for (tier, corpus), group in groups],
