@@ -166,7 +166,10 @@ def test_the_per_arm_figure_draws_a_diverged_run_at_the_registrys_value(monkeypa
     drawn = []
 
     def arm_comparison_figure(title, metric, values, path, lines):
+        from PIL import Image
+
         drawn.extend(values)
+        Image.new("RGB", (700, 400)).save(path)  # a stand-in image: the report reads its proportions
         return path
 
     monkeypatch.setattr(report, "arm_comparison_figure", arm_comparison_figure)
@@ -207,3 +210,14 @@ def test_the_handbooks_inline_latex_is_printed_as_text_not_source():
     for path in sorted((tracking.ROOT / "experiments").glob("*.yaml")):
         claim = load_spec(path.stem).claim
         assert not any(c in report.plain_math(claim[key]) for key in ("zh", "en") for c in "$\\"), path.stem
+
+
+def test_a_tall_figure_is_narrowed_to_fit_the_page_and_a_wide_one_keeps_its_width(tmp_path):
+    """A forest plot of many hypotheses at full width was taller than the page and clipped (issue 17)."""
+    from PIL import Image
+
+    Image.new("RGB", (700, 1400)).save(tmp_path / "tall.png")
+    Image.new("RGB", (700, 400)).save(tmp_path / "wide.png")
+    tall, wide = (report.figure_entry(tmp_path / f"{n}.png", "c") for n in ("tall", "wide"))
+    assert report.TEXT_WIDTH_CM * tall["width"] / 100 * 2 == pytest.approx(report.MAX_FIGURE_HEIGHT_CM, rel=1e-2)
+    assert wide["width"] == 92.0

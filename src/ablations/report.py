@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import typst
+from PIL import Image
 from pylatexenc.latex2text import LatexNodes2Text
 from scipy import stats
 
@@ -326,9 +327,18 @@ TAILS_CAPTION = (
 RELIABILITY_CAPTION = "Reliability diagram: validation accuracy against confidence in 15 bins, seeds pooled."
 
 
+TEXT_WIDTH_CM, MAX_FIGURE_HEIGHT_CM = 17.4, 20.0  # A4 less report.typ's margins; room left for the caption
+
+
 def figure_entry(path: Path, caption: str) -> dict:
-    """A figure as report.json lists it: the file's name in the work folder, and its caption."""
-    return {"path": path.name, "caption": caption}
+    """A figure as report.json lists it: the file's name in the work folder, its caption, and its width in percent of
+    the text width: 92 (62 for the per-arm strip plots), less where the figure would be taller than a page allows
+    (a tall figure at full width was clipped at the page's edge)."""
+    with Image.open(path) as image:
+        aspect = image.height / image.width
+    width = 62.0 if path.name.endswith("-arms.png") else 92.0
+    width = min(width, 100 * MAX_FIGURE_HEIGHT_CM / (TEXT_WIDTH_CM * aspect))
+    return {"path": path.name, "caption": caption, "width": round(width, 1)}
 
 
 def group_figures(
