@@ -221,3 +221,13 @@ def test_a_tall_figure_is_narrowed_to_fit_the_page_and_a_wide_one_keeps_its_widt
     tall, wide = (report.figure_entry(tmp_path / f"{n}.png", "c") for n in ("tall", "wide"))
     assert report.TEXT_WIDTH_CM * tall["width"] / 100 * 2 == pytest.approx(report.MAX_FIGURE_HEIGHT_CM, rel=1e-2)
     assert wide["width"] == 92.0
+
+
+def test_page_one_has_a_scorecard_whose_counts_are_the_fixtures_verdicts(pdf, results_dir):
+    verdicts = pd.read_csv(results_dir / "verdicts.csv", keep_default_na=False)
+    current = verdicts[(verdicts.superseded == "") & ~verdicts.treatment.str.contains("@")]
+    counted = current.verdict_adjusted.value_counts()
+    first = flat(pages(pdf)[0])
+    expected = " ".join(str(int(counted.get(v, 0))) for v in ("supported", "refuted", "inconclusive", "not decided"))
+    assert f"All {expected}" in first, first
+    assert "Read every verdict with its scale" in first

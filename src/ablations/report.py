@@ -455,6 +455,32 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> li
     return rows
 
 
+VERDICTS = ("supported", "refuted", "inconclusive", "not decided")
+
+
+def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> dict:
+    """Page 1: the adjusted verdicts counted per experiment and in total, agreement with the literature, and the
+    caveats a reader needs (the scale, tokenization, hardware and seeds of these runs)."""
+    rows = []
+    for name, group in verdicts.groupby("experiment", sort=False):
+        counted = group.verdict_adjusted.value_counts()
+        rows.append({"experiment": f"{specs[name].id} {name}"} | {v: int(counted.get(v, 0)) for v in VERDICTS})
+    rows.sort(key=lambda r: r["experiment"])
+    agree = [r["literature"] for r in summary_rows(verdicts, specs)]
+    params = runs.n_params.dropna()
+    return {
+        "rows": rows,
+        "total": {v: int((verdicts.verdict_adjusted == v).sum()) for v in VERDICTS},
+        "literature": {"agree": agree.count("yes"), "disagree": agree.count("no")},
+        "caveats": {
+            "params": f"{int(params.min()):,}–{int(params.max()):,}",
+            "tokenizers": ", ".join(sorted(set(runs.tokenizer.dropna()))),
+            "hardware": "; ".join(sorted(set(runs.hardware.dropna()))),
+            "seeds": spread(runs.groupby(["experiment", "tier", "corpus", "arm"]).seed.nunique()),
+        },
+    }
+
+
 def trend_rows(trends: pd.DataFrame) -> list[dict]:
     return [
         {
@@ -541,6 +567,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cjk_font": cjk_font() or "",
             "summary": summary_rows(verdicts, specs),
+            "scorecard": scorecard(verdicts, runs, specs),
             "counts": counts(frames["current"]),
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
             "trends": trend_rows(frames["trends"]),
