@@ -518,6 +518,11 @@ def environment(runs: pd.DataFrame) -> dict:
     }
 
 
+def numbered(column: pd.Series) -> pd.Series:
+    """A sort key that puts H2 before H10 (other columns sort as they are)."""
+    return column.str[1:].astype(int) if column.name == "hypothesis" else column
+
+
 def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """results/*.csv limited to the tiers; verdicts split into current and superseded, blanks as ""."""
     frames = {name: pd.read_csv(results_dir / f"{name}.csv") for name in ("runs", "verdicts", "trends", "curves")}
@@ -531,7 +536,8 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
         verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
     frames["superseded"] = verdicts[verdicts.superseded != ""]
     frames["current"] = current = verdicts[verdicts.superseded == ""]
-    frames["verdicts"] = current[~current.treatment.str.contains("@", regex=False)]  # scaled arms: the trend table
+    own_scale = current[~current.treatment.str.contains("@", regex=False)]  # the scaled arms: the trend table
+    frames["verdicts"] = own_scale.sort_values(["experiment_id", "hypothesis", "corpus", "tier"], key=numbered)
     return frames
 
 
