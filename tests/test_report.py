@@ -110,7 +110,7 @@ def test_summary_lists_every_hypothesis_and_the_numbers_match_verdicts_csv(pdf, 
 def test_a_superseded_verdict_stays_visible_in_the_appendix_and_not_in_the_summary(pdf):
     text = pages(pdf)
     appendix = flat(next(t for t in text if "Appendix: superseded verdicts" in t))
-    assert "H3: More heads mean more" in appendix and "not decided" in appendix
+    assert "H3: More heads mean more" in appendix and "not decided" in appendix  # the full statement
     assert "2026-12-02" in flat("\n".join(text))  # the amendment's date, in the methods section's table
 
 

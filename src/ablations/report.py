@@ -428,7 +428,9 @@ def run_ids_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
     }
 
 
-def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> list[dict]:
+def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], statements: bool = False) -> list[dict]:
+    """One row per verdict; the hypothesis by its arms, metric and direction (one line), or by its full statement
+    (`statements`, for the appendix: superseded hypotheses have no section of their own to read it in)."""
     rows = []
     for v in verdicts.itertuples():
         h = next(h for h in specs[v.experiment].hypotheses if h.id == v.hypothesis)
@@ -439,7 +441,8 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> li
         rows.append(
             {
                 "experiment": f"{v.experiment_id} {v.experiment}",
-                "hypothesis": f"{v.hypothesis}: {h.statement}",
+                "hypothesis": f"{v.hypothesis}: "
+                + (h.statement if statements else f"{v.treatment} vs {v.control}, {v.metric} {v.direction}"),
                 "corpus": v.corpus,
                 "tier": v.tier,
                 "test": v.test.replace("_", "-"),
@@ -578,7 +581,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
             "trends": trend_rows(frames["trends"]),
             "amendments": amendment_rows(specs),
-            "superseded": summary_rows(frames["superseded"], specs),
+            "superseded": summary_rows(frames["superseded"], specs, statements=True),
             "experiments": [
                 experiment_section(specs[n], runs[runs.experiment == n], verdicts, frames["curves"], work)
                 for n in names
