@@ -419,12 +419,14 @@ def verdict_rows(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> list[dict]
 
 
 def run_ids_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
-    """Where one tier x corpus's runs are in MLflow: the parent runs and each arm x seed's run id."""
+    """Where one tier x corpus's runs are in MLflow and what made them: the parent runs, the code commits, and each
+    arm x seed's run id by its first 8 characters (enough to find it: `tags.mlflow.runName` or the UI's search)."""
     return {
         "tier": tier,
         "corpus": corpus,
         "parents": sorted(set(group.parent_run_id)),
-        "runs": [f"{r.arm}/seed{r.seed}: {r.run_id}" for r in group.itertuples()],
+        "commits": sorted(set(group.git_commit)),
+        "runs": [f"{r.arm}/{r.seed} {r.run_id[:8]}" for r in group.itertuples()],
     }
 
 
