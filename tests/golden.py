@@ -67,6 +67,12 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "dropout": {"model": {"dropout": 0.1}},
     "d_ff": {"model": {"d_ff": 24}},
     "swiglu": {"model": {"mlp": "swiglu"}},
+    "relu": {"model": {"mlp": "relu"}},
+    "lu_ffn": {"model": {"mlp": "gelu_lu"}},
+    "no_ffn": {"model": {"mlp": "none"}},
+    "shared_qk": {"model": {"qkv_projection": "shared_qk"}, "train": {"probes": ["attention"]}},
+    "no_qkv_projection": {"model": {"qkv_projection": "none"}, "train": {"probes": ["attention"]}},
+    "no_residual": {"model": {"residual": False, "n_layer": 2}, "train": {"probes": ["layer_grad_norms"]}},
     "label_smoothing": {"train": {"label_smoothing": 0.1}},
     "calibration": {"train": {"calibration": True}},
     "probes": {"train": {"probes": ["attention", "layer_grad_norms", "gradient_noise"]}},
@@ -216,17 +222,22 @@ def write(cases: dict[str, dict[str, float]]) -> None:
 
 
 def add(names: list[str]) -> None:
-    """Record new cases (a new switch) and leave the recorded ones as they are: they must still pass."""
+    """Record what is not recorded yet: new cases (a new switch) and new metrics of recorded cases (a probe that
+    measures more). Every number recorded already must come out the same: a changed one needs a version bump."""
     recorded = json.loads(GOLDEN.read_text())
     if recorded["numerics_version"] != NUMERICS_VERSION:
         sys.exit("the golden file is of another numerics version: regenerate it whole with --write")
-    if known := set(names) & set(recorded["cases"]):
-        sys.exit(f"{sorted(known)} are recorded already; a changed number needs a version bump and --write")
-    write(recorded["cases"] | compute(names))
+    found = compute(names)
+    before = {case: recorded["cases"].get(case, {}) for case in names}
+    again = {case: {k: found[case].get(k, math.nan) for k in before[case]} for case in names}
+    if changed := differences(again, before):
+        sys.exit(f"recorded numbers changed ({changed[:3]}): bump NUMERICS_VERSION and regenerate with --write")
+    write(recorded["cases"] | {case: before[case] | found[case] for case in names})
 
 
 USAGE = """usage: python tests/golden.py --write        every case, after bumping ablations.numerics.NUMERICS_VERSION
-       python tests/golden.py --add CASE ...  record new cases only (a new switch that defaults to off)"""
+       python tests/golden.py --add CASE ...  record new cases (a new switch that defaults to off) and new metrics
+                                              of recorded cases; the recorded numbers must come out the same"""
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:

@@ -25,6 +25,13 @@ SWITCHES = [
     {"n_head": 32},
     {"d_ff": 48, "dropout": 0.1, "bias": True},
     {"mlp": "swiglu"},
+    {"mlp": "relu"},
+    {"mlp": "gelu_lu"},
+    {"mlp": "none"},
+    {"qkv_projection": "shared_qk"},
+    {"qkv_projection": "none"},
+    {"residual": False},
+    {"residual": False, "norm_position": "post"},
 ]
 
 
@@ -97,6 +104,77 @@ def test_swiglu_by_default_has_as_many_weights_as_the_gelu_mlp():
     assert torch.allclose(mlp(x), mlp.proj(F.silu(gate) * up))  # Shazeer 2020, eq. (6), no biases
 
 
+def test_relu_and_no_ffn_variants_compute_what_they_say():
+    """ReLU: Vaswani et al.'s max(0, x W1) W2 (eq. 2, no biases); none: the block is attention only, and the
+    model loses exactly the FFN's 2 d_model d_ff weights per layer."""
+    torch.manual_seed(0)
+    mlp = GPT(tiny(mlp="relu")).blocks[0].mlp
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(mlp(x), torch.relu(x @ mlp.fc.weight.T) @ mlp.proj.weight.T)
+    without = GPT(tiny(mlp="none"))
+    assert not list(without.blocks[0].mlp.parameters())
+    assert GPT(tiny()).num_params() - without.num_params() == 2 * (2 * 32 * 128)
+
+
+def test_an_lu_factored_ffn_has_exactly_the_parameters_of_the_dense_one():
+    """The handbook (line 926) says an LU decomposition of the FFN's matrices reduces parameters. For an m x n
+    matrix L holds the m k - k(k+1)/2 entries below its unit diagonal and U the k n - k(k-1)/2 on and above its
+    diagonal (k = min(m, n)): m n together, no fewer. Truncated low-rank factors (SVD) save; an exact LU cannot."""
+    torch.manual_seed(0)
+    dense, factored = GPT(tiny()), GPT(tiny(mlp="gelu_lu"))
+    assert factored.num_params() == dense.num_params()
+    fc = factored.blocks[0].mlp.fc
+    lower, upper = fc.parametrizations.weight.original0, fc.parametrizations.weight.original1
+    m, n = 128, 32
+    assert lower.numel() == m * n - n * (n + 1) // 2 and upper.numel() == n * n - n * (n - 1) // 2
+
+
+def test_an_lu_factored_ffn_starts_as_the_dense_one_and_trains_its_factors():
+    x = torch.randint(50, (2, 16))
+    torch.manual_seed(0)
+    dense = GPT(tiny())
+    torch.manual_seed(0)
+    factored = GPT(tiny(mlp="gelu_lu"))
+    torch.testing.assert_close(factored(x), dense(x), atol=1e-5, rtol=1e-4)  # W = P L U of the same init
+    F.cross_entropy(factored(x).flatten(0, 1), x.flatten()).backward()
+    fc = factored.blocks[0].mlp.fc.parametrizations.weight
+    assert fc.original0.grad.abs().sum() > 0 and fc.original1.grad.abs().sum() > 0
+    assert fc.original0.matrix_entries  # packed matrix entries: AdamW decays them like the dense weight
+
+
+def test_shared_qk_makes_the_scores_symmetric_and_no_projection_attends_with_the_stream_itself():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 32)
+    shared = CausalSelfAttention(tiny(qkv_projection="shared_qk"))
+    q, k, v = shared.heads(x)
+    scores = q @ k.transpose(-2, -1)
+    torch.testing.assert_close(scores, scores.transpose(-2, -1))
+    assert not torch.equal(k, v) and shared.qkv.weight.shape == (64, 32) and shared.qk_rows == 32
+    bare = CausalSelfAttention(tiny(qkv_projection="none"))
+    q, k, v = bare.heads(x)
+    heads = x.view(2, 16, 4, 8).transpose(1, 2)
+    assert bare.qkv is None and torch.equal(q, heads) and torch.equal(k, heads) and torch.equal(v, heads)
+    full = GPT(tiny()).num_params()
+    assert full - GPT(tiny(qkv_projection="shared_qk")).num_params() == 2 * 32 * 32  # W_K, per layer
+    assert full - GPT(tiny(qkv_projection="none")).num_params() == 2 * 3 * 32 * 32
+
+
+def test_without_residuals_nothing_of_the_embedding_passes_a_silent_block():
+    """A block whose sublayers output zero passes the stream on with residuals and wipes it without (E11)."""
+    x = torch.randint(50, (2, 16))
+    logits = {}
+    for residual in (True, False):
+        torch.manual_seed(0)
+        model = GPT(tiny(residual=residual))
+        with torch.no_grad():
+            for block in model.blocks:
+                block.attn.proj.weight.zero_()
+                block.mlp.proj.weight.zero_()
+            logits[residual] = model(x)
+    assert logits[True].std(dim=(0, 1)).sum() > 0.1  # the tokens still tell positions apart
+    torch.testing.assert_close(logits[False], logits[False][:1, :1].expand_as(logits[False]))
+
+
 def test_tied_embeddings_share_one_matrix():
     tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
     assert tied.lm_head.weight is tied.token_embedding.weight
@@ -126,7 +204,9 @@ def test_same_seed_same_loss_and_different_seed_different_loss():
         ({"norm": "groupnorm"}, "model.norm"),
         ({"norm_position": "middle"}, "norm_position"),
         ({"pos_encoding": "rope"}, "pos_encoding"),
-        ({"mlp": "geglu"}, r"model.mlp='geglu' must be one of \('gelu', 'swiglu'\)"),
+        ({"mlp": "geglu"}, r"model.mlp='geglu' must be one of \('gelu', 'relu', 'swiglu', 'gelu_lu', 'none'\)"),
+        ({"qkv_projection": "tied"}, "model.qkv_projection"),
+        ({"qkv_projection": "none", "fold_scale_into_q_init": True}, "needs a W_Q"),
         ({"attn_scale": "half"}, "attn_scale"),
         ({"dropout": 1.5}, "dropout"),
     ],
@@ -174,7 +254,10 @@ def test_attention_entropy_is_one_for_uniform_attention_and_probes_leave_no_grad
 
     model = GPT(tiny(attn_scale=0.0))  # zero logits: uniform attention over the visible keys
     x = torch.randint(50, (2, 16))
-    assert attention(model, (x, x))["attn_entropy"] == pytest.approx(1.0, abs=1e-5)
+    stats = attention(model, (x, x))
+    assert stats["attn_entropy"] == pytest.approx(1.0, abs=1e-5)
+    uniform_self_weight = sum(1 / (i + 1) for i in range(1, 16)) / 15  # rows 1..15 over i + 1 keys
+    assert stats["attn_self_weight"] == pytest.approx(uniform_self_weight, abs=1e-6)
     norms = layer_grad_norms(model, (x, x))
     assert set(norms) == {"grad_norm_layer0", "grad_norm_layer1", "grad_norm_last_over_first"}
     assert all(p.grad is None for p in model.parameters())

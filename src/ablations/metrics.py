@@ -127,6 +127,7 @@ REGISTRY: tuple[MetricSpec, ...] = (
     # probes (probes.PROBES), each at init, during training and at the end
     *_probe_family("attn_logit_std", "probe", "attention logit std"),
     *_probe_family("attn_entropy", "probe", "normalized attention entropy"),
+    *_probe_family("attn_self_weight", "probe", "attention weight on the query's own token"),
     *_probe_family("qk_grad_norm", "probe", "gradient norm of W_Q and W_K"),
     *_probe_family("log10_qk_grad_norm", "probe", "log10 gradient norm of W_Q and W_K"),
     *_probe_family("softmax_jacobian_norm", "probe", "norm of the attention softmax's Jacobian"),

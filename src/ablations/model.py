@@ -5,8 +5,8 @@ attention through `F.scaled_dot_product_attention`; `reference_attention` is the
 that tests compare it with and that probes use to look at the attention weights.
 
 Switches with several variants are chosen by name, as litgpt resolves `mlp_class_name`: each variant is a
-class in one of the tables NORMS, MLPS, POSITIONS and BLOCKS, and a new variant is a class plus its entry
-(ARCHITECTURE.md, "A new model switch").
+class (or a class with its argument) in one of the tables NORMS, MLPS, POSITIONS, BLOCKS and QKV_PROJECTIONS,
+and a new variant is a class plus its entry (ARCHITECTURE.md, "A new model switch").
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 @dataclass
@@ -35,6 +37,8 @@ class ModelConfig:
     norm_position: str = "pre"  # a name in BLOCKS
     pos_encoding: str = "learned"  # a name in POSITIONS
     mlp: str = "gelu"  # a name in MLPS
+    qkv_projection: str = "separate"  # a name in QKV_PROJECTIONS: how q, k and v are made from the stream
+    residual: bool = True  # False: each sublayer's output replaces the stream instead of adding to it
     init: str = "gpt2"  # a name in INITS
     tie_embeddings: bool = True
     bias: bool = False
@@ -52,6 +56,8 @@ class ModelConfig:
             f"model.dropout={self.dropout} must lie in [0, 1)": 0 <= self.dropout < 1,
             f"model.n_layer={self.n_layer} and model.block_size={self.block_size} must be positive": self.n_layer > 0
             and self.block_size > 0,
+            "model.fold_scale_into_q_init needs a W_Q: model.qkv_projection=separate": not self.fold_scale_into_q_init
+            or self.qkv_projection == "separate",
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -106,23 +112,37 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
     return NORMS[cfg.norm](cfg)
 
 
+# How many d_model-row blocks the fused projection holds: W_Q, W_K, W_V; one W_Q = W_K and W_V (the scores
+# q kᵀ become symmetric); or none at all, q = k = v = the stream itself (handbook line 1064).
+QKV_PROJECTIONS: dict[str, int] = {"separate": 3, "shared_qk": 2, "none": 0}
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head, self.scale, self.dropout = cfg.n_head, cfg.attention_scale(), cfg.dropout
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.qkv.fused_parts = 3  # W_Q, W_K, W_V in one matrix: an initialization by fan treats them apart
+        parts = QKV_PROJECTIONS[cfg.qkv_projection]
+        self.qkv = nn.Linear(cfg.d_model, parts * cfg.d_model, bias=cfg.bias) if parts else None
+        if self.qkv is not None:
+            self.qkv.fused_parts = parts  # W_Q, W_K, W_V in one matrix: an initialization by fan treats them apart
+        self.qk_rows = max(parts - 1, 0) * cfg.d_model  # the rows of qkv.weight that make queries and keys
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         # Probes set `record = True` to run the explicit attention and keep its logits and weights.
         self.record = False
         self.recorded: dict[str, torch.Tensor] = {}
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of shape (B, T, C)."""
+        if self.qkv is None:
+            return x, x, x
+        parts = self.qkv(x).split(x.size(-1), dim=2)
+        return parts if len(parts) == 3 else (parts[0], parts[0], parts[1])
+
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v of shape (B, n_head, T, d_head)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.project(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -137,22 +157,59 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
-class GeluMLP(nn.Module):
-    """GPT-2's feed-forward: proj(gelu(fc(x)))."""
+class FeedForward(nn.Module):
+    """Two linear maps around an activation: proj(act(fc(x))); GPT-2's with GELU, Vaswani et al.'s with ReLU."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, activation: Callable[[torch.Tensor], torch.Tensor] = F.gelu):
         super().__init__()
         d_ff = cfg.d_ff or 4 * cfg.d_model
+        self.activation = activation
         self.fc = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)
         self.proj = nn.Linear(d_ff, cfg.d_model, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        return self.dropout(self.proj(self.activation(self.fc(x))))
+
+
+class LUFactors(nn.Module):
+    """A parametrization that stores a weight W as its LU factors, W = P L U (torch.linalg.lu): the strictly
+    lower entries of the unit-diagonal L and the upper entries of U, packed, with the permutation P fixed. It
+    makes countable the handbook's claim that an LU decomposition of the FFN's matrices saves parameters (E12)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        m, n = weight.shape
+        k = min(m, n)
+        self.lower_shape, self.upper_shape = (m, k), (k, n)
+        self.register_buffer("permutation", torch.linalg.lu(weight)[0])
+        self.register_buffer("lower_index", torch.tril_indices(m, k, offset=-1))
+        self.register_buffer("upper_index", torch.triu_indices(k, n))
+
+    def forward(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        L = torch.eye(*self.lower_shape, dtype=lower.dtype, device=lower.device)
+        L = L.index_put(tuple(self.lower_index), lower)
+        U = upper.new_zeros(self.upper_shape).index_put(tuple(self.upper_index), upper)
+        return self.permutation @ L @ U
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, L, U = torch.linalg.lu(weight)
+        return L[tuple(self.lower_index)], U[tuple(self.upper_index)]
+
+
+class LUFeedForward(FeedForward):
+    """The GELU FFN with each matrix stored as its LU factors once initialized (`GPT` calls `store_as_lu`)."""
+
+    def store_as_lu(self) -> None:
+        for linear in (self.fc, self.proj):
+            parametrize.register_parametrization(linear, "weight", LUFactors(linear.weight.detach()), unsafe=True)
+            factors = linear.parametrizations.weight
+            for factor in (factors.original0, factors.original1):
+                factor.matrix_entries = True  # packed into a vector, still matrix entries: weight decay applies
 
 
 class SwiGLUMLP(nn.Module):
-    """Shazeer 2020: proj(silu(gate(x)) * up(x)); d_ff 8/3 d_model keeps the weights of a 4 d_model GeluMLP."""
+    """Shazeer 2020: proj(silu(gate(x)) * up(x)); d_ff 8/3 d_model keeps the weights of a 4 d_model FeedForward."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -167,7 +224,23 @@ class SwiGLUMLP(nn.Module):
         return self.dropout(self.proj(F.silu(gate) * up))
 
 
-MLPS: dict[str, type[nn.Module]] = {"gelu": GeluMLP, "swiglu": SwiGLUMLP}
+class NoFeedForward(nn.Module):
+    """No FFN sublayer: the block is attention only."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+MLPS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "gelu": FeedForward,
+    "relu": partial(FeedForward, activation=F.relu),
+    "swiglu": SwiGLUMLP,
+    "gelu_lu": LUFeedForward,
+    "none": NoFeedForward,
+}
 
 
 class PreNormBlock(nn.Module):
@@ -179,10 +252,15 @@ class PreNormBlock(nn.Module):
         super().__init__()
         self.norm1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
         self.norm2, self.mlp = make_norm(cfg), MLPS[cfg.mlp](cfg)
+        self.residual = cfg.residual
+
+    def add(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """The residual connection, or without one the sublayer's output alone (E11)."""
+        return x + update if self.residual else update
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = self.add(x, self.attn(self.norm1(x)))
+        return self.add(x, self.mlp(self.norm2(x)))
 
 
 class PostNormBlock(PreNormBlock):
@@ -191,8 +269,8 @@ class PostNormBlock(PreNormBlock):
     final_norm = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.attn(x))
-        return self.norm2(x + self.mlp(x))
+        x = self.norm1(self.add(x, self.attn(x)))
+        return self.norm2(self.add(x, self.mlp(x)))
 
 
 BLOCKS: dict[str, type[nn.Module]] = {"pre": PreNormBlock, "post": PostNormBlock}
@@ -273,7 +351,14 @@ def xavier_init(model: nn.Module, cfg: ModelConfig) -> None:
 
 
 INITS: dict[str, Callable[[nn.Module, ModelConfig], None]] = {"gpt2": gpt2_init, "xavier": xavier_init}
-VARIANTS = {"norm": NORMS, "norm_position": BLOCKS, "pos_encoding": POSITIONS, "mlp": MLPS, "init": INITS}
+VARIANTS = {
+    "norm": NORMS,
+    "norm_position": BLOCKS,
+    "pos_encoding": POSITIONS,
+    "mlp": MLPS,
+    "init": INITS,
+    "qkv_projection": QKV_PROJECTIONS,
+}
 
 
 class GPT(nn.Module):
@@ -289,6 +374,9 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
         INITS[cfg.init](self, cfg)
+        for module in self.modules():  # factored from the initialized weights: their distribution is the init's
+            if isinstance(module, LUFeedForward):
+                module.store_as_lu()
         if cfg.fold_scale_into_q_init:
             with torch.no_grad():
                 for block in self.blocks:

@@ -6,13 +6,16 @@ default to off, reports) leaves it alone, and so leaves every committed run reus
 
 A new setting is part of every run's resolved config, so it would change every run's key even while it is off.
 Each setting added after the store's first runs is therefore listed in ADDED_SETTINGS with the switch that turns
-it on: while that switch is null the setting stays out of the key (ablations.run.arm_run_key).
+it on and that switch's off value (the behaviour before the setting existed): while the switch has that value,
+the setting stays out of the key (ablations.run.arm_run_key).
 """
 
 NUMERICS_VERSION = "1"
 
-# config path of the setting -> the switch that turns it on (null = off, the behaviour before the setting existed)
+# config path of the setting -> (the switch that turns it on, the switch's off value)
 ADDED_SETTINGS = {
-    "data.count_epochs_as": "data.count_epochs_as",
-    "benchmark": "benchmark.name",
+    "data.count_epochs_as": ("data.count_epochs_as", None),
+    "benchmark": ("benchmark.name", None),
+    "model.qkv_projection": ("model.qkv_projection", "separate"),
+    "model.residual": ("model.residual", True),
 }

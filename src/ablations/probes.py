@@ -25,10 +25,12 @@ def _loss_and_grads(model: GPT, batch: Batch) -> None:
 
 
 def attention(model: GPT, batch: Batch) -> dict[str, float]:
-    """Attention logit std, normalized attention entropy, and the gradient norms of W_Q and W_K.
+    """Attention logit std, normalized attention entropy, the weight on the query's own token, and the
+    gradient norms of W_Q and W_K.
 
     Entropy of each query row i (over its i+1 visible keys) divided by its maximum log(i+1), averaged
-    over rows i >= 1, heads and layers: 1 = uniform attention, 0 = one-hot (saturated softmax).
+    over rows i >= 1, heads and layers: 1 = uniform attention, 0 = one-hot (saturated softmax). The self
+    weight is the diagonal of the attention matrix over the same rows (uniform attention: the mean of 1/(i+1)).
     """
     layers = [block.attn for block in model.blocks]
     for attn in layers:
@@ -41,22 +43,23 @@ def attention(model: GPT, batch: Batch) -> dict[str, float]:
     d = model.cfg.d_model
     n = batch[0].size(1)
     max_entropy = torch.log(torch.arange(1, n + 1, dtype=torch.float32))[1:]
-    logit_std, entropy, q_grad, k_grad = [], [], [], []
+    logit_std, entropy, self_weight, qk_grad = [], [], [], []
     for attn in layers:
         logits, weights = attn.recorded["logits"].detach(), attn.recorded["weights"].detach()
         visible = torch.tril(torch.ones(n, n, dtype=torch.bool))
         logit_std.append(logits[..., visible].float().std().item())
         row_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1)[..., 1:]
         entropy.append((row_entropy / max_entropy).mean().item())
-        grad = attn.qkv.weight.grad
-        q_grad.append(grad[:d].norm().item())
-        k_grad.append(grad[d : 2 * d].norm().item())
+        self_weight.append(weights.diagonal(dim1=-2, dim2=-1)[..., 1:].mean().item())
+        if attn.qkv is not None:  # W_Q and W_K (one matrix when shared); none without projections
+            qk_grad.extend(part.norm().item() for part in attn.qkv.weight.grad[: attn.qk_rows].split(d))
         attn.recorded = {}
     model.zero_grad(set_to_none=True)
-    qk = math.sqrt(sum(g**2 for g in q_grad + k_grad))
+    qk = math.sqrt(sum(g**2 for g in qk_grad))
     return {
         "attn_logit_std": sum(logit_std) / len(logit_std),
         "attn_entropy": sum(entropy) / len(entropy),
+        "attn_self_weight": sum(self_weight) / len(self_weight),
         "qk_grad_norm": qk,
         "log10_qk_grad_norm": math.log10(qk) if qk > 0 else -math.inf,
     }

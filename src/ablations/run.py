@@ -121,8 +121,8 @@ def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
     """
     key_config = {k: v for k, v in OmegaConf.to_container(run_cfg, resolve=True).items() if k not in NOT_IN_RUN_KEY}
     key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in ("path", "domain_path", "cache_dir")}
-    for setting, switch in ADDED_SETTINGS.items():  # off: as before the setting existed
-        if OmegaConf.select(run_cfg, switch) is None:
+    for setting, (switch, off) in ADDED_SETTINGS.items():  # off: as before the setting existed
+        if OmegaConf.select(run_cfg, switch) == off:
             section, _, name = setting.rpartition(".")
             (key_config[section] if section else key_config).pop(name, None)
     return tracking.run_key(key_config | corpus_hashes)

@@ -44,10 +44,15 @@ OPTIMIZERS: dict[str, Callable[[list[dict], OptimConfig], torch.optim.Optimizer]
 }
 
 
+def holds_matrix_entries(p: torch.nn.Parameter) -> bool:
+    """Weights and embeddings, and a matrix's factors packed into a vector (model.LUFactors); not norms, biases."""
+    return p.dim() >= 2 or getattr(p, "matrix_entries", False)
+
+
 def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """cfg's optimizer over the module's parameters, weight decay on matrices and embeddings only."""
-    decay = [p for p in module.parameters() if p.dim() >= 2]  # not norms or biases
-    no_decay = [p for p in module.parameters() if p.dim() < 2]
+    decay = [p for p in module.parameters() if holds_matrix_entries(p)]
+    no_decay = [p for p in module.parameters() if not holds_matrix_entries(p)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return OPTIMIZERS[cfg.name](groups, cfg)
 
