@@ -111,6 +111,8 @@ def test_relu_and_no_ffn_variants_compute_what_they_say():
     mlp = GPT(tiny(mlp="relu")).blocks[0].mlp
     x = torch.randn(2, 5, 32)
     torch.testing.assert_close(mlp(x), torch.relu(x @ mlp.fc.weight.T) @ mlp.proj.weight.T)
+    half = GPT(tiny(d_ff=64))  # line 920 counts one d_model x d_ff matrix; both of the FFN's shrink
+    assert GPT(tiny()).num_params() - half.num_params() == 2 * (2 * 32 * (128 - 64))
     without = GPT(tiny(mlp="none"))
     assert not list(without.blocks[0].mlp.parameters())
     assert GPT(tiny()).num_params() - without.num_params() == 2 * (2 * 32 * 128)
@@ -259,7 +261,10 @@ def test_attention_entropy_is_one_for_uniform_attention_and_probes_leave_no_grad
     uniform_self_weight = sum(1 / (i + 1) for i in range(1, 16)) / 15  # rows 1..15 over i + 1 keys
     assert stats["attn_self_weight"] == pytest.approx(uniform_self_weight, abs=1e-6)
     norms = layer_grad_norms(model, (x, x))
-    assert set(norms) == {"grad_norm_layer0", "grad_norm_layer1", "grad_norm_last_over_first"}
+    assert set(norms) == {
+        "grad_norm_layer0", "grad_norm_layer1", "grad_norm_last_over_first", "log10_grad_norm_last_over_first"
+    }  # fmt: skip
+    assert norms["log10_grad_norm_last_over_first"] == pytest.approx(math.log10(norms["grad_norm_last_over_first"]))
     assert all(p.grad is None for p in model.parameters())
 
 

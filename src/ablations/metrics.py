@@ -134,6 +134,7 @@ REGISTRY: tuple[MetricSpec, ...] = (
     *_probe_family("log10_softmax_jacobian_norm", "probe", "log10 norm of the attention softmax's Jacobian"),
     *_probe_family("grad_norm_layer*", "probe", "gradient norm of a block"),
     *_probe_family("grad_norm_last_over_first", "probe", "gradient norm, last block over first"),
+    *_probe_family("log10_grad_norm_last_over_first", "probe", "log10 gradient norm, last block over first"),
     *_probe_family("grad_sq_norm", "probe", "squared norm of the true gradient (estimate)"),
     *_probe_family("grad_trace_cov", "probe", "trace of the gradient covariance (estimate)"),
     *_probe_family("noise_scale", "probe", "gradient noise scale (sequences)"),

@@ -100,7 +100,9 @@ def layer_grad_norms(model: GPT, batch: Batch) -> dict[str, float]:
     ]
     model.zero_grad(set_to_none=True)
     metrics = {f"grad_norm_layer{i}": norm for i, norm in enumerate(norms)}
-    metrics["grad_norm_last_over_first"] = norms[-1] / norms[0] if norms[0] > 0 else math.inf
+    ratio = norms[-1] / norms[0] if norms[0] > 0 else math.inf
+    metrics["grad_norm_last_over_first"] = ratio
+    metrics["log10_grad_norm_last_over_first"] = math.log10(ratio) if ratio > 0 else -math.inf  # orders of magnitude
     return metrics
 
 
