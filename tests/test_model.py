@@ -31,6 +31,7 @@ SWITCHES = [
     {"qkv_projection": "shared_qk"},
     {"qkv_projection": "none"},
     {"residual": False},
+    {"embedding_scale": "sqrt_d_model"},
     {"residual": False, "norm_position": "post"},
 ]
 
@@ -175,6 +176,17 @@ def test_without_residuals_nothing_of_the_embedding_passes_a_silent_block():
             logits[residual] = model(x)
     assert logits[True].std(dim=(0, 1)).sum() > 0.1  # the tokens still tell positions apart
     torch.testing.assert_close(logits[False], logits[False][:1, :1].expand_as(logits[False]))
+
+
+def test_sqrt_d_model_scales_the_token_embeddings_and_not_the_positions():
+    torch.manual_seed(0)
+    plain = GPT(tiny(pos_encoding="sinusoidal"))
+    torch.manual_seed(0)
+    scaled = GPT(tiny(pos_encoding="sinusoidal", embedding_scale="sqrt_d_model"))
+    idx = torch.randint(50, (2, 16))
+    tokens = plain.token_embedding(idx)
+    torch.testing.assert_close(scaled.embed(idx) - plain.embed(idx), tokens * (math.sqrt(32) - 1))
+    assert scaled.num_params() == plain.num_params()
 
 
 def test_tied_embeddings_share_one_matrix():

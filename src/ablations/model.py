@@ -41,6 +41,7 @@ class ModelConfig:
     residual: bool = True  # False: each sublayer's output replaces the stream instead of adding to it
     init: str = "gpt2"  # a name in INITS
     tie_embeddings: bool = True
+    embedding_scale: str = "none"  # a name in EMBEDDING_SCALES: the token embeddings' multiplier (Vaswani et al. 3.4)
     bias: bool = False
     # T5's alternative to scaling: initialize W_Q with std / sqrt(d_k) (use with attn_scale="none").
     fold_scale_into_q_init: bool = False
@@ -351,6 +352,11 @@ def xavier_init(model: nn.Module, cfg: ModelConfig) -> None:
 
 
 INITS: dict[str, Callable[[nn.Module, ModelConfig], None]] = {"gpt2": gpt2_init, "xavier": xavier_init}
+# "In the embedding layers, we multiply those weights by sqrt(d_model)" (Vaswani et al. 2017, 3.4).
+EMBEDDING_SCALES: dict[str, Callable[[ModelConfig], float]] = {
+    "none": lambda cfg: 1.0,
+    "sqrt_d_model": lambda cfg: math.sqrt(cfg.d_model),
+}
 VARIANTS = {
     "norm": NORMS,
     "norm_position": BLOCKS,
@@ -358,6 +364,7 @@ VARIANTS = {
     "mlp": MLPS,
     "init": INITS,
     "qkv_projection": QKV_PROJECTIONS,
+    "embedding_scale": EMBEDDING_SCALES,
 }
 
 
@@ -366,6 +373,7 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.embedding_multiplier = EMBEDDING_SCALES[cfg.embedding_scale](cfg)
         self.positions = POSITIONS[cfg.pos_encoding](cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(BLOCKS[cfg.norm_position](cfg) for _ in range(cfg.n_layer))
@@ -390,7 +398,7 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T > self.cfg.block_size:
             raise ValueError(f"sequence of length {T} exceeds model.block_size={self.cfg.block_size}")
-        return self.dropout(self.positions(self.token_embedding(idx)))
+        return self.dropout(self.positions(self.token_embedding(idx) * self.embedding_multiplier))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits of shape (B, T, vocab_size)."""

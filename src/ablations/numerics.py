@@ -18,4 +18,5 @@ ADDED_SETTINGS = {
     "benchmark": ("benchmark.name", None),
     "model.qkv_projection": ("model.qkv_projection", "separate"),
     "model.residual": ("model.residual", True),
+    "model.embedding_scale": ("model.embedding_scale", "none"),
 }
