@@ -73,6 +73,11 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "shared_qk": {"model": {"qkv_projection": "shared_qk"}, "train": {"probes": ["attention"]}},
     "no_qkv_projection": {"model": {"qkv_projection": "none"}, "train": {"probes": ["attention"]}},
     "sqrt_d_embedding": {"model": {"embedding_scale": "sqrt_d_model", "pos_encoding": "sinusoidal"}},
+    "additive": {
+        "model": {"attn_score": "additive"},
+        "train": {"probes": ["attention"]},
+        "benchmark": {"name": "attention_score", "batches": 2, "repeats": 2},
+    },
     "no_residual": {"model": {"residual": False, "n_layer": 2}, "train": {"probes": ["layer_grad_norms"]}},
     "label_smoothing": {"train": {"label_smoothing": 0.1}},
     "calibration": {"train": {"calibration": True}},

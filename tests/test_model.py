@@ -32,6 +32,8 @@ SWITCHES = [
     {"qkv_projection": "none"},
     {"residual": False},
     {"embedding_scale": "sqrt_d_model"},
+    {"attn_score": "additive"},
+    {"attn_score": "additive", "dropout": 0.1},
     {"residual": False, "norm_position": "post"},
 ]
 
@@ -189,6 +191,23 @@ def test_sqrt_d_model_scales_the_token_embeddings_and_not_the_positions():
     assert scaled.num_params() == plain.num_params()
 
 
+def test_additive_scores_are_bahdanaus_formula_computed_by_hand():
+    """score(i, j) = wᵀ tanh(q_i + k_j) for one head, checked entry by entry on a 3-token input."""
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(tiny(attn_score="additive", n_head=1, d_model=4))
+    q, k, v = attn.heads(torch.randn(1, 3, 4))
+    scores = attn.scores(q, k)
+    w = attn.additive[0]
+    for i in range(3):
+        for j in range(3):
+            expected = sum(w[d] * math.tanh(q[0, 0, i, d] + k[0, 0, j, d]) for d in range(4))
+            assert scores[0, 0, i, j].item() == pytest.approx(float(expected), abs=1e-6)
+    attn.eval()
+    out = attn(torch.randn(1, 3, 4))
+    assert out.shape == (1, 3, 4)
+    assert GPT(tiny(attn_score="additive")).num_params() - GPT(tiny()).num_params() == 2 * 32  # w: d_model a layer
+
+
 def test_tied_embeddings_share_one_matrix():
     tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
     assert tied.lm_head.weight is tied.token_embedding.weight
@@ -220,6 +239,8 @@ def test_same_seed_same_loss_and_different_seed_different_loss():
         ({"pos_encoding": "rope"}, "pos_encoding"),
         ({"mlp": "geglu"}, r"model.mlp='geglu' must be one of \('gelu', 'relu', 'swiglu', 'gelu_lu', 'none'\)"),
         ({"qkv_projection": "tied"}, "model.qkv_projection"),
+        ({"attn_score": "additive", "attn_scale": "none"}, "scales dot-product scores only"),
+        ({"attn_score": "bilinear"}, "model.attn_score"),
         ({"qkv_projection": "none", "fold_scale_into_q_init": True}, "needs a W_Q"),
         ({"attn_scale": "half"}, "attn_scale"),
         ({"dropout": 1.5}, "dropout"),

@@ -64,3 +64,48 @@ def test_a_bad_benchmark_setting_is_refused():
         BenchmarkConfig("sorting")
     with pytest.raises(ValueError, match="benchmark.repeats=1"):
         BenchmarkConfig("batching", repeats=1)
+
+
+@pytest.fixture(scope="module")
+def windows_and_dot_task(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("attention_score")
+    (tmp / "text.txt").write_text("".join(f"line {i} of some text\n" for i in range(800)))
+    data = TextDataModule("textfile", path=str(tmp / "text.txt"), block_size=32, batch_size=4, cache_dir=str(tmp))
+    data.setup()
+    torch.manual_seed(0)
+    model = ModelConfig(vocab_size=256, block_size=32, n_layer=1, n_head=2, d_model=16)
+    return data, LanguageModelTask(model, OptimConfig(max_steps=10, warmup_steps=1))
+
+
+def test_activation_bytes_count_what_backward_keeps_once_and_not_the_weights():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(8, 4, bias=False)
+
+    class Head(torch.nn.Module):  # logits of shape (B, T, V), as the language model's
+        def __init__(self):
+            super().__init__()
+            self.linear = linear
+
+        def forward(self, x):
+            return self.linear(x.float().unsqueeze(-1).expand(*x.shape, 8))
+
+    x, y = torch.randint(4, (2, 3)), torch.randint(4, (2, 3))
+    kept = speed.saved_activation_bytes(Head(), x, y)
+    assert kept > 0 and kept % 4 == 0
+    assert linear.weight.grad is None  # the step's gradients are cleared again
+
+
+def test_additive_scores_keep_d_head_times_the_activations_of_dot_product_scores(windows_and_dot_task, monkeypatch):
+    """The handbook (line 574) says dot products are the more efficient: additive scores materialize tanh(q + k),
+    (B, H, T, T, d_head), where dot-product attention keeps (B, H, T, T) weights at most."""
+    data, task = windows_and_dot_task
+    monkeypatch.setattr(speed, "alternate", lambda contenders, repeats: {"dot": [1.0] * 2, "additive": [3.0] * 2})
+    metrics = speed.attention_score(task, data, BenchmarkConfig("attention_score", batches=2, repeats=2),
+                                    contextlib.nullcontext)  # fmt: skip
+    assert metrics["bench_log_speedup"] == pytest.approx(math.log(3.0))
+    tanh_bytes = 4 * 2 * 32 * 32 * 8 * 4  # B, H, T, T, d_head floats of 4 bytes
+    extra = metrics["bench_activation_bytes_additive"] - metrics["bench_activation_bytes_dot"]
+    assert extra >= tanh_bytes
+    assert metrics["bench_log_memory_saving"] == pytest.approx(
+        math.log(metrics["bench_activation_bytes_additive"] / metrics["bench_activation_bytes_dot"])
+    )

@@ -33,6 +33,7 @@ class ModelConfig:
     dropout: float = 0.0
     # "sqrt_dk" divides the logits by sqrt(d_k); "none" leaves them unscaled; a number is used as is.
     attn_scale: str | float = "sqrt_dk"
+    attn_score: str = "dot"  # a name in ATTENTION_SCORES: dot (q kᵀ, scaled by attn_scale) | additive (Bahdanau)
     norm: str = "layernorm"  # a name in NORMS
     norm_position: str = "pre"  # a name in BLOCKS
     pos_encoding: str = "learned"  # a name in POSITIONS
@@ -59,6 +60,9 @@ class ModelConfig:
             and self.block_size > 0,
             "model.fold_scale_into_q_init needs a W_Q: model.qkv_projection=separate": not self.fold_scale_into_q_init
             or self.qkv_projection == "separate",
+            "model.attn_scale scales dot-product scores only: leave it sqrt_dk with model.attn_score=additive": (
+                self.attn_score == "dot" or self.attn_scale == "sqrt_dk"
+            ),
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -80,15 +84,25 @@ class ModelConfig:
             raise ValueError(f"model.attn_scale={self.attn_scale!r} must be 'sqrt_dk', 'none' or a number") from None
 
 
+def causal_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Attention weights from (..., T, T) logits: each query over itself and the keys before it."""
+    n = logits.size(-1)
+    future = torch.triu(torch.ones(n, n, dtype=torch.bool, device=logits.device), diagonal=1)
+    return logits.masked_fill(future, float("-inf")).softmax(dim=-1)
+
+
 def reference_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal softmax(q kᵀ · scale) v, written out; returns the output and the attention weights."""
-    n = q.size(-2)
-    logits = (q @ k.transpose(-2, -1)) * scale
-    future = torch.triu(torch.ones(n, n, dtype=torch.bool, device=q.device), diagonal=1)
-    weights = logits.masked_fill(future, float("-inf")).softmax(dim=-1)
+    weights = causal_softmax((q @ k.transpose(-2, -1)) * scale)
     return weights @ v, weights
+
+
+def additive_scores(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Bahdanau et al. 2015's additive scores per head h, wₕᵀ tanh(qᵢ + kⱼ), with q and k already projected
+    (W_Q x and W_K x play their W_a s and U_a h); (B, H, T, T). It materializes a (B, H, T, T, d_head) tensor."""
+    return torch.einsum("bhijd,hd->bhij", torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3)), w)
 
 
 class BatchNormOverTokens(nn.Module):
@@ -116,6 +130,7 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 # How many d_model-row blocks the fused projection holds: W_Q, W_K, W_V; one W_Q = W_K and W_V (the scores
 # q kᵀ become symmetric); or none at all, q = k = v = the stream itself (handbook line 1064).
 QKV_PROJECTIONS: dict[str, int] = {"separate": 3, "shared_qk": 2, "none": 0}
+ATTENTION_SCORES = ("dot", "additive")
 
 
 class CausalSelfAttention(nn.Module):
@@ -129,6 +144,9 @@ class CausalSelfAttention(nn.Module):
         self.qk_rows = max(parts - 1, 0) * cfg.d_model  # the rows of qkv.weight that make queries and keys
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        # additive scores: one vector w per head, N(0, 0.02) as every other weight (no fused kernel runs them)
+        additive = cfg.attn_score == "additive"
+        self.additive = nn.Parameter(0.02 * torch.randn(cfg.n_head, cfg.d_head)) if additive else None
         # Probes set `record = True` to run the explicit attention and keep its logits and weights.
         self.record = False
         self.recorded: dict[str, torch.Tensor] = {}
@@ -145,12 +163,23 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.project(x))
 
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The attention logits, (B, H, T, T)."""
+        if self.additive is not None:
+            return additive_scores(q, k, self.additive)
+        return (q @ k.transpose(-2, -1)) * self.scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.heads(x)
-        if self.record:
-            y, weights = reference_attention(q, k, v, self.scale)
-            self.recorded = {"logits": (q @ k.transpose(-2, -1)) * self.scale, "weights": weights}
+        if self.record or self.additive is not None:  # written out: kept for probes, or no fused kernel
+            logits = self.scores(q, k)
+            weights = causal_softmax(logits)
+            if self.record:
+                self.recorded = {"logits": logits, "weights": weights}
+            elif self.training and self.dropout:
+                weights = F.dropout(weights, self.dropout)
+            y = weights @ v
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
@@ -365,6 +394,7 @@ VARIANTS = {
     "init": INITS,
     "qkv_projection": QKV_PROJECTIONS,
     "embedding_scale": EMBEDDING_SCALES,
+    "attn_score": ATTENTION_SCORES,
 }
 
 

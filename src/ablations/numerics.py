@@ -19,4 +19,5 @@ ADDED_SETTINGS = {
     "model.qkv_projection": ("model.qkv_projection", "separate"),
     "model.residual": ("model.residual", True),
     "model.embedding_scale": ("model.embedding_scale", "none"),
+    "model.attn_score": ("model.attn_score", "dot"),
 }

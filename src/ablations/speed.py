@@ -7,11 +7,13 @@ A benchmark is chosen by name in `benchmark.name` and runs after training, on co
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,17 +39,21 @@ class BenchmarkConfig:
 
 
 def training_steps(
-    task: LanguageModelTask, batches: list[list[torch.Tensor]], precision: Callable[[], AbstractContextManager]
+    task: LanguageModelTask,
+    batches: list[Any],
+    precision: Callable[[], AbstractContextManager],
+    collate: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] = pad_batch,
 ) -> Callable[[], None]:
-    """One pass of training steps over `batches` of documents, as Lightning takes them: collation, forward under
-    the trainer's precision, backward, clipping, optimizer step; on a copy of the task's model."""
+    """One pass of training steps over `batches` (by default lists of documents), as Lightning takes them:
+    collation, forward under the trainer's precision, backward, clipping, optimizer step; on a copy of the
+    task's model."""
     model = copy.deepcopy(task.model).train()
     optimizer = make_optimizer(model, task.optim_cfg)
     clip = task.optim_cfg.grad_clip or float("inf")
 
     def run() -> None:
-        for docs in batches:
-            x, y = pad_batch(docs)
+        for batch in batches:
+            x, y = collate(batch)
             with precision():
                 logits = model(x)
             F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).backward()
@@ -85,7 +91,57 @@ def batching(
     return metrics
 
 
-BENCHMARKS = {"batching": batching}
+def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes of the tensors that autograd keeps for the backward pass of one training step (each storage once,
+    parameters excluded): the activation memory the step needs, counted exactly instead of read from the
+    allocator, which on CPU reports nothing per operation."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(kept.values())
+
+
+def attention_score(
+    task: LanguageModelTask, data: TextDataModule, cfg: BenchmarkConfig, precision: Callable[[], AbstractContextManager]
+) -> dict[str, float]:
+    """Training speed and activation memory of this model against the same model with the other attention score
+    (dot-product or additive), on the same training batches: bench_log_speedup = log(other's seconds / own),
+    bench_log_memory_saving = log(other's activation bytes / own); positive when this arm's score is the cheaper;
+    bench_log_activation_bytes = log(own activation bytes), comparable across arms as a fact.
+    The other model carries the trained weights (its own score vector, if additive, at its initialization)."""
+    own = task.model.cfg
+    other_cfg = dataclasses.replace(own, attn_score="additive" if own.attn_score == "dot" else "dot")
+    other = LanguageModelTask(other_cfg, task.optim_cfg)
+    other.model.load_state_dict(task.model.state_dict(), strict=False)
+    data.setup()
+    loader = iter(data.train_dataloader())
+    batches = [next(loader) for _ in range(cfg.batches)]
+    tasks = {own.attn_score: task, other_cfg.attn_score: other}
+    steps = {name: training_steps(t, batches, precision, collate=tuple) for name, t in tasks.items()}
+    seconds = alternate(steps, cfg.repeats)
+    x, y = batches[0]
+    tokens = x.numel() * cfg.batches
+    memory = {name: saved_activation_bytes(copy.deepcopy(t.model).train(), x, y) for name, t in tasks.items()}
+    return {
+        "bench_log_speedup": median_log_ratio(seconds[other_cfg.attn_score], seconds[own.attn_score]),
+        "bench_log_memory_saving": math.log(memory[other_cfg.attn_score] / memory[own.attn_score]),
+        "bench_log_activation_bytes": math.log(memory[own.attn_score]),  # a fact of the shapes: the same every seed
+        **{f"bench_tokens_per_sec_{name}": tokens / statistics.median(t) for name, t in seconds.items()},
+        **{f"bench_activation_bytes_{name}": float(b) for name, b in memory.items()},
+    }
+
+
+BENCHMARKS = {"batching": batching, "attention_score": attention_score}
 
 
 def run_benchmark(
