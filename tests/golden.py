@@ -36,7 +36,7 @@ from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import QuantizeConfig, quantized_evaluation
 from ablations.run import budget
 from ablations.speed import BenchmarkConfig, run_benchmark
-from ablations.training import LanguageModelTask, derived_metrics
+from ablations.training import LanguageModelTask, context_losses, derived_metrics
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden.json"
 SEED = 3
@@ -49,6 +49,7 @@ BASE: dict[str, dict[str, Any]] = {
     "train": {"log_every": 2},
     "quantize": {},
     "benchmark": {},
+    "evaluation": {"context_factors": []},
 }
 # name -> overrides of BASE (section -> key -> value)
 CASES: dict[str, dict[str, dict[str, Any]]] = {
@@ -63,6 +64,8 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "post_ln": {"model": {"norm_position": "post", "n_layer": 2}},
     "sinusoidal": {"model": {"pos_encoding": "sinusoidal"}},
     "no_positions": {"model": {"pos_encoding": "none"}},
+    "rope": {"model": {"pos_encoding": "rope"}, "evaluation": {"context_factors": [2, 4]}},
+    "alibi": {"model": {"pos_encoding": "alibi"}},
     "untied_bias": {"model": {"tie_embeddings": False, "bias": True}},
     "dropout": {"model": {"dropout": 0.1}},
     "d_ff": {"model": {"d_ff": 24}},
@@ -181,6 +184,9 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
         task.evaluate_with(quantized)
         numbers |= measured | {f"{k}.{i}": v for k, values in profiles.items() for i, v in enumerate(values)}
     trainer.test(task, datamodule=data, verbose=False)
+    if factors := config["evaluation"]["context_factors"]:
+        windows, batch = data.test_windows, data.eval_batch_size
+        numbers |= context_losses(task.model, data.val_ids, factors, windows, batch, nullcontext)
     logger.save()
     numbers |= task.final_metrics | baselines(tokens.train, tokens.val, tokens.vocab_size)
     counts = {"n_params": task.model.num_params(), "train_tokens": int(task.train_tokens), "train_seconds": 1.0}

@@ -349,3 +349,26 @@ def test_the_softmax_jacobian_probe_matches_autograd():
         row = logits[b, h, i, : i + 1]
         norms.append(torch.autograd.functional.jacobian(lambda r: r.softmax(-1), row).norm().item())
     assert found == pytest.approx(sum(norms) / len(norms), rel=1e-6)  # float32 weights against float64
+
+
+def test_context_losses_score_long_windows_and_the_same_tokens_at_the_training_context():
+    """E10's extrapolation metric by hand: windows 2x the context, and the same tokens cut into context windows."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    from ablations.model import GPT
+    from ablations.training import context_losses
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, d_model=16, pos_encoding="rope"))
+    ids = torch.randint(50, (200,))
+    metrics = context_losses(model, ids, [2], limit=None, batch_size=4, precision=contextlib.nullcontext)
+    starts = range(0, (200 - 1) // 16 * 16, 16)
+    x = torch.stack([ids[s : s + 16] for s in starts])
+    y = torch.stack([ids[s + 1 : s + 17] for s in starts])
+    with torch.no_grad():
+        long = F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+        chunked = F.cross_entropy(model(x.reshape(-1, 8)).flatten(0, 1), y.flatten()).item()
+    assert metrics["final_val_loss_ctx2x"] == pytest.approx(long, rel=1e-5)
+    assert metrics["ctx2x_loss_increase"] == pytest.approx(long - chunked, rel=1e-4, abs=1e-6)

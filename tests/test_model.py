@@ -33,6 +33,9 @@ SWITCHES = [
     {"residual": False},
     {"embedding_scale": "sqrt_d_model"},
     {"attn_score": "additive"},
+    {"pos_encoding": "rope"},
+    {"pos_encoding": "alibi"},
+    {"pos_encoding": "alibi", "n_head": 1, "attn_score": "additive"},
     {"attn_score": "additive", "dropout": 0.1},
     {"residual": False, "norm_position": "post"},
 ]
@@ -208,6 +211,50 @@ def test_additive_scores_are_bahdanaus_formula_computed_by_hand():
     assert GPT(tiny(attn_score="additive")).num_params() - GPT(tiny()).num_params() == 2 * 32  # w: d_model a layer
 
 
+def test_rope_scores_depend_only_on_the_distance_between_positions():
+    """Shifting every position by the same offset leaves q·k unchanged (Su et al. 2021, eq. 16)."""
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(tiny(pos_encoding="rope"))
+    q, k, _ = (t.view(1, 16, 4, 8).transpose(1, 2) for t in attn.project(torch.randn(1, 16, 32)))
+    rotate = attn.rotary.rotate_queries_or_keys
+    at_start = rotate(q) @ rotate(k).transpose(-2, -1)
+    shifted = rotate(q, offset=7) @ rotate(k, offset=7).transpose(-2, -1)
+    torch.testing.assert_close(shifted, at_start, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(at_start, q @ k.transpose(-2, -1), atol=1e-3)  # the rotation does act
+
+
+def test_alibi_biases_are_linear_in_the_distance_with_the_papers_slopes():
+    from ablations.model import alibi_bias, alibi_slopes
+
+    assert alibi_slopes(8) == [2.0**-i for i in range(1, 9)]  # Press et al. 2022: 1/2, 1/4, ..., 1/256
+    assert alibi_slopes(6) == [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]  # their get_slopes for 6 heads
+    bias = alibi_bias(torch.tensor([0.5]), 5)[0]
+    for i in range(5):
+        for j in range(5):
+            assert bias[i, j].item() == pytest.approx(-0.5 * (i - j))
+
+
+def test_the_fused_kernel_and_the_written_out_attention_agree_for_relative_positions():
+    x = torch.randn(2, 16, 32)
+    for encoding in ("rope", "alibi"):
+        torch.manual_seed(0)
+        attn = CausalSelfAttention(tiny(pos_encoding=encoding)).eval()
+        fused = attn(x)
+        attn.record = True
+        torch.testing.assert_close(attn(x), fused, atol=1e-5, rtol=1e-5)
+
+
+def test_without_positions_a_token_embeds_alike_everywhere_and_only_learned_positions_stop_at_the_context():
+    x = torch.full((1, 16), 7)
+    rows = GPT(tiny(pos_encoding="none")).embed(x)[0]
+    torch.testing.assert_close(rows, rows[:1].expand_as(rows))  # no position signal at all
+    longer = torch.randint(50, (1, 48))  # 3x the context of 16
+    for encoding in ("none", "sinusoidal", "rope", "alibi"):
+        assert GPT(tiny(pos_encoding=encoding))(longer).shape == (1, 48, 50)
+    with pytest.raises(ValueError, match="exceeds model.block_size"):
+        GPT(tiny(pos_encoding="learned"))(longer)
+
+
 def test_tied_embeddings_share_one_matrix():
     tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
     assert tied.lm_head.weight is tied.token_embedding.weight
@@ -236,7 +283,7 @@ def test_same_seed_same_loss_and_different_seed_different_loss():
         ({"n_head": 3}, "must divide"),
         ({"norm": "groupnorm"}, "model.norm"),
         ({"norm_position": "middle"}, "norm_position"),
-        ({"pos_encoding": "rope"}, "pos_encoding"),
+        ({"pos_encoding": "xpos"}, "pos_encoding"),
         ({"mlp": "geglu"}, r"model.mlp='geglu' must be one of \('gelu', 'relu', 'swiglu', 'gelu_lu', 'none'\)"),
         ({"qkv_projection": "tied"}, "model.qkv_projection"),
         ({"attn_score": "additive", "attn_scale": "none"}, "scales dot-product scores only"),

@@ -1,5 +1,5 @@
-"""An experiment that names an unknown metric, an unknown tier or an unknown config key is refused before
-anything runs: one clear error, and nothing written to the MLflow store."""
+"""An experiment that names an unknown metric, an unknown tier or an unknown config key, or asks what a config
+cannot do, is refused before anything runs: one clear error, and nothing written to the MLflow store."""
 
 import sqlite3
 from pathlib import Path
@@ -29,14 +29,19 @@ def break_arm_key(cfg):
     cfg.experiment.arms.ls01 = {"train.label_smoothin": 0.1}
 
 
+def extrapolate_learned_positions(cfg):
+    cfg.evaluation.context_factors = [2]  # the default positions are learned: no vector past the context
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (break_metric, "unknown metric 'final_val_los'"),
         (break_tier, "names tiers ['medium'] that conf/tier does not define"),
         (break_arm_key, "arm 'ls01' overrides 'train.label_smoothin', which is not a config key"),
+        (extrapolate_learned_positions, "learned positions have no vector past model.block_size"),
     ],
-    ids=["metric", "tier", "arm key"],
+    ids=["metric", "tier", "arm key", "learned positions past the context"],
 )
 def test_a_broken_experiment_is_refused_before_anything_is_written(cache_dir, tmp_path, monkeypatch, change, message):
     store = tmp_path / "store.db"

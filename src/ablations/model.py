@@ -18,6 +18,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from rotary_embedding_torch import RotaryEmbedding
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -105,6 +106,20 @@ def additive_scores(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor) -> torch.
     return torch.einsum("bhijd,hd->bhij", torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3)), w)
 
 
+def alibi_slopes(n_head: int) -> list[float]:
+    """ALiBi's head slopes (Press et al. 2022, sec. 3): the geometric sequence 2^(-8/n), 2^(-16/n), ...; for a head
+    count that is not a power of 2, the closest power's slopes and every other slope of twice that count."""
+    closest = 2 ** math.floor(math.log2(n_head))
+    slopes = [2 ** (-8 * (i + 1) / closest) for i in range(closest)]
+    return slopes if closest == n_head else slopes + alibi_slopes(2 * closest)[0::2][: n_head - closest]
+
+
+def alibi_bias(slopes: torch.Tensor, n: int) -> torch.Tensor:
+    """(H, n, n) logit biases -m_h (i - j): a penalty linear in the distance from query i back to key j."""
+    distance = torch.arange(n, device=slopes.device)
+    return slopes[:, None, None] * (distance[None, :] - distance[:, None])
+
+
 class BatchNormOverTokens(nn.Module):
     """BatchNorm1d whose statistics pool the batch and time axes of a (B, T, C) tensor."""
 
@@ -131,6 +146,8 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 # q kᵀ become symmetric); or none at all, q = k = v = the stream itself (handbook line 1064).
 QKV_PROJECTIONS: dict[str, int] = {"separate": 3, "shared_qk": 2, "none": 0}
 ATTENTION_SCORES = ("dot", "additive")
+# Position encodings that act inside attention, on q and k (RoPE, Su et al. 2021) or on the logits (ALiBi).
+RELATIVE_POSITIONS = ("rope", "alibi")
 
 
 class CausalSelfAttention(nn.Module):
@@ -145,6 +162,10 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         # additive scores: one vector w per head, N(0, 0.02) as every other weight (no fused kernel runs them)
+        # RoPE from rotary-embedding-torch (its frequencies are a fixed, untrained parameter: not counted)
+        self.rotary = RotaryEmbedding(cfg.d_head) if cfg.pos_encoding == "rope" else None
+        slopes = torch.tensor(alibi_slopes(cfg.n_head)) if cfg.pos_encoding == "alibi" else None
+        self.register_buffer("alibi_slopes", slopes, persistent=False)
         additive = cfg.attn_score == "additive"
         self.additive = nn.Parameter(0.02 * torch.randn(cfg.n_head, cfg.d_head)) if additive else None
         # Probes set `record = True` to run the explicit attention and keep its logits and weights.
@@ -161,13 +182,26 @@ class CausalSelfAttention(nn.Module):
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v of shape (B, n_head, T, d_head)."""
         B, T, C = x.shape
-        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.project(x))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.project(x))
+        if self.rotary is not None:
+            q, k = self.rotary.rotate_queries_or_keys(q), self.rotary.rotate_queries_or_keys(k)
+        return q, k, v
+
+    def causal_mask(self, n: int) -> dict[str, torch.Tensor | bool]:
+        """The fused kernel's mask arguments: its own causal mask, or ALiBi's biases with the future at -inf."""
+        if self.alibi_slopes is None:
+            return {"is_causal": True}
+        future = torch.triu(torch.ones(n, n, dtype=torch.bool, device=self.alibi_slopes.device), diagonal=1)
+        return {"attn_mask": alibi_bias(self.alibi_slopes, n).masked_fill(future, float("-inf"))}
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The attention logits, (B, H, T, T)."""
-        if self.additive is not None:
-            return additive_scores(q, k, self.additive)
-        return (q @ k.transpose(-2, -1)) * self.scale
+        logits = (
+            additive_scores(q, k, self.additive)
+            if self.additive is not None
+            else (q @ k.transpose(-2, -1)) * self.scale
+        )
+        return logits if self.alibi_slopes is None else logits + alibi_bias(self.alibi_slopes, q.size(-2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -182,7 +216,7 @@ class CausalSelfAttention(nn.Module):
             y = weights @ v
         else:
             y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, scale=self.scale, dropout_p=self.dropout if self.training else 0.0, **self.causal_mask(T)
             )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
@@ -316,7 +350,9 @@ def sinusoidal_table(n_positions: int, d_model: int) -> torch.Tensor:
 
 
 class LearnedPositions(nn.Module):
-    """A trained vector per position (GPT-2)."""
+    """A trained vector per position (GPT-2): none exists past model.block_size."""
+
+    extrapolates = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -329,16 +365,23 @@ class LearnedPositions(nn.Module):
 class SinusoidalPositions(nn.Module):
     """The fixed sines and cosines of Vaswani et al. 2017."""
 
+    extrapolates = True
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(cfg.block_size, cfg.d_model), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.table[: x.size(1)]
+        T = x.size(1)
+        table = self.table if T <= len(self.table) else sinusoidal_table(T, x.size(2)).to(x.device)  # longer: more
+        return x + table[:T]
 
 
 class NoPositions(nn.Module):
-    """No position signal at all: only the causal mask tells positions apart."""
+    """No position signal added to the embeddings: none at all (only the causal mask tells positions apart), or
+    RoPE and ALiBi, which act inside attention (CausalSelfAttention)."""
+
+    extrapolates = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -351,6 +394,7 @@ POSITIONS: dict[str, type[nn.Module]] = {
     "learned": LearnedPositions,
     "sinusoidal": SinusoidalPositions,
     "none": NoPositions,
+    **dict.fromkeys(RELATIVE_POSITIONS, NoPositions),
 }
 
 
@@ -426,7 +470,7 @@ class GPT(nn.Module):
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
-        if T > self.cfg.block_size:
+        if T > self.cfg.block_size and not self.positions.extrapolates:
             raise ValueError(f"sequence of length {T} exceeds model.block_size={self.cfg.block_size}")
         return self.dropout(self.positions(self.token_embedding(idx) * self.embedding_multiplier))
 

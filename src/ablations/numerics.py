@@ -20,4 +20,5 @@ ADDED_SETTINGS = {
     "model.residual": ("model.residual", True),
     "model.embedding_scale": ("model.embedding_scale", "none"),
     "model.attn_score": ("model.attn_score", "dot"),
+    "evaluation": ("evaluation.context_factors", []),
 }

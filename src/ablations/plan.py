@@ -52,6 +52,11 @@ def check_config(run_cfg: DictConfig) -> None:
     OptimConfig(**run_cfg.optim)
     QuantizeConfig(**run_cfg.quantize)
     BenchmarkConfig(**run_cfg.benchmark)
+    factors = run_cfg.evaluation.context_factors
+    if any(not isinstance(f, int) or f < 2 for f in factors):
+        raise ValueError(f"evaluation.context_factors={list(factors)} must be whole numbers of 2 or more")
+    if factors and run_cfg.model.pos_encoding == "learned":
+        raise ValueError("evaluation.context_factors: learned positions have no vector past model.block_size")
 
 
 def check_overrides(spec: ExperimentSpec, tier: str, overrides: list[str]) -> None:

@@ -41,7 +41,7 @@ from ablations.model import ModelConfig
 from ablations.numerics import ADDED_SETTINGS
 from ablations.quantization import QuantizeConfig, quantized_evaluation
 from ablations.speed import BenchmarkConfig, run_benchmark
-from ablations.training import LanguageModelTask, OptimConfig, derived_metrics
+from ablations.training import LanguageModelTask, OptimConfig, context_losses, derived_metrics
 
 # Config blocks that describe where and how a run executes, not what it computes.
 NOT_IN_RUN_KEY = ("experiment", "seeds", "threads", "shard")
@@ -247,6 +247,10 @@ def evaluate(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer) -> tup
         measured |= quantized_metrics
         task.evaluate_with(quantized)
     trainer.test(task, datamodule=run.data, verbose=False)
+    if factors := list(run.cfg.evaluation.context_factors):
+        data, precision = run.data, trainer.precision_plugin.forward_context
+        windows, batch = data.test_windows, data.eval_batch_size
+        measured |= context_losses(task.model, data.val_ids, factors, windows, batch, precision)
     return measured, profiles
 
 

@@ -11,14 +11,16 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassCalibrationError
 
-from ablations.data import IGNORE
+from ablations.data import IGNORE, evaluation_windows
 from ablations.model import GPT, ModelConfig
 from ablations.probes import run_probes
 
@@ -319,6 +321,37 @@ class LanguageModelTask(pl.LightningModule):
             "final_mean_confidence": confidence.mean().item(),
             "final_ece": self._calibration.compute().item(),
         }
+
+
+def context_losses(
+    model: GPT,
+    val_ids: torch.Tensor,
+    factors: list[int],
+    limit: int | None,
+    batch_size: int,
+    precision: Callable[[], AbstractContextManager],
+) -> dict[str, float]:
+    """Validation loss on windows `factor` times model.block_size long (length extrapolation, Press et al. 2022),
+    and on the very same tokens cut into windows of the training context: the increase is the long windows' loss
+    minus that one, per token (negative: the longer context helps). `limit` windows of the training context become
+    limit / factor long ones, so every factor scores about as many tokens as the final evaluation."""
+    block_size = model.cfg.block_size
+    metrics = {}
+    model.eval()
+    with torch.no_grad():
+        for factor in factors:
+            count = None if limit is None else max(1, limit // factor)
+            windows = evaluation_windows(val_ids, factor * block_size, count)
+            sums, tokens = {"long": 0.0, "chunked": 0.0}, 0
+            for x, y in DataLoader(windows, batch_size=max(1, batch_size // factor)):
+                for name, inputs in (("long", x), ("chunked", x.reshape(-1, block_size))):
+                    with precision():
+                        logits = model(inputs)
+                    sums[name] += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+                tokens += y.numel()
+            metrics[f"final_val_loss_ctx{factor}x"] = sums["long"] / tokens
+            metrics[f"ctx{factor}x_loss_increase"] = (sums["long"] - sums["chunked"]) / tokens
+    return metrics
 
 
 def derived_metrics(metrics: Mapping[str, float], steps: int, train_slots: int) -> dict[str, float]:
