@@ -136,8 +136,23 @@ def test_unknown_corpus_and_tokenizer_list_the_valid_ones(tmp_path):
     with pytest.raises(CorpusError, match="valid: .*stdlib_prose"):
         load_corpus("wikipedia", cache_dir=tmp_path)
     corpus = data.Corpus("t", "abc" * 100, "0" * 64)
-    with pytest.raises(CorpusError, match="valid: byte, char"):
+    with pytest.raises(CorpusError, match="valid: byte, char, bpe"):
+        tokenize(corpus, "wordpiece", tmp_path)
+    with pytest.raises(CorpusError, match="bpe needs data.bpe_vocab_size"):
         tokenize(corpus, "bpe", tmp_path)
+
+
+def test_bpe_is_trained_on_the_training_split_alone_and_decodes_back(tmp_path):
+    """The merges come from the first 90 % of the text: a different validation text leaves them unchanged."""
+    words = " ".join(f"token{i % 37} word{i % 11}" for i in range(3000))
+    words += "\n" * (9 - len(words) % 9)  # a multiple of 9 characters: exactly the first 90 % of words + tail
+    tails = [("validation text one " * 400)[: len(words) // 9], ("entirely different words " * 400)[: len(words) // 9]]
+    corpora = [data.Corpus("t", words + tail, data.sha256_bytes((words + tail).encode())) for tail in tails]
+    first, second = (tokenize(c, "bpe", tmp_path / str(i), bpe_vocab_size=300) for i, c in enumerate(corpora))
+    assert first.vocab == second.vocab and 256 < first.vocab_size <= 300  # bytes, then merges (as many as the text has)
+    assert np.array_equal(first.train, second.train)
+    assert first.decode(list(first.val)) == tails[0] and first.decode(list(first.train)) == words
+    assert len(first.train) < len(words) / 2  # merges: fewer tokens than characters
 
 
 def test_download_checks_the_hash_and_saves_nothing_on_a_mismatch(tmp_path):

@@ -34,6 +34,9 @@ SWITCHES = [
     {"embedding_scale": "sqrt_d_model"},
     {"attn_score": "additive"},
     {"pos_encoding": "rope"},
+    {"embedding_rank": 8},
+    {"embedding_rank": 8, "tie_embeddings": False},
+    {"embedding_buckets": 16, "tie_embeddings": False},
     {"pos_encoding": "alibi"},
     {"pos_encoding": "alibi", "n_head": 1, "attn_score": "additive"},
     {"attn_score": "additive", "dropout": 0.1},
@@ -255,6 +258,34 @@ def test_without_positions_a_token_embeds_alike_everywhere_and_only_learned_posi
         GPT(tiny(pos_encoding="learned"))(longer)
 
 
+def test_a_factorized_embedding_has_albert_parameter_count_and_ties_through_its_rank():
+    """ALBERT (Lan et al. 2020, 3.1): V x E + E x H instead of V x H; tied, the output maps H -> E -> V."""
+    full, factored = GPT(tiny()), GPT(tiny(embedding_rank=8))
+    assert factored.token_embedding.weight.shape == (50, 8)
+    assert factored.lm_head.weight is factored.token_embedding.weight
+    # tied: V x E + E x H (up) + H x E (down) instead of V x H
+    assert full.num_params() - factored.num_params() == 50 * 32 - (50 * 8 + 2 * 8 * 32)
+    untied = GPT(tiny(embedding_rank=8, tie_embeddings=False))
+    assert untied.embedding_down is None and untied.lm_head.weight.shape == (50, 32)
+
+
+def test_hashed_embeddings_share_rows_by_bucket_and_more_buckets_share_less():
+    """The hashing trick (line 896): ids in one bucket get one vector. Line 902 says more buckets share more."""
+    from ablations.model import hashed_buckets
+
+    torch.manual_seed(0)
+    model = GPT(tiny(embedding_buckets=16, tie_embeddings=False))
+    buckets = hashed_buckets(50, 16)
+    a, b = next((i, j) for i in range(50) for j in range(i + 1, 50) if buckets[i] == buckets[j])
+    rows = model.token_embedding(buckets[torch.tensor([a, b])])
+    torch.testing.assert_close(rows[0], rows[1])
+    assert torch.equal(model.bucket_of, buckets) and set(buckets.tolist()) <= set(range(16))
+    shared = {n: GPT(tiny(embedding_buckets=n, tie_embeddings=False)).embedding_shared_fraction() for n in (8, 32, 50)}
+    assert shared[8] == 1.0 > shared[50]  # 50 ids in 8 rows must share; in 50 rows they need not (collisions may)
+    per_row = torch.bincount(hashed_buckets(50, 32), minlength=32)
+    assert shared[32] == pytest.approx((per_row[hashed_buckets(50, 32)] > 1).float().mean().item())
+
+
 def test_tied_embeddings_share_one_matrix():
     tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
     assert tied.lm_head.weight is tied.token_embedding.weight
@@ -288,6 +319,8 @@ def test_same_seed_same_loss_and_different_seed_different_loss():
         ({"qkv_projection": "tied"}, "model.qkv_projection"),
         ({"attn_score": "additive", "attn_scale": "none"}, "scales dot-product scores only"),
         ({"attn_score": "bilinear"}, "model.attn_score"),
+        ({"embedding_buckets": 16}, "needs model.tie_embeddings=false"),
+        ({"embedding_rank": 64}, "embedding_rank=64 must lie in"),
         ({"qkv_projection": "none", "fold_scale_into_q_init": True}, "needs a W_Q"),
         ({"attn_scale": "half"}, "attn_scale"),
         ({"dropout": 1.5}, "dropout"),

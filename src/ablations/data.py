@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from ablations.files import atomic_file, atomic_write
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-TOKENIZERS = ("byte", "char")
+TOKENIZERS = ("byte", "char", "bpe")
 TRAIN_FRACTION = 0.9  # first 90% train, last 10% validation (nanoGPT's split)
 VALIDATION_DOCUMENTS = 0.1  # the share of documents drawn for validation from a collection of documents
 SPLIT_SEED = 0  # fixed: one validation sample per corpus, whatever the run's seed
@@ -220,17 +221,21 @@ class TokenizedCorpus:
     sha256: str
     tokenizer: str
     split: str  # "tail" or "documents" (Corpus.split)
-    vocab: str  # the characters of a char-level vocabulary, in id order; empty for bytes
+    vocab: str  # char: the characters in id order; bpe: the trained tokenizer as JSON; bytes: empty
     train: np.ndarray
     val: np.ndarray
 
     @property
     def vocab_size(self) -> int:
+        if self.tokenizer == "bpe":
+            return Tokenizer.from_str(self.vocab).get_vocab_size()
         return 256 if self.tokenizer == "byte" else len(self.vocab)
 
     def decode(self, ids: list[int]) -> str:
         if self.tokenizer == "byte":
             return bytes(ids).decode("utf-8", errors="replace")
+        if self.tokenizer == "bpe":
+            return Tokenizer.from_str(self.vocab).decode(ids)
         return "".join(self.vocab[i] for i in ids)
 
 
@@ -256,20 +261,56 @@ def _encode(text: str, tokenizer: str, lookup: dict[str, int]) -> np.ndarray:
     return np.fromiter((lookup[ch] for ch in text), dtype=np.uint16, count=len(text))
 
 
-def tokenize(corpus: Corpus, tokenizer: str, cache_dir: str | Path = ".cache") -> TokenizedCorpus:
+def train_bpe(text: str, vocab_size: int) -> Tokenizer:
+    """A byte-level BPE (GPT-2's scheme: bytes as the base alphabet, merges learned from the text), trained with
+    Hugging Face `tokenizers` on `text`, which must be the training split alone."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False)
+    tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer)
+    return tokenizer
+
+
+def _split_text(corpus: Corpus) -> tuple[str, str]:
+    """Training and validation text: by documents, or the first TRAIN_FRACTION of the characters and the rest."""
+    if corpus.documents:
+        return split_texts(corpus)
+    cut = int(len(corpus.text) * TRAIN_FRACTION)
+    return corpus.text[:cut], corpus.text[cut:]
+
+
+def _bpe_splits(corpus: Corpus, vocab_size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Both splits encoded by a BPE trained on the training split only: no validation text shapes the merges."""
+    train_text, val_text = _split_text(corpus)
+    tokenizer = train_bpe(train_text, vocab_size)
+    train, val = (np.array(tokenizer.encode(text).ids, dtype=np.uint16) for text in (train_text, val_text))
+    return train, val, tokenizer.to_str()
+
+
+def tokenize(
+    corpus: Corpus, tokenizer: str, cache_dir: str | Path = ".cache", bpe_vocab_size: int | None = None
+) -> TokenizedCorpus:
     """Token ids of the train and validation splits, read from the cache when present."""
     if tokenizer not in TOKENIZERS:
         raise CorpusError(f"unknown tokenizer {tokenizer!r}; valid: {', '.join(TOKENIZERS)}")
-    cached = Path(cache_dir) / f"tokens-{corpus.sha256[:16]}-{tokenizer}-{corpus.split}.npz"
+    if (tokenizer == "bpe") != (bpe_vocab_size is not None):
+        raise CorpusError("data.tokenizer=bpe needs data.bpe_vocab_size (and only bpe takes one)")
+    name = f"{tokenizer}{bpe_vocab_size or ''}"
+    cached = Path(cache_dir) / f"tokens-{corpus.sha256[:16]}-{name}-{corpus.split}.npz"
     if not cached.exists():
-        vocab = "" if tokenizer == "byte" else "".join(sorted(set(corpus.text)))
-        lookup = {ch: i for i, ch in enumerate(vocab)}
-        if corpus.documents:
-            train, val = (_encode(text, tokenizer, lookup) for text in split_texts(corpus))
+        if tokenizer == "bpe":
+            train, val, vocab = _bpe_splits(corpus, bpe_vocab_size)
         else:
-            ids = _encode(corpus.text, tokenizer, lookup)
-            n_train = int(len(ids) * TRAIN_FRACTION)
-            train, val = ids[:n_train], ids[n_train:]
+            vocab = "" if tokenizer == "byte" else "".join(sorted(set(corpus.text)))
+            lookup = {ch: i for i, ch in enumerate(vocab)}
+            if corpus.documents:
+                train, val = (_encode(text, tokenizer, lookup) for text in split_texts(corpus))
+            else:
+                ids = _encode(corpus.text, tokenizer, lookup)
+                n_train = int(len(ids) * TRAIN_FRACTION)
+                train, val = ids[:n_train], ids[n_train:]
         with atomic_file(cached) as tmp:
             np.savez(tmp, train=train, val=val, vocab=np.array(vocab))
     with np.load(cached) as arrays:
@@ -482,6 +523,7 @@ class TextDataModule(pl.LightningDataModule):
         domain: str | None = None,
         domain_path: str | None = None,
         mix: str | None = None,
+        bpe_vocab_size: int | None = None,
     ):
         """packing: "windows" cuts the stream into fixed-length windows; "documents" keeps paragraphs
         at their natural length (cut at block_size + 1 tokens), `batch_size` drawn at random per batch
@@ -494,8 +536,14 @@ class TextDataModule(pl.LightningDataModule):
         domain: a second corpus for continued training (`domain_path` if it needs a path). Training
         windows then mix it with `corpus` at `mix` = "domain:general" (MixedWindows), and validation
         scores both: `corpus` as val_loss, the domain as domain_val_loss. Both corpora must share the
-        byte vocabulary."""
+        byte vocabulary.
+
+        bpe_vocab_size: with tokenizer "bpe", the size of the byte-level BPE vocabulary trained on the training
+        split (windows packing only)."""
         super().__init__()
+        if tokenizer == "bpe" and packing != "windows":
+            raise ValueError("data.tokenizer=bpe needs data.packing=windows")
+        self.bpe_vocab_size = bpe_vocab_size
         self.domain_share = 0.0
         if domain is not None:
             if tokenizer != "byte":
@@ -525,7 +573,8 @@ class TextDataModule(pl.LightningDataModule):
 
     def load(self) -> TokenizedCorpus:
         if self.tokens is None:
-            tokens = tokenize(load_corpus(self.corpus_name, self.path, self.cache_dir), self.tokenizer, self.cache_dir)
+            corpus = load_corpus(self.corpus_name, self.path, self.cache_dir)
+            tokens = tokenize(corpus, self.tokenizer, self.cache_dir, self.bpe_vocab_size)
             for split in ("train", "val"):
                 n = len(getattr(tokens, split))
                 if n <= self.block_size:

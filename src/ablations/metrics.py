@@ -93,6 +93,7 @@ REGISTRY: tuple[MetricSpec, ...] = (
     # sizes and budgets (run, training.derived_metrics)
     MetricSpec("n_params", "size", "run", "parameters (tied weights once)"),
     MetricSpec("vocab_size", "size", "run", "vocabulary size"),
+    MetricSpec("embedding_shared_fraction", "size", "run", "share of the vocabulary whose embedding row is shared"),
     MetricSpec("train_tokens", "count", "training", "training tokens (padding excluded)"),
     MetricSpec("train_seconds", "cost", "training", "training seconds"),
     MetricSpec("wall_seconds", "cost", "run", "wall seconds of the run"),

@@ -44,6 +44,8 @@ class ModelConfig:
     init: str = "gpt2"  # a name in INITS
     tie_embeddings: bool = True
     embedding_scale: str = "none"  # a name in EMBEDDING_SCALES: the token embeddings' multiplier (Vaswani et al. 3.4)
+    embedding_rank: int | None = None  # ALBERT's factorized embedding: vocab x rank, then rank -> d_model
+    embedding_buckets: int | None = None  # the hashing trick: token ids share this many embedding rows
     bias: bool = False
     # T5's alternative to scaling: initialize W_Q with std / sqrt(d_k) (use with attn_scale="none").
     fold_scale_into_q_init: bool = False
@@ -63,6 +65,14 @@ class ModelConfig:
             or self.qkv_projection == "separate",
             "model.attn_scale scales dot-product scores only: leave it sqrt_dk with model.attn_score=additive": (
                 self.attn_score == "dot" or self.attn_scale == "sqrt_dk"
+            ),
+            f"model.embedding_rank={self.embedding_rank} must lie in [1, d_model]": self.embedding_rank is None
+            or 1 <= self.embedding_rank <= self.d_model,
+            f"model.embedding_buckets={self.embedding_buckets} must lie in [1, vocab_size]": self.embedding_buckets
+            is None
+            or 1 <= self.embedding_buckets <= self.vocab_size,
+            "model.embedding_buckets needs model.tie_embeddings=false: tokens sharing a row would share their logits": (
+                self.embedding_buckets is None or not self.tie_embeddings
             ),
         }
         failed = [message for message, ok in checks.items() if not ok]
@@ -442,17 +452,31 @@ VARIANTS = {
 }
 
 
+def hashed_buckets(vocab_size: int, buckets: int) -> torch.Tensor:
+    """The bucket of every token id under a fixed universal hash ((a id + b) mod p) mod buckets (Carter and
+    Wegman 1979), as the hashing trick assigns them (Weinberger et al. 2009): which ids collide is arbitrary."""
+    p, a, b = 2_147_483_647, 1_103_515_245, 12_345
+    return (torch.arange(vocab_size, dtype=torch.int64) * a + b) % p % buckets
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        width = cfg.embedding_rank or cfg.d_model
+        self.token_embedding = nn.Embedding(cfg.embedding_buckets or cfg.vocab_size, width)
+        buckets = hashed_buckets(cfg.vocab_size, cfg.embedding_buckets) if cfg.embedding_buckets else None
+        self.register_buffer("bucket_of", buckets, persistent=False)
+        # ALBERT: rank -> d_model after the lookup; tied, the output layer maps d_model -> rank -> vocabulary
+        factored, tied = cfg.embedding_rank is not None, cfg.tie_embeddings
+        self.embedding_up = nn.Linear(width, cfg.d_model, bias=False) if factored else None
+        self.embedding_down = nn.Linear(cfg.d_model, width, bias=False) if factored and tied else None
         self.embedding_multiplier = EMBEDDING_SCALES[cfg.embedding_scale](cfg)
         self.positions = POSITIONS[cfg.pos_encoding](cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(BLOCKS[cfg.norm_position](cfg) for _ in range(cfg.n_layer))
         self.final_norm = make_norm(cfg) if BLOCKS[cfg.norm_position].final_norm else nn.Identity()
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(width if self.embedding_down is not None else cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
         INITS[cfg.init](self, cfg)
@@ -472,11 +496,22 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T > self.cfg.block_size and not self.positions.extrapolates:
             raise ValueError(f"sequence of length {T} exceeds model.block_size={self.cfg.block_size}")
-        return self.dropout(self.positions(self.token_embedding(idx) * self.embedding_multiplier))
+        tokens = self.token_embedding(idx if self.bucket_of is None else self.bucket_of[idx])
+        if self.embedding_up is not None:
+            tokens = self.embedding_up(tokens)
+        return self.dropout(self.positions(tokens * self.embedding_multiplier))
+
+    def embedding_shared_fraction(self) -> float:
+        """The share of the vocabulary whose embedding row holds other tokens too (0 without hashing)."""
+        if self.bucket_of is None:
+            return 0.0
+        per_row = torch.bincount(self.bucket_of, minlength=self.token_embedding.num_embeddings)
+        return (per_row[self.bucket_of] > 1).float().mean().item()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits of shape (B, T, vocab_size)."""
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.final_norm(x))
+        x = self.final_norm(x)
+        return self.lm_head(x if self.embedding_down is None else self.embedding_down(x))

@@ -21,4 +21,7 @@ ADDED_SETTINGS = {
     "model.embedding_scale": ("model.embedding_scale", "none"),
     "model.attn_score": ("model.attn_score", "dot"),
     "evaluation": ("evaluation.context_factors", []),
+    "data.bpe_vocab_size": ("data.bpe_vocab_size", None),
+    "model.embedding_rank": ("model.embedding_rank", None),
+    "model.embedding_buckets": ("model.embedding_buckets", None),
 }

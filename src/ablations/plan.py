@@ -47,8 +47,8 @@ def check_config(run_cfg: DictConfig) -> None:
         raise ValueError(f"trainer._target_ must be one of {TRAINER_TARGETS}, not {run_cfg.trainer.get('_target_')!r}")
     if unknown := set(run_cfg.train.probes) - set(PROBES):
         raise ValueError(f"unknown probes {sorted(unknown)} in train.probes; valid: {', '.join(PROBES)}")
-    TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
-    ModelConfig(**{**run_cfg.model, "vocab_size": 256})
+    tokens = TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
+    ModelConfig(**{**run_cfg.model, "vocab_size": tokens.vocab_size})
     OptimConfig(**run_cfg.optim)
     QuantizeConfig(**run_cfg.quantize)
     BenchmarkConfig(**run_cfg.benchmark)

@@ -266,6 +266,11 @@ def run_metrics(run: Resolved, task: LanguageModelTask, curve: list[tuple[int, f
         | {LAST_QUARTER_DROP: last_quarter_drop(curve)}
         | {
             "n_params": task.model.num_params(),
+            **(
+                {"embedding_shared_fraction": task.model.embedding_shared_fraction()}
+                if run.cfg.model.embedding_buckets
+                else {}
+            ),
             "vocab_size": tokens.vocab_size,
             "train_tokens": int(task.train_tokens),
             "train_seconds": task.train_seconds,
