@@ -53,7 +53,17 @@ def pdf(tmp_path_factory, results_dir) -> Path:
 
 
 def pages(pdf: Path) -> list[str]:
-    return [page.extract_text() for page in PdfReader(pdf).pages]
+    """The text of each page after the table of contents (which names every section again)."""
+    text = [page.extract_text() for page in PdfReader(pdf).pages]
+    return [t for t in text if not t.lstrip().startswith("Contents")]
+
+
+def test_the_contents_list_every_section_with_its_page(pdf):
+    every_page = [page.extract_text() for page in PdfReader(pdf).pages]
+    contents = flat(next(t for t in every_page if t.lstrip().startswith("Contents")))
+    for section in ("Findings at a glance", "Summary", "How a verdict is decided", "E01 attention_heads", "Appendix"):
+        assert section in contents
+    assert PdfReader(pdf).outline  # the PDF's own bookmarks: the sections are links
 
 
 def flat(text: str) -> str:
@@ -166,14 +176,12 @@ def test_the_per_arm_figure_draws_a_diverged_run_at_the_registrys_value(monkeypa
     drawn = []
 
     def arm_comparison_figure(title, metric, values, path, lines):
-        from PIL import Image
-
         drawn.extend(values)
-        Image.new("RGB", (700, 400)).save(path)  # a stand-in image: the report reads its proportions
+        path.write_text('<svg width="504pt" height="288pt"></svg>')  # a stand-in: the report reads its proportions
         return path
 
     monkeypatch.setattr(report, "arm_comparison_figure", arm_comparison_figure)
-    report.arms_figure(spec, "smoke", "stdlib_prose", runs.to_dict("records"), {}, tmp_path / "arms.png")
+    report.arms_figure(spec, "smoke", "stdlib_prose", runs.to_dict("records"), {}, tmp_path / "arms.svg")
     expected = {(r.arm, r.seed): r.final_val_loss for r in runs.itertuples() if r.arm in spec.arms_for("smoke")}
     expected["h1", 0] = math.log(256)  # the uniform prediction over the byte vocabulary (ablations.metrics)
     assert {(arm, seed): value for arm, seed, value in drawn} == expected
@@ -214,11 +222,13 @@ def test_the_handbooks_inline_latex_is_printed_as_text_not_source():
 
 def test_a_tall_figure_is_narrowed_to_fit_the_page_and_a_wide_one_keeps_its_width(tmp_path):
     """A forest plot of many hypotheses at full width was taller than the page and clipped (issue 17)."""
-    from PIL import Image
+    import matplotlib.pyplot as plt
 
-    Image.new("RGB", (700, 1400)).save(tmp_path / "tall.png")
-    Image.new("RGB", (700, 400)).save(tmp_path / "wide.png")
-    tall, wide = (report.figure_entry(tmp_path / f"{n}.png", "c") for n in ("tall", "wide"))
+    for name, size in (("tall", (3.5, 7)), ("wide", (7, 4))):  # SVGs as the report's figures are written
+        fig = plt.figure(figsize=size)
+        fig.savefig(tmp_path / f"{name}.svg")
+        plt.close(fig)
+    tall, wide = (report.figure_entry(tmp_path / f"{n}.svg", "c") for n in ("tall", "wide"))
     assert report.TEXT_WIDTH_CM * tall["width"] / 100 * 2 == pytest.approx(report.MAX_FIGURE_HEIGHT_CM, rel=1e-2)
     assert wide["width"] == 92.0
 
@@ -231,3 +241,11 @@ def test_page_one_has_a_scorecard_whose_counts_are_the_fixtures_verdicts(pdf, re
     expected = " ".join(str(int(counted.get(v, 0))) for v in ("supported", "refuted", "inconclusive", "not decided"))
     assert f"All {expected}" in first, first
     assert "Read every verdict with its scale" in first
+
+
+def test_the_overview_draws_measured_verdicts_only_and_is_left_out_without_any(results_dir, tmp_path):
+    verdicts = pd.read_csv(results_dir / "verdicts.csv")
+    verdicts = verdicts[verdicts.superseded.isna()]  # as build() passes them: the current hypotheses
+    entry = report.overview_figure(verdicts, tmp_path)
+    assert entry is not None and (tmp_path / entry["path"]).exists() and "minimum effect" in entry["caption"]
+    assert report.overview_figure(verdicts[verdicts.test.isin(["fact", "counts"])], tmp_path) is None

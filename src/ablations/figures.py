@@ -276,3 +276,42 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path
+
+
+VERDICT_COLOURS = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
+TEST_MARKERS = {"superiority": "o", "non_inferiority": "s", "equivalence": "D"}
+
+
+def margins_figure(verdicts: pd.DataFrame, path: Path) -> Path:
+    """Every measured hypothesis at a glance: its effect and interval in units of its own minimum effect, so that
+    one axis holds them all: superiority is decided against +1, non-inferiority against -1, equivalence against
+    the band (-1, 1). Colour: the adjusted verdict; marker: the test."""
+    rows = verdicts[verdicts.test.isin(list(TEST_MARKERS)) & verdicts.ci_low.notna()].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.2, 0.9 + 0.17 * len(rows)), layout="constrained")
+    for i, v in enumerate(rows.itertuples()):
+        colour = VERDICT_COLOURS[v.verdict_adjusted]
+        ax.plot([v.ci_low / v.min_effect, v.ci_high / v.min_effect], [i, i], color=colour, linewidth=2.5)
+        ax.plot(v.effect / v.min_effect, i, TEST_MARKERS[v.test], color=colour, markersize=4)
+    for x, style in ((-1, "-"), (0, ":"), (1, "-")):
+        ax.axvline(x, color="black" if x else "grey", linewidth=1 if x else 0.8, linestyle=style)
+    labels = [f"{v.experiment_id} {v.hypothesis} · {v.corpus} · {v.tier}" for v in rows.itertuples()]
+    ax.set_yticks(range(len(rows)), labels, fontsize=6.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xscale("symlog", linthresh=3)  # most intervals lie within a few margins; a few lie far out
+    ticks = [t for t in (-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    ax.set_xticks(ticks, [f"{t:+d}" if t else "0" for t in ticks], fontsize=7)
+    ax.set_xlabel("effect / minimum effect (+ = as the hypothesis predicts)", fontsize=8)
+    handles = [
+        Line2D([], [], color=c, linewidth=2.5, label=v)
+        for v, c in VERDICT_COLOURS.items()
+        if v in set(rows.verdict_adjusted)
+    ]
+    handles += [
+        Line2D([], [], color="black", marker=m, linestyle="", label=t.replace("_", "-"))
+        for t, m in TEST_MARKERS.items()
+        if t in set(rows.test)
+    ]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles))
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path

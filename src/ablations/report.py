@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 import typst
-from PIL import Image
 from pylatexenc.latex2text import LatexNodes2Text
 from scipy import stats
 
@@ -35,6 +34,7 @@ from ablations.figures import (
     curves_figure,
     effects_figure,
     figure_from_spec,
+    margins_figure,
     reliability_figure,
     tails_figure,
 )
@@ -330,13 +330,22 @@ RELIABILITY_CAPTION = "Reliability diagram: validation accuracy against confiden
 TEXT_WIDTH_CM, MAX_FIGURE_HEIGHT_CM = 17.4, 20.0  # A4 less report.typ's margins; room left for the caption
 
 
+FIGURE = ".svg"  # vector figures, sharp at any zoom (matplotlib draws their text as paths)
+
+
+def svg_size(path: Path) -> tuple[float, float]:
+    """Width and height in points of an SVG that matplotlib wrote (its root's width="...pt" height="...pt")."""
+    size = re.search(r'<svg[^>]*width="([\d.]+)pt" height="([\d.]+)pt"', path.read_text()[:2000])
+    return float(size[1]), float(size[2])
+
+
 def figure_entry(path: Path, caption: str) -> dict:
     """A figure as report.json lists it: the file's name in the work folder, its caption, and its width in percent of
     the text width: 92 (62 for the per-arm strip plots), less where the figure would be taller than a page allows
     (a tall figure at full width was clipped at the page's edge)."""
-    with Image.open(path) as image:
-        aspect = image.height / image.width
-    width = 62.0 if path.name.endswith("-arms.png") else 92.0
+    width_pt, height_pt = svg_size(path)
+    aspect = height_pt / width_pt
+    width = 62.0 if path.stem.endswith("-arms") else 92.0
     width = min(width, 100 * MAX_FIGURE_HEIGHT_CM / (TEXT_WIDTH_CM * aspect))
     return {"path": path.name, "caption": caption, "width": round(width, 1)}
 
@@ -352,21 +361,21 @@ def group_figures(
     loss_lines = reference_lines("final_val_loss", [metrics for *_, metrics in as_runs])
     run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
     where = f"{corpus}, {tier}"
-    entries = [arms_figure(spec, tier, corpus, rows, loss_lines, work / f"{tag}-arms.png")]
+    entries = [arms_figure(spec, tier, corpus, rows, loss_lines, work / f"{tag}-arms{FIGURE}")]
     if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
         lines = loss_lines | ({"bigram baseline": float(group.baseline_bigram.mean())} if loss_lines else {})
-        path = curves_figure(run_curves, list(spec.arms_for(tier)), where, work / f"{tag}-curves.png", lines)
+        path = curves_figure(run_curves, list(spec.arms_for(tier)), where, work / f"{tag}-curves{FIGURE}", lines)
         entries.append(figure_entry(path, CURVES_CAPTION))
     for i, spec_figure in enumerate(spec.figures):
-        if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}.png")) is not None:
+        if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}{FIGURE}")) is not None:
             title = spec_figure.get("title", spec_figure["y"])
             entries.append(figure_entry(path, f"{title}; {corpus}, {tier} tier (mean and 95% t interval over seeds)."))
     if not (tails := run_curves[run_curves.metric.str.endswith("_tail")]).empty:
         entries.append(
-            figure_entry(tails_figure(tails, TAIL_QUANTILES, where, work / f"{tag}-tails.png"), TAILS_CAPTION)
+            figure_entry(tails_figure(tails, TAIL_QUANTILES, where, work / f"{tag}-tails{FIGURE}"), TAILS_CAPTION)
         )
     if not (reliability := run_curves[run_curves.metric.str.startswith("reliability_")]).empty:
-        path = reliability_figure(reliability, list(spec.arms_for(tier)), where, work / f"{tag}-reliability.png")
+        path = reliability_figure(reliability, list(spec.arms_for(tier)), where, work / f"{tag}-reliability{FIGURE}")
         entries.append(figure_entry(path, RELIABILITY_CAPTION))
     return entries
 
@@ -392,11 +401,28 @@ def arms_figure(
     return figure_entry(arm_comparison_figure(f"{spec.id} [{tier}, {corpus}]", primary, values, path, lines), caption)
 
 
+OVERVIEW_CAPTION = (
+    "Every measured hypothesis (rows: experiment, hypothesis, corpus, tier) with its effect and interval divided by "
+    "its own minimum effect m. Superiority is supported right of +1 and refuted left of it; non-inferiority is "
+    "decided against -1; equivalence needs the whole interval (90 %) inside (-1, 1). Colour: the verdict after the "
+    "false-discovery adjustment (grey: an arm did not learn). Counts and facts have no interval and are left out. "
+    "The axis is linear within ±3 margins and logarithmic beyond."
+)
+
+
+def overview_figure(verdicts: pd.DataFrame, work: Path) -> dict | None:
+    """The findings at a glance, before the summary table (None when nothing was measured)."""
+    measured = verdicts[verdicts.test.isin(["superiority", "non_inferiority", "equivalence"]) & verdicts.ci_low.notna()]
+    if measured.empty:
+        return None
+    return figure_entry(margins_figure(verdicts, work / f"overview{FIGURE}"), OVERVIEW_CAPTION)
+
+
 def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path) -> list[dict]:
     """The effect of each hypothesis against the threshold of its test, over all tiers and corpora (if any)."""
     if exp_verdicts.empty:
         return []
-    path = effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects.png")
+    path = effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects{FIGURE}")
     caption = (
         "Effect of each hypothesis with its interval (colour = raw verdict; grey: not decided, an arm did not learn) "
         "and the threshold of its test."
@@ -578,6 +604,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cjk_font": cjk_font() or "",
             "summary": summary_rows(verdicts, specs),
+            "overview": overview_figure(verdicts, work),
             "scorecard": scorecard(verdicts, runs, specs),
             "counts": counts(frames["current"]),
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
