@@ -91,6 +91,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "softmax_probe": {"train": {"probes": ["softmax_jacobian"]}, "model": {"attn_scale": "none"}},
     "xavier_post_ln": {"model": {"init": "xavier", "norm_position": "post", "n_layer": 2}},
     "adafactor": {"optim": {"name": "adafactor"}},
+    "grad_accumulation": {"optim": {"grad_accumulation": 2}, "data": {"batch_size": 2}},
     "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},
     "no_clip_no_decay": {"optim": {"grad_clip": 0.0, "weight_decay": 0.0}},
     "char_tokens": {"data": {"tokenizer": "char"}},
@@ -173,7 +174,8 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
     logger = CSVLogger(folder / "logs", name=case)
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, precision="32-true", logger=logger, max_steps=optim.max_steps,
-        val_check_interval=8, check_val_every_n_epoch=None, num_sanity_val_steps=0, inference_mode=False,
+        val_check_interval=8 * optim.grad_accumulation, accumulate_grad_batches=optim.grad_accumulation,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, inference_mode=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(task, datamodule=data)

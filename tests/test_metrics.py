@@ -372,3 +372,20 @@ def test_context_losses_score_long_windows_and_the_same_tokens_at_the_training_c
         chunked = F.cross_entropy(model(x.reshape(-1, 8)).flatten(0, 1), y.flatten()).item()
     assert metrics["final_val_loss_ctx2x"] == pytest.approx(long, rel=1e-5)
     assert metrics["ctx2x_loss_increase"] == pytest.approx(long - chunked, rel=1e-4, abs=1e-6)
+
+
+def test_gradient_accumulation_counts_updates_and_budgets_the_sequences_of_an_update(tmp_path):
+    from ablations.run import budget
+
+    cfg = OmegaConf.create({"val_every": 50, "optim": {"max_steps": 100, "grad_accumulation": 4}})
+    options = trainer_options(cfg)
+    assert options["accumulate_grad_batches"] == 4 and options["val_check_interval"] == 200  # micro-batches
+    (tmp_path / "t.txt").write_text("some text to train on " * 400)
+    data = TextDataModule(
+        "textfile", path=str(tmp_path / "t.txt"), block_size=16, batch_size=3, cache_dir=str(tmp_path)
+    )
+    data.load()
+    settings = {"max_tokens": 16 * 12 * 10, "grad_accumulation": 4, "lr_scaling": "linear", "lr_reference_batch": 12}
+    optim = budget(settings, data, 16)
+    assert optim.max_steps == 10  # updates of 4 x 3 sequences of 16 tokens
+    assert optim.lr == pytest.approx(1e-3)  # scaled by the update's 12 sequences, not the micro-batch's 3

@@ -109,3 +109,29 @@ def test_additive_scores_keep_d_head_times_the_activations_of_dot_product_scores
     assert metrics["bench_log_memory_saving"] == pytest.approx(
         math.log(metrics["bench_activation_bytes_additive"] / metrics["bench_activation_bytes_dot"])
     )
+
+
+def test_accumulated_micro_batches_give_one_batchs_gradient_with_a_micro_batchs_activations(windows_and_dot_task):
+    """The handbook (line 2875) zeroes gradients every batch so that accumulation does not use more memory: the
+    summed gradient equals the whole batch's, its buffers are as large as one batch's, and a step keeps only a
+    micro-batch's activations for backward."""
+    data, task = windows_and_dot_task
+    accumulating = LanguageModelTask(task.model_cfg, OptimConfig(max_steps=10, warmup_steps=1, grad_accumulation=3))
+    accumulating.model.load_state_dict(task.model.state_dict())
+    metrics = speed.accumulation(accumulating, data, BenchmarkConfig("accumulation", batches=2, repeats=2),
+                                 contextlib.nullcontext)  # fmt: skip
+    assert metrics["bench_grad_relative_difference"] < 1e-5
+    assert metrics["bench_grad_bytes"] == sum(p.nbytes for p in task.model.parameters())
+    x, y = next(iter(data.train_dataloader()))
+    whole = speed.saved_activation_bytes(task.model, torch.cat([x] * 3), torch.cat([y] * 3))
+    assert metrics["bench_log_activation_bytes"] < math.log(whole) - math.log(2)
+    assert math.isfinite(metrics["bench_log_speedup"])
+
+
+def test_training_steps_with_micro_batches_step_the_optimizer_once_per_update(windows_and_dot_task, monkeypatch):
+    data, task = windows_and_dot_task
+    batches = [next(iter(data.train_dataloader()))] * 6
+    steps = []
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps.append(1))
+    speed.training_steps(task, batches, contextlib.nullcontext, collate=tuple, micro_batches=3)()
+    assert len(steps) == 2

@@ -24,4 +24,5 @@ ADDED_SETTINGS = {
     "data.bpe_vocab_size": ("data.bpe_vocab_size", None),
     "model.embedding_rank": ("model.embedding_rank", None),
     "model.embedding_buckets": ("model.embedding_buckets", None),
+    "optim.grad_accumulation": ("optim.grad_accumulation", 1),
 }

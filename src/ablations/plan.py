@@ -52,6 +52,8 @@ def check_config(run_cfg: DictConfig) -> None:
     OptimConfig(**run_cfg.optim)
     QuantizeConfig(**run_cfg.quantize)
     BenchmarkConfig(**run_cfg.benchmark)
+    if run_cfg.data.epochs is not None and run_cfg.optim.grad_accumulation > 1:
+        raise ValueError("optim.grad_accumulation counts updates in micro-batches: use it with data.epochs=null")
     factors = run_cfg.evaluation.context_factors
     if any(not isinstance(f, int) or f < 2 for f in factors):
         raise ValueError(f"evaluation.context_factors={list(factors)} must be whole numbers of 2 or more")

@@ -74,7 +74,8 @@ def trainer_options(run_cfg: DictConfig) -> dict[str, Any]:
     """What every Trainer of a run gets besides its config group and its logger."""
     return {
         "max_steps": run_cfg.optim.max_steps,
-        "val_check_interval": run_cfg.val_every,
+        "val_check_interval": run_cfg.val_every * run_cfg.optim.grad_accumulation,  # counted in micro-batches
+        "accumulate_grad_batches": run_cfg.optim.grad_accumulation,
         "check_val_every_n_epoch": None,
         "num_sanity_val_steps": 0,
         "inference_mode": False,  # evaluation under no_grad instead, so that probes can take gradients
@@ -106,12 +107,13 @@ def budget(optim: dict[str, Any], data: TextDataModule, block_size: int) -> Opti
     that every mix sees the same domain data; learning rates scale with the batch (optim.lr_scaling)."""
     if data.epochs is not None:
         optim = optim | {"max_steps": data.epochs * data.steps_per_epoch()}
-    tokens_per_batch = data.batch_size * block_size
+    sequences = data.batch_size * optim.get("grad_accumulation", 1)  # per update
+    tokens_per_batch = sequences * block_size
     if data.domain_tokens is not None and optim.get("max_tokens") is not None:
         if data.domain_share == 0:
             raise ValueError("optim.max_tokens counts domain tokens, and data.mix has none: set optim.max_steps")
         tokens_per_batch *= data.domain_share
-    return OptimConfig(**optim).for_batch(data.batch_size, tokens_per_batch)
+    return OptimConfig(**optim).for_batch(sequences, tokens_per_batch)
 
 
 def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:

@@ -43,23 +43,25 @@ def training_steps(
     batches: list[Any],
     precision: Callable[[], AbstractContextManager],
     collate: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] = pad_batch,
+    micro_batches: int = 1,
 ) -> Callable[[], None]:
     """One pass of training steps over `batches` (by default lists of documents), as Lightning takes them:
     collation, forward under the trainer's precision, backward, clipping, optimizer step; on a copy of the
-    task's model."""
+    task's model. With micro_batches = k, each update sums the gradients of k consecutive batches (loss / k)."""
     model = copy.deepcopy(task.model).train()
     optimizer = make_optimizer(model, task.optim_cfg)
     clip = task.optim_cfg.grad_clip or float("inf")
 
     def run() -> None:
-        for batch in batches:
+        for i, batch in enumerate(batches):
             x, y = collate(batch)
             with precision():
                 logits = model(x)
-            F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            (F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) / micro_batches).backward()
+            if (i + 1) % micro_batches == 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
 
     return run
 
@@ -141,7 +143,51 @@ def attention_score(
     }
 
 
-BENCHMARKS = {"batching": batching, "attention_score": attention_score}
+def summed_gradient(model: torch.nn.Module, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The gradient of one update over `micro_batches` (loss / k each, summed in the .grad buffers), flattened."""
+    model.zero_grad(set_to_none=True)
+    for x, y in micro_batches:
+        (F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten()) / len(micro_batches)).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def accumulation(
+    task: LanguageModelTask, data: TextDataModule, cfg: BenchmarkConfig, precision: Callable[[], AbstractContextManager]
+) -> dict[str, float]:
+    """Gradient accumulation (optim.grad_accumulation = k micro-batches of data.batch_size) against one batch of the
+    same k x data.batch_size sequences, from the trained weights: the relative difference of the two gradients (the
+    same update up to float summation order); the activation bytes one step keeps for its backward pass (a
+    micro-batch's; the peak activation memory); the bytes of the gradient buffers after the update (summed in
+    place: as many as one batch's); and, for k > 1, the time per token side by side (bench_log_speedup: log of the
+    single batch's seconds over the accumulated micro-batches'; negative when accumulating is slower)."""
+    k = task.optim_cfg.grad_accumulation
+    data.setup()
+    loader = iter(data.train_dataloader())
+    micro = [next(loader) for _ in range(k * cfg.batches)]
+    first = micro[:k]
+    whole = (torch.cat([x for x, _ in first]), torch.cat([y for _, y in first]))
+    model = copy.deepcopy(task.model).train()
+    single = summed_gradient(model, [whole])
+    accumulated = summed_gradient(model, first)
+    grad_bytes = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    metrics = {
+        "bench_grad_relative_difference": float((accumulated - single).norm() / single.norm()),
+        "bench_grad_bytes": float(grad_bytes),
+        "bench_log_activation_bytes": math.log(saved_activation_bytes(model, *first[0])),
+    }
+    if k > 1:
+        wholes = [(torch.cat([x for x, _ in micro[i : i + k]]), torch.cat([y for _, y in micro[i : i + k]]))
+                  for i in range(0, len(micro), k)]  # fmt: skip
+        steps = {
+            "single": training_steps(task, wholes, precision, collate=tuple),
+            "accumulated": training_steps(task, micro, precision, collate=tuple, micro_batches=k),
+        }
+        seconds = alternate(steps, cfg.repeats)
+        metrics["bench_log_speedup"] = median_log_ratio(seconds["single"], seconds["accumulated"])
+    return metrics
+
+
+BENCHMARKS = {"batching": batching, "attention_score": attention_score, "accumulation": accumulation}
 
 
 def run_benchmark(

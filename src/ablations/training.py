@@ -75,6 +75,9 @@ class OptimConfig:
     # Learning rate (and min_lr) scaled with the batch size: none, sqrt or linear in batch / reference.
     lr_scaling: str = "none"
     lr_reference_batch: int = 32
+    # Micro-batches whose gradients add up to one update (Lightning's accumulate_grad_batches): an update sees
+    # grad_accumulation x data.batch_size sequences, and max_steps counts updates.
+    grad_accumulation: int = 1
 
     def __post_init__(self) -> None:
         checks = {
@@ -89,6 +92,10 @@ class OptimConfig:
             f"optim.grad_clip={self.grad_clip} must be non-negative": self.grad_clip >= 0,
             f"optim.lr_scaling={self.lr_scaling!r} must be none, sqrt or linear": self.lr_scaling in LR_SCALING,
             f"optim.max_tokens={self.max_tokens} must be positive": self.max_tokens is None or self.max_tokens > 0,
+            f"optim.grad_accumulation={self.grad_accumulation} must be a positive whole number": isinstance(
+                self.grad_accumulation, int
+            )
+            and self.grad_accumulation >= 1,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -207,7 +214,8 @@ class LanguageModelTask(pl.LightningModule):
         self.train_seconds += now - self._clock
         self._clock = now
         step = self.trained_steps = self.global_step  # already counts the step just taken
-        if step % self.log_every == 0 and self.diverged_at is None:
+        updated = (batch_idx + 1) % self.optim_cfg.grad_accumulation == 0  # the last micro-batch of an update
+        if updated and step % self.log_every == 0 and self.diverged_at is None:
             tokens = int(self.train_tokens)
             self.logger.log_metrics(
                 {
