@@ -34,9 +34,9 @@ from ablations.health import baselines
 from ablations.model import ModelConfig
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import QuantizeConfig, quantized_evaluation
-from ablations.run import budget
+from ablations.run import budget, further_evaluation
 from ablations.speed import BenchmarkConfig, run_benchmark
-from ablations.training import LanguageModelTask, context_losses, derived_metrics
+from ablations.training import LanguageModelTask, derived_metrics
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden.json"
 SEED = 3
@@ -49,7 +49,7 @@ BASE: dict[str, dict[str, Any]] = {
     "train": {"log_every": 2},
     "quantize": {},
     "benchmark": {},
-    "evaluation": {"context_factors": []},
+    "evaluation": {"context_factors": [], "train_split": False},
 }
 # name -> overrides of BASE (section -> key -> value)
 CASES: dict[str, dict[str, dict[str, Any]]] = {
@@ -92,6 +92,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "xavier_post_ln": {"model": {"init": "xavier", "norm_position": "post", "n_layer": 2}},
     "adafactor": {"optim": {"name": "adafactor"}},
     "grad_accumulation": {"optim": {"grad_accumulation": 2}, "data": {"batch_size": 2}},
+    "small_train_split": {"data": {"train_tokens_limit": 600}, "evaluation": {"train_split": True}},
     "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},
     "no_clip_no_decay": {"optim": {"grad_clip": 0.0, "weight_decay": 0.0}},
     "char_tokens": {"data": {"tokenizer": "char"}},
@@ -189,9 +190,7 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
         task.evaluate_with(quantized)
         numbers |= measured | {f"{k}.{i}": v for k, values in profiles.items() for i, v in enumerate(values)}
     trainer.test(task, datamodule=data, verbose=False)
-    if factors := config["evaluation"]["context_factors"]:
-        windows, batch = data.test_windows, data.eval_batch_size
-        numbers |= context_losses(task.model, data.val_ids, factors, windows, batch, nullcontext)
+    numbers |= further_evaluation(data, config["evaluation"], task, nullcontext)
     logger.save()
     numbers |= task.final_metrics | baselines(tokens.train, tokens.val, tokens.vocab_size)
     counts = {"n_params": task.model.num_params(), "train_tokens": int(task.train_tokens), "train_seconds": 1.0}

@@ -305,3 +305,13 @@ def test_epochs_counted_in_fixed_batches_give_bucketed_batches_the_fixed_arms_up
     assert counted.document_batches().mode == "buckets"  # the batches themselves stay bucketed
     with pytest.raises(ValueError, match="count_epochs_as"):
         TextDataModule("textfile", packing="buckets", count_epochs_as="fixed", **common | {"epochs": None})
+
+
+def test_a_train_token_limit_keeps_the_first_tokens_of_the_training_split_only(tmp_path):
+    (tmp_path / "t.txt").write_text("".join(f"line {i}\n" for i in range(3000)))
+    full = TextDataModule("textfile", path=str(tmp_path / "t.txt"), cache_dir=str(tmp_path))
+    small = TextDataModule("textfile", path=str(tmp_path / "t.txt"), cache_dir=str(tmp_path), train_tokens_limit=500)
+    full.setup(), small.setup()
+    assert torch.equal(small.train_ids, full.train_ids[:500]) and torch.equal(small.val_ids, full.val_ids)
+    with pytest.raises(ValueError, match="train_tokens_limit needs"):
+        TextDataModule("textfile", path=str(tmp_path / "t.txt"), packing="documents", train_tokens_limit=500)

@@ -34,7 +34,7 @@ def test_families_match_by_pattern_and_exact_names_win():
 
 
 PREFIXES = "final|init|train|log|block|latency|baseline"
-NOT_METRICS = {"final_metrics", "train_slots"}  # keys of the state a data-parallel fit hands back (ablations.run)
+NOT_METRICS = {"final_metrics", "train_slots", "train_split"}  # state a data-parallel fit hands back; a setting
 
 
 def logged_by_the_code() -> set[str]:

@@ -524,6 +524,7 @@ class TextDataModule(pl.LightningDataModule):
         domain_path: str | None = None,
         mix: str | None = None,
         bpe_vocab_size: int | None = None,
+        train_tokens_limit: int | None = None,
     ):
         """packing: "windows" cuts the stream into fixed-length windows; "documents" keeps paragraphs
         at their natural length (cut at block_size + 1 tokens), `batch_size` drawn at random per batch
@@ -539,11 +540,17 @@ class TextDataModule(pl.LightningDataModule):
         byte vocabulary.
 
         bpe_vocab_size: with tokenizer "bpe", the size of the byte-level BPE vocabulary trained on the training
-        split (windows packing only)."""
+        split (windows packing only).
+
+        train_tokens_limit: train on the first that many tokens of the training split only (windows packing): a
+        small corpus seen for many epochs, where a model over-fits."""
         super().__init__()
         if tokenizer == "bpe" and packing != "windows":
             raise ValueError("data.tokenizer=bpe needs data.packing=windows")
         self.bpe_vocab_size = bpe_vocab_size
+        if train_tokens_limit is not None and (packing != "windows" or domain is not None or train_tokens_limit <= 0):
+            raise ValueError("data.train_tokens_limit needs a positive count, data.packing=windows and no data.domain")
+        self.train_tokens_limit = train_tokens_limit
         self.domain_share = 0.0
         if domain is not None:
             if tokenizer != "byte":
@@ -592,7 +599,7 @@ class TextDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         tokens = self.load()
-        self.train_ids = torch.from_numpy(tokens.train.astype(np.int64))
+        self.train_ids = torch.from_numpy(tokens.train[: self.train_tokens_limit].astype(np.int64))
         self.val_ids = torch.from_numpy(tokens.val.astype(np.int64))
         if self.domain_tokens is not None:
             self.domain_train_ids = torch.from_numpy(self.domain_tokens.train.astype(np.int64))

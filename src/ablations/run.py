@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,13 @@ from ablations.model import ModelConfig
 from ablations.numerics import ADDED_SETTINGS
 from ablations.quantization import QuantizeConfig, quantized_evaluation
 from ablations.speed import BenchmarkConfig, run_benchmark
-from ablations.training import LanguageModelTask, OptimConfig, context_losses, derived_metrics
+from ablations.training import (
+    LanguageModelTask,
+    OptimConfig,
+    context_losses,
+    derived_metrics,
+    train_split_losses,
+)
 
 # Config blocks that describe where and how a run executes, not what it computes.
 NOT_IN_RUN_KEY = ("experiment", "seeds", "threads", "shard")
@@ -127,6 +133,8 @@ def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
         if OmegaConf.select(run_cfg, switch) == off:
             section, _, name = setting.rpartition(".")
             (key_config[section] if section else key_config).pop(name, None)
+            if section and not key_config[section]:  # a section that is all added settings, all off
+                del key_config[section]
     return tracking.run_key(key_config | corpus_hashes)
 
 
@@ -249,11 +257,23 @@ def evaluate(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer) -> tup
         measured |= quantized_metrics
         task.evaluate_with(quantized)
     trainer.test(task, datamodule=run.data, verbose=False)
-    if factors := list(run.cfg.evaluation.context_factors):
-        data, precision = run.data, trainer.precision_plugin.forward_context
-        windows, batch = data.test_windows, data.eval_batch_size
-        measured |= context_losses(task.model, data.val_ids, factors, windows, batch, precision)
+    measured |= further_evaluation(run.data, run.cfg.evaluation, task, trainer.precision_plugin.forward_context)
     return measured, profiles
+
+
+def further_evaluation(
+    data: TextDataModule, settings: Mapping[str, Any], task: LanguageModelTask, precision: Callable[[], Any]
+) -> dict[str, float]:
+    """What the `evaluation` settings add to the final evaluation: longer contexts, the training tokens."""
+    measured = {}
+    if settings["context_factors"]:
+        factors, windows = list(settings["context_factors"]), data.test_windows
+        measured |= context_losses(task.model, data.val_ids, factors, windows, data.eval_batch_size, precision)
+    if settings["train_split"]:
+        windows = data.test_windows or len(data.val_ids) // data.block_size  # as many as the validation's
+        measured |= train_split_losses(task.model, data.train_ids, windows, data.eval_batch_size, precision)
+        measured["generalization_gap"] = task.final_metrics["final_val_loss"] - measured["final_train_split_loss"]
+    return measured
 
 
 # --- record ---------------------------------------------------------------------------------------------

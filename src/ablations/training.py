@@ -362,6 +362,27 @@ def context_losses(
     return metrics
 
 
+def train_split_losses(
+    model: GPT,
+    train_ids: torch.Tensor,
+    limit: int | None,
+    batch_size: int,
+    precision: Callable[[], AbstractContextManager],
+) -> dict[str, float]:
+    """The model in eval mode on the tokens it trained on (`limit` windows spread over them, as the final
+    evaluation takes the validation split), and the generalization gap: validation loss minus this one."""
+    windows = evaluation_windows(train_ids, model.cfg.block_size, limit)
+    total, tokens = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for x, y in DataLoader(windows, batch_size=batch_size):
+            with precision():
+                logits = model(x)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+            tokens += y.numel()
+    return {"final_train_split_loss": total / tokens}
+
+
 def derived_metrics(metrics: Mapping[str, float], steps: int, train_slots: int) -> dict[str, float]:
     """Metrics computed from a run's measured ones, which hypotheses test on a log scale or as rates.
 
