@@ -66,6 +66,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "no_positions": {"model": {"pos_encoding": "none"}},
     "rope": {"model": {"pos_encoding": "rope"}, "evaluation": {"context_factors": [2, 4]}},
     "alibi": {"model": {"pos_encoding": "alibi"}},
+    "gqa": {"model": {"n_head": 2, "n_kv_head": 1}},
     "factorized_embedding": {"model": {"embedding_rank": 8}},
     "hashed_embedding": {"model": {"embedding_buckets": 64, "tie_embeddings": False}},
     "bpe": {"data": {"tokenizer": "bpe", "bpe_vocab_size": 300}},

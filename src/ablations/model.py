@@ -29,6 +29,8 @@ class ModelConfig:
     block_size: int = 64  # context length
     n_layer: int = 4
     n_head: int = 4
+    n_kv_head: int | None = None  # heads of keys and values, shared by n_head / n_kv_head query heads each (GQA);
+    # None: n_head (multi-head attention); 1: one key-value head for all (multi-query attention)
     d_model: int = 128
     d_ff: int | None = None  # None: the MLP's own default (4 * d_model; SwiGLU: 8/3 * d_model, as many weights)
     dropout: float = 0.0
@@ -66,6 +68,10 @@ class ModelConfig:
             "model.attn_scale scales dot-product scores only: leave it sqrt_dk with model.attn_score=additive": (
                 self.attn_score == "dot" or self.attn_scale == "sqrt_dk"
             ),
+            f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head} (with qkv_projection=separate)": (
+                self.n_kv_head is None
+                or (self.n_kv_head > 0 and self.n_head % self.n_kv_head == 0 and self.qkv_projection == "separate")
+            ),
             f"model.embedding_rank={self.embedding_rank} must lie in [1, d_model]": self.embedding_rank is None
             or 1 <= self.embedding_rank <= self.d_model,
             f"model.embedding_buckets={self.embedding_buckets} must lie in [1, vocab_size]": self.embedding_buckets
@@ -83,6 +89,10 @@ class ModelConfig:
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
 
     def attention_scale(self) -> float:
         if self.attn_scale == "sqrt_dk":
@@ -160,15 +170,41 @@ ATTENTION_SCORES = ("dot", "additive")
 RELATIVE_POSITIONS = ("rope", "alibi")
 
 
+@dataclass
+class KVCache:
+    """One layer's keys and values of the tokens so far, each (B, n_kv_head, T, d_head): what decoding keeps so
+    that a new token attends to the past without recomputing it."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.size(2)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.k is None else self.k.nbytes + self.v.nbytes
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head, self.scale, self.dropout = cfg.n_head, cfg.attention_scale(), cfg.dropout
-        parts = QKV_PROJECTIONS[cfg.qkv_projection]
-        self.qkv = nn.Linear(cfg.d_model, parts * cfg.d_model, bias=cfg.bias) if parts else None
+        self.n_kv_head = cfg.kv_heads
+        parts, kv_width = QKV_PROJECTIONS[cfg.qkv_projection], cfg.kv_heads * cfg.d_head
+        # W_Q, W_K, W_V in one matrix (fused_sizes: an initialization by fan treats them apart); W_K and W_V of
+        # n_kv_head heads under GQA
+        self.fused_sizes = {3: [cfg.d_model, kv_width, kv_width], 2: [cfg.d_model, cfg.d_model], 0: []}[parts]
+        self.qkv = nn.Linear(cfg.d_model, sum(self.fused_sizes), bias=cfg.bias) if parts else None
         if self.qkv is not None:
-            self.qkv.fused_parts = parts  # W_Q, W_K, W_V in one matrix: an initialization by fan treats them apart
-        self.qk_rows = max(parts - 1, 0) * cfg.d_model  # the rows of qkv.weight that make queries and keys
+            self.qkv.fused_sizes = self.fused_sizes
+        self.qk_rows = sum(self.fused_sizes[:-1])  # the rows of qkv.weight that make queries and keys
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         # additive scores: one vector w per head, N(0, 0.02) as every other weight (no fused kernel runs them)
@@ -186,16 +222,23 @@ class CausalSelfAttention(nn.Module):
         """q, k, v of shape (B, T, C)."""
         if self.qkv is None:
             return x, x, x
-        parts = self.qkv(x).split(x.size(-1), dim=2)
+        parts = self.qkv(x).split(self.fused_sizes, dim=2)
         return parts if len(parts) == 3 else (parts[0], parts[0], parts[1])
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v of shape (B, n_head, T, d_head)."""
+    def heads(self, x: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q of shape (B, n_head, T, d_head), k and v of shape (B, n_kv_head, T, d_head), at positions offset.."""
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.project(x))
+        d_head = C // self.n_head
+        q, k, v = (t.view(B, T, -1, d_head).transpose(1, 2) for t in self.project(x))
         if self.rotary is not None:
-            q, k = self.rotary.rotate_queries_or_keys(q), self.rotary.rotate_queries_or_keys(k)
+            q = self.rotary.rotate_queries_or_keys(q, offset=offset)
+            k = self.rotary.rotate_queries_or_keys(k, offset=offset)
         return q, k, v
+
+    def shared_kv(self, t: torch.Tensor) -> torch.Tensor:
+        """Keys or values repeated for the query heads that share them (GQA), for the written-out attention."""
+        groups = self.n_head // self.n_kv_head
+        return t if groups == 1 else t.repeat_interleave(groups, dim=1)
 
     def causal_mask(self, n: int) -> dict[str, torch.Tensor | bool]:
         """The fused kernel's mask arguments: its own causal mask, or ALiBi's biases with the future at -inf."""
@@ -213,10 +256,13 @@ class CausalSelfAttention(nn.Module):
         )
         return logits if self.alibi_slopes is None else logits + alibi_bias(self.alibi_slopes, q.size(-2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
+        if cache is not None:
+            return self.proj(self.cached_attention(x, cache).transpose(1, 2).reshape(B, T, C))
         q, k, v = self.heads(x)
         if self.record or self.additive is not None:  # written out: kept for probes, or no fused kernel
+            k, v = self.shared_kv(k), self.shared_kv(v)
             logits = self.scores(q, k)
             weights = causal_softmax(logits)
             if self.record:
@@ -225,10 +271,25 @@ class CausalSelfAttention(nn.Module):
                 weights = F.dropout(weights, self.dropout)
             y = weights @ v
         else:
+            dropout, gqa = self.dropout if self.training else 0.0, self.n_kv_head < self.n_head
             y = F.scaled_dot_product_attention(
-                q, k, v, scale=self.scale, dropout_p=self.dropout if self.training else 0.0, **self.causal_mask(T)
+                q, k, v, scale=self.scale, dropout_p=dropout, enable_gqa=gqa, **self.causal_mask(T)
             )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+    def cached_attention(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Attention of new tokens over the cached keys and values and their own, appending theirs to the cache:
+        the whole prompt at once (causal), then one token at a time (it sees everything before it)."""
+        if self.additive is not None or self.alibi_slopes is not None or self.record:
+            raise ValueError("the KV cache serves dot-product attention without ALiBi and without probes")
+        past, T = cache.length, x.size(1)
+        if past and T != 1:
+            raise ValueError("with a filled KV cache, decode one token at a time")
+        q, k, v = self.heads(x, offset=past)
+        k, v = cache.append(k, v)
+        return F.scaled_dot_product_attention(
+            q, k, v, scale=self.scale, is_causal=not past, enable_gqa=self.n_kv_head < self.n_head
+        )
 
 
 class FeedForward(nn.Module):
@@ -289,7 +350,7 @@ class SwiGLUMLP(nn.Module):
         super().__init__()
         self.d_ff = cfg.d_ff or 8 * cfg.d_model // 3
         self.fc = nn.Linear(cfg.d_model, 2 * self.d_ff, bias=cfg.bias)  # gate and up in one matrix
-        self.fc.fused_parts = 2
+        self.fc.fused_sizes = [self.d_ff, self.d_ff]
         self.proj = nn.Linear(self.d_ff, cfg.d_model, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -332,8 +393,8 @@ class PreNormBlock(nn.Module):
         """The residual connection, or without one the sublayer's output alone (E11)."""
         return x + update if self.residual else update
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.add(x, self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = self.add(x, self.attn(self.norm1(x), cache))
         return self.add(x, self.mlp(self.norm2(x)))
 
 
@@ -342,8 +403,8 @@ class PostNormBlock(PreNormBlock):
 
     final_norm = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(self.add(x, self.attn(x)))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = self.norm1(self.add(x, self.attn(x, cache)))
         return self.norm2(self.add(x, self.mlp(x)))
 
 
@@ -368,8 +429,8 @@ class LearnedPositions(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(cfg.block_size, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.embedding(torch.arange(x.size(1), device=x.device))
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        return x + self.embedding(torch.arange(offset, offset + x.size(1), device=x.device))
 
 
 class SinusoidalPositions(nn.Module):
@@ -381,10 +442,10 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.register_buffer("table", sinusoidal_table(cfg.block_size, cfg.d_model), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.size(1)
-        table = self.table if T <= len(self.table) else sinusoidal_table(T, x.size(2)).to(x.device)  # longer: more
-        return x + table[:T]
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        end = offset + x.size(1)
+        table = self.table if end <= len(self.table) else sinusoidal_table(end, x.size(2)).to(x.device)  # longer
+        return x + table[offset:end]
 
 
 class NoPositions(nn.Module):
@@ -396,7 +457,7 @@ class NoPositions(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         return x
 
 
@@ -428,7 +489,7 @@ def xavier_init(model: nn.Module, cfg: ModelConfig) -> None:
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
             elif isinstance(module, nn.Linear) and module.weight is not model.token_embedding.weight:
-                for part in module.weight.split(module.out_features // getattr(module, "fused_parts", 1)):
+                for part in module.weight.split(getattr(module, "fused_sizes", [module.out_features])):
                     nn.init.xavier_uniform_(part)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -492,14 +553,15 @@ class GPT(nn.Module):
         """Trainable parameters, counting tied weights once."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        T = idx.size(1)
+    def embed(self, idx: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Token embeddings with the position signal of positions offset, offset + 1, ... (offset: tokens before)."""
+        T = offset + idx.size(1)
         if T > self.cfg.block_size and not self.positions.extrapolates:
             raise ValueError(f"sequence of length {T} exceeds model.block_size={self.cfg.block_size}")
         tokens = self.token_embedding(idx if self.bucket_of is None else self.bucket_of[idx])
         if self.embedding_up is not None:
             tokens = self.embedding_up(tokens)
-        return self.dropout(self.positions(tokens * self.embedding_multiplier))
+        return self.dropout(self.positions(tokens * self.embedding_multiplier, offset))
 
     def embedding_shared_fraction(self) -> float:
         """The share of the vocabulary whose embedding row holds other tokens too (0 without hashing)."""
@@ -508,10 +570,14 @@ class GPT(nn.Module):
         per_row = torch.bincount(self.bucket_of, minlength=self.token_embedding.num_embeddings)
         return (per_row[self.bucket_of] > 1).float().mean().item()
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Next-token logits of shape (B, T, vocab_size)."""
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x)
+    def new_cache(self) -> list[KVCache]:
+        """An empty KV cache, one per layer, for `forward(idx, cache)` while decoding."""
+        return [KVCache() for _ in self.blocks]
+
+    def forward(self, idx: torch.Tensor, cache: list[KVCache] | None = None) -> torch.Tensor:
+        """Next-token logits of shape (B, T, vocab_size); with a cache, of idx after the tokens it holds."""
+        x = self.embed(idx, offset=cache[0].length if cache else 0)
+        for block, layer_cache in zip(self.blocks, cache or [None] * len(self.blocks), strict=True):
+            x = block(x, layer_cache)
         x = self.final_norm(x)
         return self.lm_head(x if self.embedding_down is None else self.embedding_down(x))

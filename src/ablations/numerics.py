@@ -27,4 +27,5 @@ ADDED_SETTINGS = {
     "model.embedding_rank": ("model.embedding_rank", None),
     "model.embedding_buckets": ("model.embedding_buckets", None),
     "optim.grad_accumulation": ("optim.grad_accumulation", 1),
+    "model.n_kv_head": ("model.n_kv_head", None),
 }
