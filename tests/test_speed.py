@@ -135,3 +135,15 @@ def test_training_steps_with_micro_batches_step_the_optimizer_once_per_update(wi
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps.append(1))
     speed.training_steps(task, batches, contextlib.nullcontext, collate=tuple, micro_batches=3)()
     assert len(steps) == 2
+
+
+def test_the_decoding_benchmark_counts_the_cache_per_token_and_times_mha_only_for_shared_heads(windows_and_dot_task):
+    data, task = windows_and_dot_task  # d_model 16, 2 heads, 1 layer
+    config = BenchmarkConfig("decoding", batches=2, repeats=2)
+    own = speed.decoding(task, data, config, contextlib.nullcontext)
+    assert own == {"bench_kv_cache_bytes_per_token": 2 * 1 * 2 * 8 * 4, "bench_log_kv_cache_bytes": math.log(128)}
+    mqa = LanguageModelTask(ModelConfig(vocab_size=256, block_size=64, n_layer=1, n_head=2, n_kv_head=1, d_model=16),
+                            OptimConfig(max_steps=10, warmup_steps=1))  # fmt: skip
+    shared = speed.decoding(mqa, data, config, contextlib.nullcontext)
+    assert shared["bench_kv_cache_bytes_per_token"] == 64 and math.isfinite(shared["bench_log_speedup"])
+    assert set(shared) >= {"bench_tokens_per_sec_own", "bench_tokens_per_sec_mha"}

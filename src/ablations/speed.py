@@ -18,7 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ablations.data import TextDataModule, pad_batch
+from ablations.data import TextDataModule, evaluation_windows, pad_batch
+from ablations.generation import DecodingConfig, generate
+from ablations.model import GPT
 from ablations.timing import alternate, median_log_ratio
 from ablations.training import LanguageModelTask, make_optimizer
 
@@ -187,7 +189,43 @@ def accumulation(
     return metrics
 
 
-BENCHMARKS = {"batching": batching, "attention_score": attention_score, "accumulation": accumulation}
+def decoding(
+    task: LanguageModelTask, data: TextDataModule, cfg: BenchmarkConfig, precision: Callable[[], AbstractContextManager]
+) -> dict[str, float]:
+    """Greedy decoding with the KV cache from `cfg.batches` validation prompts of a quarter of the context, continued
+    to the full context: the cache's exact bytes per token
+    (bench_kv_cache_bytes_per_token, and its log, comparable across arms as a fact) and, when the model shares
+    key-value heads, its speed against the same shape with a key-value head per query head (multi-head attention),
+    in turns: bench_log_speedup = log(MHA seconds / own). The MHA copy has fresh weights: decoding time does not
+    depend on their values."""
+    own = task.model.eval()
+    data.setup()
+    prompt_length = own.cfg.block_size // 4
+    prompts = evaluation_windows(data.val_ids, prompt_length, cfg.batches).tensors[0]
+    new_tokens = own.cfg.block_size - prompt_length
+    decode = DecodingConfig("greedy", new_tokens)
+    cache = own.new_cache()
+    with torch.no_grad(), precision():
+        own(prompts, cache)
+    per_token = sum(layer.nbytes for layer in cache) / (prompts.numel())
+    metrics = {"bench_kv_cache_bytes_per_token": per_token, "bench_log_kv_cache_bytes": math.log(per_token)}
+    if own.cfg.kv_heads < own.cfg.n_head:
+        mha = GPT(dataclasses.replace(own.cfg, n_kv_head=None)).eval()
+        contenders = {name: (lambda m=m: generate(m, prompts, decode)) for name, m in (("own", own), ("mha", mha))}
+        seconds = alternate(contenders, cfg.repeats)
+        metrics["bench_log_speedup"] = median_log_ratio(seconds["mha"], seconds["own"])
+        metrics |= {
+            f"bench_tokens_per_sec_{n}": prompts.size(0) * new_tokens / statistics.median(t) for n, t in seconds.items()
+        }
+    return metrics
+
+
+BENCHMARKS = {
+    "batching": batching,
+    "attention_score": attention_score,
+    "accumulation": accumulation,
+    "decoding": decoding,
+}
 
 
 def run_benchmark(
