@@ -49,7 +49,19 @@ BASE: dict[str, dict[str, Any]] = {
     "train": {"log_every": 2},
     "quantize": {},
     "benchmark": {},
-    "evaluation": {"context_factors": [], "train_split": False},
+    "evaluation": {
+        "context_factors": [],
+        "train_split": False,
+        "decoding": {
+            "rule": None,
+            "temperature": 1.0,
+            "top_k": None,
+            "top_p": None,
+            "repetition_penalty": 1.0,
+            "beams": 1,
+            "prompts": 4,
+        },
+    },
 }
 # name -> overrides of BASE (section -> key -> value)
 CASES: dict[str, dict[str, dict[str, Any]]] = {
@@ -93,6 +105,32 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "xavier_post_ln": {"model": {"init": "xavier", "norm_position": "post", "n_layer": 2}},
     "adafactor": {"optim": {"name": "adafactor"}},
     "grad_accumulation": {"optim": {"grad_accumulation": 2}, "data": {"batch_size": 2}},
+    "decoding_sample": {
+        "evaluation": {
+            "decoding": {
+                "rule": "sample",
+                "temperature": 0.8,
+                "top_k": 10,
+                "top_p": 0.9,
+                "repetition_penalty": 1.2,
+                "beams": 1,
+                "prompts": 4,
+            }
+        }
+    },
+    "decoding_beam": {
+        "evaluation": {
+            "decoding": {
+                "rule": "beam",
+                "temperature": 1.0,
+                "top_k": None,
+                "top_p": None,
+                "repetition_penalty": 1.0,
+                "beams": 3,
+                "prompts": 2,
+            }
+        }
+    },
     "small_train_split": {"data": {"train_tokens_limit": 600}, "evaluation": {"train_split": True}},
     "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},
     "no_clip_no_decay": {"optim": {"grad_clip": 0.0, "weight_decay": 0.0}},

@@ -1,9 +1,11 @@
 """Decoding (ablations.generation) and the KV cache and key-value heads it relies on (ablations.model)."""
 
+import itertools
+
 import pytest
 import torch
 
-from ablations.generation import DecodingConfig, generate
+from ablations.generation import DecodingConfig, generate, loop_fraction, repetition_metrics
 from ablations.model import GPT, ModelConfig
 
 
@@ -67,8 +69,31 @@ def test_a_repetition_penalty_lowers_what_was_already_said_and_bad_settings_are_
         return sum(len(set(row.tolist())) for row in tokens[:, 5:])
 
     assert distinct(penalized) > distinct(plain)
-    for bad in ({"rule": "beam"}, {"top_p": 1.5}, {"temperature": 0.0}, {"max_new_tokens": 0}):
+    for bad in ({"rule": "nucleus"}, {"beams": 0}, {"top_p": 1.5}, {"temperature": 0.0}, {"max_new_tokens": 0}):
         with pytest.raises(ValueError):
             DecodingConfig(**bad)
     with pytest.raises(ValueError, match="KV cache serves"):
         generate(tiny(pos_encoding="alibi"), prompt, DecodingConfig("greedy", 2))
+
+
+def test_beam_search_finds_the_most_likely_continuation_that_brute_force_finds():
+    """With beams >= vocab^(steps - 1) the search is exhaustive; with one beam it is greedy decoding."""
+    model = tiny(vocab_size=5, block_size=8)
+    prompt = torch.tensor([[1, 3], [4, 0]])
+    found = generate(model, prompt, DecodingConfig("beam", 3, beams=25))
+    for row, best in zip(prompt, found, strict=True):
+        candidates = torch.tensor([row.tolist() + list(c) for c in itertools.product(range(5), repeat=3)])
+        with torch.no_grad():
+            log_probs = model(candidates[:, :-1]).log_softmax(-1).gather(-1, candidates[:, 1:, None])[..., 0]
+        assert torch.equal(best, candidates[log_probs[:, 1:].sum(-1).argmax()])
+    assert torch.equal(generate(model, prompt, DecodingConfig("beam", 3, beams=1)),
+                       generate(model, prompt, DecodingConfig("greedy", 3)))  # fmt: skip
+
+
+def test_repetition_metrics_by_hand():
+    assert loop_fraction([1, 2, 3, 4, 5, 6]) == 0
+    assert loop_fraction([9, 8, 1, 2, 1, 2, 1, 2]) == 6 / 8  # "1 2" three times: the last 6 of 8 tokens
+    assert loop_fraction([7] * 5) == 1
+    metrics = repetition_metrics(torch.tensor([[1, 2, 3, 4, 1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7, 8]]))
+    assert metrics["gen_repeated_4gram_fraction"] == pytest.approx((1 / 5 + 0) / 2)  # (1,2,3,4) again, 1 of 5
+    assert metrics["gen_distinct_2"] == pytest.approx((4 / 7 + 1) / 2)

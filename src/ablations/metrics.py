@@ -66,6 +66,15 @@ REGISTRY: tuple[MetricSpec, ...] = (
     MetricSpec("final_train_split_loss", "loss", "training", "loss on the training tokens, eval mode",
                lower_is_better=True),
     MetricSpec("generalization_gap", "loss", "training", "validation loss minus the training tokens' loss"),
+    *(
+        MetricSpec(name, "quality", "generation", label)
+        for name, label in (
+            ("gen_repeated_4gram_fraction", "share of generated 4-grams seen earlier in the continuation"),
+            ("gen_distinct_2", "distinct bigrams over bigrams of a continuation"),
+            ("gen_loop_fraction", "share of a continuation in its repeating tail"),
+            ("gen_self_nll", "the model's own NLL of what it generated"),
+        )
+    ),
     MetricSpec("final_val_loss_train_mode", "loss", "training", "validation loss, model in train mode",
                lower_is_better=True),
     MetricSpec("train_eval_gap", "loss", "training", "eval-mode minus train-mode validation loss"),

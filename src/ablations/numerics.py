@@ -22,6 +22,7 @@ ADDED_SETTINGS = {
     "model.attn_score": ("model.attn_score", "dot"),
     "evaluation.context_factors": ("evaluation.context_factors", []),
     "evaluation.train_split": ("evaluation.train_split", False),
+    "evaluation.decoding": ("evaluation.decoding.rule", None),
     "data.train_tokens_limit": ("data.train_tokens_limit", None),
     "data.bpe_vocab_size": ("data.bpe_vocab_size", None),
     "model.embedding_rank": ("model.embedding_rank", None),

@@ -124,6 +124,11 @@ def note(spec: ExperimentSpec, tier: str, corpus: str, verdicts: list[Verdict]) 
     return "\n".join(lines)
 
 
+def has_value(run: ArmRun, metric: str) -> bool:
+    """Whether the run measured `metric`, or scores a value for it by its status (a diverged run)."""
+    return metric in run.metrics or run.status == "diverged"
+
+
 def log_summary(
     mlflow_client: MlflowClient,
     parent_id: str,
@@ -153,7 +158,8 @@ def log_summary(
         arm_comparison_figure(
             f"{spec.id} {spec.name}",
             metric,
-            [(r.arm, r.seed, value_of(r.status, r.metrics, metric)) for r in runs],
+            # arms that do not measure the metric (a two-stage base, say) are left out
+            [(r.arm, r.seed, value_of(r.status, r.metrics, metric)) for r in runs if has_value(r, metric)],
             figure,
             reference_lines(metric, [r.metrics for r in runs]),
         )

@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablations.data import TextDataModule
+from ablations.generation import DecodingConfig
 from ablations.model import ModelConfig
 from ablations.probes import PROBES
 from ablations.quantization import QuantizeConfig
@@ -54,6 +55,11 @@ def check_config(run_cfg: DictConfig) -> None:
     BenchmarkConfig(**run_cfg.benchmark)
     if run_cfg.data.epochs is not None and run_cfg.optim.grad_accumulation > 1:
         raise ValueError("optim.grad_accumulation counts updates in micro-batches: use it with data.epochs=null")
+    decoding = dict(run_cfg.evaluation.decoding)
+    if decoding.pop("prompts") < 1:
+        raise ValueError("evaluation.decoding.prompts must be positive")
+    if decoding["rule"] is not None:
+        DecodingConfig(**decoding)
     factors = run_cfg.evaluation.context_factors
     if any(not isinstance(f, int) or f < 2 for f in factors):
         raise ValueError(f"evaluation.context_factors={list(factors)} must be whole numbers of 2 or more")

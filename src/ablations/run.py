@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablations import tracking
 from ablations.data import TextDataModule, TokenizedCorpus, evaluation_windows
 from ablations.decisions import ArmRun
+from ablations.generation import DecodingConfig, decoding_metrics
 from ablations.health import HEALTH_TAG, LAST_QUARTER_DROP, baselines, last_quarter_drop, run_health
 from ablations.model import ModelConfig
 from ablations.numerics import ADDED_SETTINGS
@@ -273,6 +274,13 @@ def further_evaluation(
         windows = data.test_windows or len(data.val_ids) // data.block_size  # as many as the validation's
         measured |= train_split_losses(task.model, data.train_ids, windows, data.eval_batch_size, precision)
         measured["generalization_gap"] = task.final_metrics["final_val_loss"] - measured["final_train_split_loss"]
+    decoding = dict(settings["decoding"])
+    count = decoding.pop("prompts")
+    if decoding["rule"] is not None:  # continue prompts of a quarter of the context to the whole context
+        block = task.model.cfg.block_size
+        prompts = evaluation_windows(data.val_ids, block // 4, count).tensors[0]
+        measured |= decoding_metrics(task.model, prompts, DecodingConfig(**decoding, max_new_tokens=block - block // 4),
+                                     seed=data.seed)  # fmt: skip
     return measured
 
 
