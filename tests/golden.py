@@ -52,6 +52,7 @@ BASE: dict[str, dict[str, Any]] = {
     "evaluation": {
         "context_factors": [],
         "train_split": False,
+        "prefix_loss": False,
         "decoding": {
             "rule": None,
             "temperature": 1.0,
@@ -131,6 +132,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
             }
         }
     },
+    "bidirectional": {"model": {"causal": False}, "evaluation": {"prefix_loss": True}},
     "small_train_split": {"data": {"train_tokens_limit": 600}, "evaluation": {"train_split": True}},
     "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},
     "no_clip_no_decay": {"optim": {"grad_clip": 0.0, "weight_decay": 0.0}},

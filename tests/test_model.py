@@ -31,6 +31,7 @@ SWITCHES = [
     {"qkv_projection": "shared_qk"},
     {"qkv_projection": "none"},
     {"residual": False},
+    {"causal": False},
     {"embedding_scale": "sqrt_d_model"},
     {"attn_score": "additive"},
     {"pos_encoding": "rope"},
@@ -54,7 +55,10 @@ def test_every_switch_gives_logits_of_the_right_shape(overrides):
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("overrides", [o for o in SWITCHES if o.get("norm") != "batchnorm"] + [{"norm": "batchnorm"}])
+CAUSAL = [o for o in SWITCHES if o.get("norm") != "batchnorm" and o.get("causal", True)] + [{"norm": "batchnorm"}]
+
+
+@pytest.mark.parametrize("overrides", CAUSAL)
 def test_causal_mask_leaks_nothing_from_the_future(overrides):
     torch.manual_seed(0)
     model = GPT(tiny(**overrides)).eval()  # eval: dropout off, BatchNorm on running statistics
@@ -65,6 +69,46 @@ def test_causal_mask_leaks_nothing_from_the_future(overrides):
         a, b = model(x), model(changed)
     torch.testing.assert_close(a[:, :10], b[:, :10])
     assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_without_the_causal_mask_the_future_leaks_and_generation_sees_none_of_it():
+    """E23: model.causal=false lets every position see the window's future; the prefix loss (each position from
+    its own prefix, as generation meets it) equals the ordinary loss exactly when the model is causal."""
+    import contextlib
+
+    from ablations.training import prefix_loss
+
+    torch.manual_seed(0)
+    model = GPT(tiny(causal=False)).eval()
+    x = torch.randint(50, (2, 16))
+    changed = x.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 50
+    with torch.no_grad():
+        assert not torch.allclose(model(x)[:, :10], model(changed)[:, :10])
+    from ablations.data import evaluation_windows
+
+    ids = torch.randint(50, (16 * 70 + 1,))
+    x, y = evaluation_windows(ids, 16, 64).tensors  # the windows prefix_loss scores
+    for causal in (True, False):
+        torch.manual_seed(0)
+        model = GPT(tiny(causal=causal)).eval()
+        with torch.no_grad():
+            ordinary = F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+        prefix = prefix_loss(model, ids, contextlib.nullcontext)["final_val_loss_prefix"]
+        assert (prefix == pytest.approx(ordinary, rel=1e-5)) == causal
+
+
+def test_trailing_padding_cannot_reach_a_causal_models_real_tokens_and_reaches_a_bidirectional_ones():
+    """The handbook (lines 621, 629) says padding must be masked or it changes the attention of real tokens. In a
+    causal decoder padding that follows a sequence is in every real token's future, masked already."""
+    x = torch.randint(1, 50, (1, 10))
+    padded = torch.cat([x, torch.zeros(1, 6, dtype=torch.long)], dim=1)
+    for causal in (True, False):
+        torch.manual_seed(0)
+        model = GPT(tiny(causal=causal)).eval()
+        with torch.no_grad():
+            same = torch.allclose(model(x), model(padded)[:, :10], atol=1e-6, rtol=0)  # kernels' float order only
+        assert same == causal
 
 
 def test_batchnorm_in_train_mode_mixes_positions():

@@ -63,6 +63,8 @@ REGISTRY: tuple[MetricSpec, ...] = (
                lower_is_better=True),
     MetricSpec("ctx*_loss_increase", "loss", "training",
                "long windows' loss minus the same tokens' at the training context", lower_is_better=True),
+    MetricSpec("final_val_loss_prefix", "loss", "training", "validation loss, each position from its prefix alone",
+               lower_is_better=True),
     MetricSpec("final_train_split_loss", "loss", "training", "loss on the training tokens, eval mode",
                lower_is_better=True),
     MetricSpec("generalization_gap", "loss", "training", "validation loss minus the training tokens' loss"),

@@ -43,6 +43,7 @@ class ModelConfig:
     mlp: str = "gelu"  # a name in MLPS
     qkv_projection: str = "separate"  # a name in QKV_PROJECTIONS: how q, k and v are made from the stream
     residual: bool = True  # False: each sublayer's output replaces the stream instead of adding to it
+    causal: bool = True  # False: no causal mask, every position attends to every other (the future too)
     init: str = "gpt2"  # a name in INITS
     tie_embeddings: bool = True
     embedding_scale: str = "none"  # a name in EMBEDDING_SCALES: the token embeddings' multiplier (Vaswani et al. 3.4)
@@ -195,7 +196,7 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_head, self.scale, self.dropout = cfg.n_head, cfg.attention_scale(), cfg.dropout
+        self.n_head, self.scale, self.dropout, self.causal = cfg.n_head, cfg.attention_scale(), cfg.dropout, cfg.causal
         self.n_kv_head = cfg.kv_heads
         parts, kv_width = QKV_PROJECTIONS[cfg.qkv_projection], cfg.kv_heads * cfg.d_head
         # W_Q, W_K, W_V in one matrix (fused_sizes: an initialization by fan treats them apart); W_K and W_V of
@@ -241,11 +242,13 @@ class CausalSelfAttention(nn.Module):
         return t if groups == 1 else t.repeat_interleave(groups, dim=1)
 
     def causal_mask(self, n: int) -> dict[str, torch.Tensor | bool]:
-        """The fused kernel's mask arguments: its own causal mask, or ALiBi's biases with the future at -inf."""
+        """The fused kernel's mask arguments: its own causal mask (or none), or ALiBi's biases with the future at
+        -inf (or not)."""
         if self.alibi_slopes is None:
-            return {"is_causal": True}
+            return {"is_causal": self.causal}
         future = torch.triu(torch.ones(n, n, dtype=torch.bool, device=self.alibi_slopes.device), diagonal=1)
-        return {"attn_mask": alibi_bias(self.alibi_slopes, n).masked_fill(future, float("-inf"))}
+        bias = alibi_bias(self.alibi_slopes, n)
+        return {"attn_mask": bias.masked_fill(future, float("-inf")) if self.causal else bias}
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The attention logits, (B, H, T, T)."""
@@ -264,7 +267,7 @@ class CausalSelfAttention(nn.Module):
         if self.record or self.additive is not None:  # written out: kept for probes, or no fused kernel
             k, v = self.shared_kv(k), self.shared_kv(v)
             logits = self.scores(q, k)
-            weights = causal_softmax(logits)
+            weights = causal_softmax(logits) if self.causal else logits.softmax(dim=-1)
             if self.record:
                 self.recorded = {"logits": logits, "weights": weights}
             elif self.training and self.dropout:
@@ -280,8 +283,8 @@ class CausalSelfAttention(nn.Module):
     def cached_attention(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Attention of new tokens over the cached keys and values and their own, appending theirs to the cache:
         the whole prompt at once (causal), then one token at a time (it sees everything before it)."""
-        if self.additive is not None or self.alibi_slopes is not None or self.record:
-            raise ValueError("the KV cache serves dot-product attention without ALiBi and without probes")
+        if self.additive is not None or self.alibi_slopes is not None or self.record or not self.causal:
+            raise ValueError("the KV cache serves causal dot-product attention without ALiBi and without probes")
         past, T = cache.length, x.size(1)
         if past and T != 1:
             raise ValueError("with a filled KV cache, decode one token at a time")

@@ -29,4 +29,6 @@ ADDED_SETTINGS = {
     "model.embedding_buckets": ("model.embedding_buckets", None),
     "optim.grad_accumulation": ("optim.grad_accumulation", 1),
     "model.n_kv_head": ("model.n_kv_head", None),
+    "model.causal": ("model.causal", True),
+    "evaluation.prefix_loss": ("evaluation.prefix_loss", False),
 }

@@ -60,6 +60,8 @@ def check_config(run_cfg: DictConfig) -> None:
         raise ValueError("evaluation.decoding.prompts must be positive")
     if decoding["rule"] is not None:
         DecodingConfig(**decoding)
+        if not run_cfg.model.causal:
+            raise ValueError("evaluation.decoding needs model.causal=true: decoding sees no future to attend to")
     factors = run_cfg.evaluation.context_factors
     if any(not isinstance(f, int) or f < 2 for f in factors):
         raise ValueError(f"evaluation.context_factors={list(factors)} must be whole numbers of 2 or more")

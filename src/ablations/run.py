@@ -47,6 +47,7 @@ from ablations.training import (
     OptimConfig,
     context_losses,
     derived_metrics,
+    prefix_loss,
     train_split_losses,
 )
 
@@ -274,6 +275,8 @@ def further_evaluation(
         windows = data.test_windows or len(data.val_ids) // data.block_size  # as many as the validation's
         measured |= train_split_losses(task.model, data.train_ids, windows, data.eval_batch_size, precision)
         measured["generalization_gap"] = task.final_metrics["final_val_loss"] - measured["final_train_split_loss"]
+    if settings["prefix_loss"]:
+        measured |= prefix_loss(task.model, data.val_ids, precision)
     decoding = dict(settings["decoding"])
     count = decoding.pop("prompts")
     if decoding["rule"] is not None:  # continue prompts of a quarter of the context to the whole context

@@ -383,6 +383,24 @@ def train_split_losses(
     return {"final_train_split_loss": total / tokens}
 
 
+PREFIX_WINDOWS = 64  # windows scored position by position: block_size forwards each
+
+
+def prefix_loss(model: GPT, val_ids: torch.Tensor, precision: Callable[[], AbstractContextManager]) -> dict[str, float]:
+    """The validation loss as generation meets it: each position predicted from the window's tokens up to it and
+    nothing after (one forward per prefix), on PREFIX_WINDOWS windows spread over the split. For a causal model it
+    equals the ordinary loss of those windows; a model trained without the causal mask saw the future instead."""
+    windows = evaluation_windows(val_ids, model.cfg.block_size, PREFIX_WINDOWS).tensors
+    total = 0.0
+    model.eval()
+    with torch.no_grad():
+        for t in range(model.cfg.block_size):
+            with precision():
+                logits = model(windows[0][:, : t + 1])[:, -1, :]
+            total += F.cross_entropy(logits.float(), windows[1][:, t], reduction="sum").item()
+    return {"final_val_loss_prefix": total / windows[1].numel()}
+
+
 def derived_metrics(metrics: Mapping[str, float], steps: int, train_slots: int) -> dict[str, float]:
     """Metrics computed from a run's measured ones, which hypotheses test on a log scale or as rates.
 
