@@ -138,6 +138,14 @@ def test_scale_verdicts_decide_each_value_with_the_scaled_arms():
     assert [by_value[v].verdict for v in (64, 128, 256)] == ["supported", "supported", "inconclusive"]
 
 
+def test_a_scaled_hypothesis_whose_runs_lack_its_metric_is_left_out_not_a_crash():
+    """Runs made before a hypothesis was added (E07's committed runs before its speed benchmark) lack its metric."""
+    runs = scaled_runs({64: [0.2, 0.21, 0.19], 128: [0.1, 0.11, 0.09]})
+    runs = [replace(r, metrics={}) if r.arm == "big@d_model=64" else r for r in runs]
+    by_value = scale_verdicts(spec(scale=SCALE), "quick", 128, runs)["H1"]
+    assert sorted(by_value) == [128]
+
+
 def test_a_run_that_did_not_learn_at_one_value_leaves_the_trend_undecided():
     runs = scaled_runs({64: [0.2, 0.21, 0.19], 128: [0.1, 0.11, 0.09]})
     runs[0] = ArmRun(runs[0].arm, 0, "r", "finished", {"final_val_loss": 8.5} | LEARNED, True)  # small@64 seed 0

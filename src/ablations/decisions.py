@@ -46,6 +46,16 @@ class ArmRun:
         return run_health(self.status, self.metrics)
 
 
+def has_value(run: ArmRun, metric: str) -> bool:
+    """Whether the run measured `metric`, or scores a value for it by its status (a diverged run)."""
+    return metric in run.metrics or run.status == "diverged"
+
+
+def measured(h: Hypothesis, runs: list[ArmRun]) -> bool:
+    """Whether every run of h's measured arms has a value of h's metric (a count is of health, always known)."""
+    return h.test == "counts" or all(has_value(r, h.metric) for r in runs if r.arm in h.measured_arms)
+
+
 def arm_sample(h: Hypothesis, arm: str, runs: list[ArmRun]) -> Arm:
     """An arm's per-seed values of h's metric and health (for counts, the value is whether the run counts).
 
@@ -76,7 +86,8 @@ def at_scale(spec: ExperimentSpec, h: Hypothesis, value: float, tier_value: floa
 def scale_verdicts(
     spec: ExperimentSpec, tier: str, tier_value: float, runs: list[ArmRun]
 ) -> dict[str, dict[float, Verdict]]:
-    """hypothesis -> axis value -> verdict, for the scaled hypotheses at every value that has runs of both arms."""
+    """hypothesis -> axis value -> verdict, for the scaled hypotheses at every value that has runs of both arms, all
+    of which measured the metric (runs made before a hypothesis was added may not have)."""
     if spec.scale is None or tier not in spec.scale.values:
         return {}
     present = {r.arm for r in runs}
@@ -86,7 +97,7 @@ def scale_verdicts(
             continue
         for value in sorted(spec.scale.values[tier]):
             scaled = at_scale(spec, h, value, tier_value)
-            if set(scaled.measured_arms) <= present:
+            if set(scaled.measured_arms) <= present and measured(scaled, runs):
                 out.setdefault(h.id, {})[value] = verdicts_for([scaled], runs)[0]
     return out
 

@@ -20,7 +20,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from ablations import tracking
-from ablations.decisions import ArmRun
+from ablations.decisions import ArmRun, has_value
 from ablations.figures import arm_comparison_figure, figure_from_spec
 from ablations.health import reference_lines
 from ablations.metrics import value_of
@@ -122,11 +122,6 @@ def note(spec: ExperimentSpec, tier: str, corpus: str, verdicts: list[Verdict]) 
         )
     lines += ["", "p: this experiment alone; `make results` adjusts it over the report's family of tests (FDR)."]
     return "\n".join(lines)
-
-
-def has_value(run: ArmRun, metric: str) -> bool:
-    """Whether the run measured `metric`, or scores a value for it by its status (a diverged run)."""
-    return metric in run.metrics or run.status == "diverged"
 
 
 def log_summary(
