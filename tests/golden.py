@@ -132,6 +132,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
             }
         }
     },
+    "position_target": {"model": {"causal": False, "pos_encoding": "none"}, "train": {"target": "position"}},
     "bidirectional": {"model": {"causal": False}, "evaluation": {"prefix_loss": True}},
     "small_train_split": {"data": {"train_tokens_limit": 600}, "evaluation": {"train_split": True}},
     "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},

@@ -389,3 +389,16 @@ def test_gradient_accumulation_counts_updates_and_budgets_the_sequences_of_an_up
     optim = budget(settings, data, 16)
     assert optim.max_steps == 10  # updates of 4 x 3 sequences of 16 tokens
     assert optim.lr == pytest.approx(1e-3)  # scaled by the update's 12 sequences, not the micro-batch's 3
+
+
+def test_a_position_target_replaces_every_batchs_targets_with_the_positions():
+    """E10's order task: each token predicts its index in the window (padding stays ignored)."""
+    task = LanguageModelTask(ModelConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, d_model=16),
+                             OptimConfig(max_steps=1, warmup_steps=0), target="position")  # fmt: skip
+    x = torch.randint(50, (2, 8))
+    y = x.clone()
+    y[1, 6:] = -100
+    _, targets = task.on_before_batch_transfer((x, y), 0)
+    assert targets[0].tolist() == list(range(8)) and targets[1].tolist() == [0, 1, 2, 3, 4, 5, -100, -100]
+    with pytest.raises(ValueError, match="train.target"):
+        LanguageModelTask(ModelConfig(vocab_size=4, block_size=8), OptimConfig(), target="position")

@@ -30,5 +30,6 @@ ADDED_SETTINGS = {
     "optim.grad_accumulation": ("optim.grad_accumulation", 1),
     "model.n_kv_head": ("model.n_kv_head", None),
     "model.causal": ("model.causal", True),
+    "train.target": ("train.target", "next_token"),
     "evaluation.prefix_loss": ("evaluation.prefix_loss", False),
 }

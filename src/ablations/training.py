@@ -59,6 +59,9 @@ def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
     return OPTIMIZERS[cfg.name](groups, cfg)
 
 
+TARGETS = ("next_token", "position")
+
+
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # a name in OPTIMIZERS
@@ -131,6 +134,8 @@ class LanguageModelTask(pl.LightningModule):
         Evaluation is always the unsmoothed NLL.
     calibration: at the end, also top-1 accuracy, mean confidence, expected calibration error (15
         equal-width bins, torchmetrics) and the reliability diagram (`reliability_*`, step = bin).
+    target: what each position predicts, in training and in every evaluation: "next_token" (a language model) or
+        "position" (its own index in the window, a synthetic order task: E10); probes stay on next tokens.
 
     With a domain corpus (data.domain) every evaluation scores both corpora: `val_loss` and
     `domain_val_loss`. After `evaluate_with(other)`, evaluation runs `other` (e.g. a quantized copy)
@@ -147,8 +152,12 @@ class LanguageModelTask(pl.LightningModule):
         eval_train_mode: bool = False,
         label_smoothing: float = 0.0,
         calibration: bool = False,
+        target: str = "next_token",
     ):
         super().__init__()
+        if target not in TARGETS or (target == "position" and model.block_size > model.vocab_size):
+            raise ValueError(f"train.target={target!r} must be one of {TARGETS} (position: block_size <= vocab_size)")
+        self.target = target
         self.model_cfg, self.optim_cfg, self.log_every = model, optim, log_every
         self.probes, self.eval_train_mode = list(probes or []), eval_train_mode
         if not 0 <= label_smoothing < 1:
@@ -165,6 +174,13 @@ class LanguageModelTask(pl.LightningModule):
         self._eval_count: dict[int, int] = {}
         self.reference: torch.nn.Module | None = None
         self._kl_sum = 0.0
+
+    def on_before_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int) -> tuple:
+        """Every batch Lightning hands over, training and evaluation alike, with the targets `target` asks for."""
+        if self.target == "position":
+            x, y = batch
+            return x, torch.arange(x.size(1), device=x.device).expand_as(y).masked_fill(y == IGNORE, IGNORE)
+        return batch
 
     def evaluate_with(self, model: torch.nn.Module) -> None:
         """Evaluate `model` from now on, and its KL divergence from this task's own (reference) model."""
