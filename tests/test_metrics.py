@@ -82,7 +82,9 @@ def run(task: LanguageModelTask, data: TextDataModule, steps: int = 0) -> tuple[
     """Fit `steps` steps (if any), then the final evaluation, logging into a real MLflow run."""
     client = tracking.client()
     run_id = client.create_run(tracking.experiment_id(client, "metrics")).info.run_id
-    options = trainer_options(OmegaConf.create({"optim": {"max_steps": steps}, "val_every": max(steps, 1)}))
+    options = trainer_options(
+        OmegaConf.create({"optim": {"max_steps": steps, "grad_accumulation": 1}, "val_every": max(steps, 1)})
+    )
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=tracking.RunLogger(run_id=run_id,
                          tracking_uri=client.tracking_uri), **options)  # fmt: skip
     if steps:
