@@ -503,6 +503,27 @@ class PaddedDocuments(torch.utils.data.Dataset):
 
 
 class TextDataModule(pl.LightningDataModule):
+    """A corpus tokenized, split and served as Lightning's loaders.
+
+    packing: "windows" cuts the stream into fixed-length windows; "documents" keeps paragraphs
+    at their natural length (cut at block_size + 1 tokens), `batch_size` drawn at random per batch
+    and padded to the longest; "fixed", "buckets" and "sorted" pass over every paragraph once per
+    epoch in batches from DocumentBatches (max_tokens: the padded-size budget of a batch).
+    max_documents: train on the first that many paragraphs only (the smoke tier's short epochs).
+    count_epochs_as: an epoch-based packing whose epochs count the steps (`epochs` of "fixed" batches of
+    `batch_size`: as many updates as those), while batches come from `packing`; null: `packing` itself.
+
+    domain: a second corpus for continued training (`domain_path` if it needs a path). Training
+    windows then mix it with `corpus` at `mix` = "domain:general" (MixedWindows), and validation
+    scores both: `corpus` as val_loss, the domain as domain_val_loss. Both corpora must share the
+    byte vocabulary.
+
+    bpe_vocab_size: with tokenizer "bpe", the size of the byte-level BPE vocabulary trained on the training
+    split (windows packing only).
+
+    train_tokens_limit: train on the first that many tokens of the training split only (windows packing): a
+    small corpus seen for many epochs, where a model over-fits."""
+
     def __init__(
         self,
         corpus: str,
@@ -526,24 +547,6 @@ class TextDataModule(pl.LightningDataModule):
         bpe_vocab_size: int | None = None,
         train_tokens_limit: int | None = None,
     ):
-        """packing: "windows" cuts the stream into fixed-length windows; "documents" keeps paragraphs
-        at their natural length (cut at block_size + 1 tokens), `batch_size` drawn at random per batch
-        and padded to the longest; "fixed", "buckets" and "sorted" pass over every paragraph once per
-        epoch in batches from DocumentBatches (max_tokens: the padded-size budget of a batch).
-        max_documents: train on the first that many paragraphs only (the smoke tier's short epochs).
-        count_epochs_as: an epoch-based packing whose epochs count the steps (`epochs` of "fixed" batches of
-        `batch_size`: as many updates as those), while batches come from `packing`; null: `packing` itself.
-
-        domain: a second corpus for continued training (`domain_path` if it needs a path). Training
-        windows then mix it with `corpus` at `mix` = "domain:general" (MixedWindows), and validation
-        scores both: `corpus` as val_loss, the domain as domain_val_loss. Both corpora must share the
-        byte vocabulary.
-
-        bpe_vocab_size: with tokenizer "bpe", the size of the byte-level BPE vocabulary trained on the training
-        split (windows packing only).
-
-        train_tokens_limit: train on the first that many tokens of the training split only (windows packing): a
-        small corpus seen for many epochs, where a model over-fits."""
         super().__init__()
         if tokenizer == "bpe" and packing != "windows":
             raise ValueError("data.tokenizer=bpe needs data.packing=windows")
