@@ -184,7 +184,8 @@ HASHES = {"corpus_sha256": "a" * 64}
 
 def key_of(cfg, *overrides: str, seed: int = 0, hashes: dict | None = None) -> str:
     changes = dict(o.split("=", 1) for o in overrides)
-    typed = {k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in changes.items()}
+    literals = {"true": True, "false": False}
+    typed = {k: (int(v) if v.lstrip("-").isdigit() else literals.get(v, v)) for k, v in changes.items()}
     return arm_run_key(arm_config(cfg, "h8", typed, seed), hashes or HASHES)
 
 
@@ -214,14 +215,22 @@ def test_where_and_how_a_run_executes_leaves_its_key_alone(smoke_config, overrid
 
 def test_a_setting_added_later_enters_the_key_only_when_switched_on(smoke_config):
     """Off, the key is the one computed before the setting existed, so committed runs stay reusable."""
+    from ablations.numerics import ADDED_SETTINGS
+
     without = smoke_config.copy()
     with open_dict(without):
-        del without.benchmark
-        del without.data.count_epochs_as
+        for setting in ADDED_SETTINGS:  # every added setting, and the sections made of them alone
+            section, _, name = setting.rpartition(".")
+            del (without[section] if section else without)[name]
+        del without.evaluation
     assert key_of(smoke_config) == key_of(without)
-    assert key_of(smoke_config, "benchmark.name=batching") != key_of(smoke_config)
-    assert key_of(smoke_config, "data.count_epochs_as=fixed") != key_of(smoke_config)
+    switched_on = ["benchmark.name=batching", "data.count_epochs_as=fixed", "model.residual=false",
+                   "model.n_kv_head=1", "optim.grad_accumulation=2", "evaluation.train_split=true",
+                   "evaluation.decoding.rule=greedy", "data.bpe_vocab_size=300", "train.target=position"]  # fmt: skip
+    keys = {override: key_of(smoke_config, override) for override in switched_on}
+    assert key_of(smoke_config) not in keys.values() and len(set(keys.values())) == len(switched_on)
     assert key_of(smoke_config, "benchmark.repeats=3") == key_of(smoke_config)  # a setting of a switch that is off
+    assert key_of(smoke_config, "evaluation.decoding.top_k=5") == key_of(smoke_config)  # ditto
 
 
 # --- metrics derived from the measured ones ---------------------------------------------------------

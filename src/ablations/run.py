@@ -134,8 +134,8 @@ def arm_run_key(run_cfg: DictConfig, corpus_hashes: dict[str, str]) -> str:
     for setting, (switch, off) in ADDED_SETTINGS.items():  # off: as before the setting existed
         if OmegaConf.select(run_cfg, switch) == off:
             section, _, name = setting.rpartition(".")
-            (key_config[section] if section else key_config).pop(name, None)
-            if section and not key_config[section]:  # a section that is all added settings, all off
+            (key_config.get(section, {}) if section else key_config).pop(name, None)
+            if section and section in key_config and not key_config[section]:  # all of it added settings, all off
                 del key_config[section]
     return tracking.run_key(key_config | corpus_hashes)
 
