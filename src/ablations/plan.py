@@ -50,6 +50,8 @@ def check_config(run_cfg: DictConfig) -> None:
         raise ValueError(f"unknown probes {sorted(unknown)} in train.probes; valid: {', '.join(PROBES)}")
     tokens = TextDataModule(**run_cfg.data, block_size=run_cfg.model.block_size).load()
     ModelConfig(**{**run_cfg.model, "vocab_size": tokens.vocab_size})
+    if run_cfg.train.target == "position" and run_cfg.model.block_size > tokens.vocab_size:
+        raise ValueError(f"train.target=position needs model.block_size <= the vocabulary ({tokens.vocab_size})")
     OptimConfig(**run_cfg.optim)
     QuantizeConfig(**run_cfg.quantize)
     BenchmarkConfig(**run_cfg.benchmark)
