@@ -328,3 +328,20 @@ def test_a_side_by_side_contrast_is_decided_on_the_treatment_runs_alone():
 
 def replace_metrics(run: ArmRun, **metrics: float) -> ArmRun:
     return ArmRun(run.arm, run.seed, run.run_id, run.status, run.metrics | metrics, run.reused)
+
+
+def test_a_hypothesis_against_a_constant_compares_each_seed_with_it():
+    """E19's kind: a measured exponent against the law's (2 for attention), equivalence within the margin."""
+    from ablations.decisions import verdicts_for
+
+    learned = {"baseline_unigram": 9.0, "final_val_loss": 2.0}
+    runs = [
+        ArmRun("model", s, f"r{s}", "finished", learned | {"m": 2.0 + d}, False)
+        for s, d in enumerate((0.05, -0.04, 0.02))
+    ]
+    near = Hypothesis("H", "s", "m", "model", "quadratic", "equal", 0.25, reference=2.0)
+    far = Hypothesis("H", "s", "m", "model", "linear", "equal", 0.25, reference=1.0)
+    fact = Hypothesis("H", "s", "m", "model", "two", "higher", 0.0, test="fact", reference=2.0)
+    (v_near, v_far) = verdicts_for([near, far], runs)
+    assert v_near.verdict == "supported" and v_near.control_mean == 2.0 and v_far.verdict == "refuted"
+    assert verdicts_for([fact], runs)[0].reason.startswith("a fact varies by seed in model")

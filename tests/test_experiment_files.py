@@ -81,6 +81,27 @@ def test_a_hypothesis_naming_a_missing_arm_is_refused():
         )  # fmt: skip
 
 
+def test_a_constant_reference_names_no_arm_and_the_treatment_still_must_exist():
+    def spec(treatment: str) -> ExperimentSpec:
+        hypothesis = {
+            "id": "H",
+            "statement": "s",
+            "metric": "final_val_loss",
+            "treatment": treatment,
+            "control": "quadratic",
+            "direction": "equal",
+            "min_effect": 0.25,
+            "reference": 2.0,
+        }
+        return ExperimentSpec.from_config(OmegaConf.create(
+            {"id": "E00", "name": "x", "title": "t", "claim": {}, "arms": {"a": {}}, "hypotheses": [hypothesis]}
+        ))  # fmt: skip
+
+    assert spec("a").hypotheses[0].measured_arms == ("a",)
+    with pytest.raises(ValueError, match=r"names arms \['b'\]"):
+        spec("b")
+
+
 def test_an_arm_overriding_a_missing_key_is_refused():
     cfg = OmegaConf.create({"model": {"n_head": 1}})
     with pytest.raises(KeyError, match="not a config key"):

@@ -454,3 +454,14 @@ def test_a_side_by_side_contrast_is_a_measured_test_of_the_treatment_runs():
     assert hypothesis().measured_arms == ("control", "treatment")
     with pytest.raises(ValueError, match="side-by-side contrast is measured, not a counts"):
         Hypothesis("H", "s", "not_learned", "buckets", "fixed", "lower", 0, test="counts", side_by_side=True)
+
+
+def test_a_hypothesis_against_a_constant_measures_the_treatment_alone_and_is_never_counted():
+    h = Hypothesis("H", "s", "bench_attention_time_exponent", "model", "quadratic", "equal", 0.25, reference=2.0)
+    assert h.measured_arms == ("model",) and h.control_value == 2.0
+    assert Hypothesis("H", "s", "m", "t", "c", "higher", 0.1, side_by_side=True).control_value == 0.0
+    assert hypothesis().control_value is None
+    for bad in ({"side_by_side": True}, {"test": "counts", "metric": "not_learned", "min_effect": 0}):
+        with pytest.raises(ValueError, match="constant reference is neither"):
+            Hypothesis(**{"id": "H", "statement": "s", "metric": "m", "treatment": "t", "control": "c",
+                          "direction": "higher", "min_effect": 0.1, "reference": 1.0} | bad)  # fmt: skip

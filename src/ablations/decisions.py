@@ -59,10 +59,11 @@ def measured(h: Hypothesis, runs: list[ArmRun]) -> bool:
 def arm_sample(h: Hypothesis, arm: str, runs: list[ArmRun]) -> Arm:
     """An arm's per-seed values of h's metric and health (for counts, the value is whether the run counts).
 
-    Side by side, the control is the zero of the contrast each treatment run measured, with that run's health."""
-    if h.side_by_side and arm == h.control:
+    Side by side, the control is the zero of the contrast each treatment run measured, with that run's health;
+    against a constant, it is that constant."""
+    if h.control_value is not None and arm == h.control:
         treatment = arm_sample(h, h.treatment, runs)
-        return Arm(dict.fromkeys(treatment.values, 0.0), treatment.health)
+        return Arm(dict.fromkeys(treatment.values, h.control_value), treatment.health)
     mine = [r for r in runs if r.arm == arm]
     if h.test == "counts":
         values = {r.seed: float(r.health in COUNTED[h.metric]) for r in mine}

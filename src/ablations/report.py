@@ -104,6 +104,8 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
         numbers = f"rates {v.control} {v.control_mean:.2f}, {v.treatment} {v.treatment_mean:.2f}"
     elif h.side_by_side:
         numbers = f"{v.treatment} against {v.control} timed side by side in each {v.treatment} run"
+    elif h.reference is not None:
+        numbers = f"{v.treatment} {v.treatment_mean:.4g} against the constant {v.control} = {h.reference:g}"
     else:
         numbers = f"{v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}"
     interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}] ({v.ci_level:.0%})"

@@ -115,7 +115,8 @@ class ExperimentSpec:
         if not arms:
             raise ValueError(f"experiment {spec.name} defines no arms")
         for h in spec.hypotheses:
-            missing = {h.treatment, h.control} - set(arms)
+            named = {h.treatment} | ({h.control} if h.reference is None else set())  # a constant is no arm
+            missing = named - set(arms)
             if missing:
                 raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
         for tier, axes in spec.tier_grid.items():

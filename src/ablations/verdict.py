@@ -25,7 +25,9 @@ fact             a value fixed by construction (e.g. a parameter count): it must
 
 Side by side (`side_by_side: true`): the metric is already the treatment's contrast to the control, measured
 in turns within each treatment run (a log ratio of speeds, ablations.timing), so the control's value is 0 for
-every seed and the interval is the t interval of the treatment's per-seed contrasts.
+every seed and the interval is the t interval of the treatment's per-seed contrasts. Against a constant
+(`reference: 2.0`, a law's value such as a scaling exponent), the control is that constant for every seed and
+`control` names it (e.g. "quadratic"); the test is any but counts.
 
 Seeds are paired (the same seed gives both arms the same data order): with exactly the same seeds in both
 arms the interval is the t interval of the per-seed differences; when the seeds differ at all it is
@@ -71,11 +73,17 @@ class Hypothesis:
     literature: str = ""  # what published work found
     literature_expects: str = ""  # the verdict the literature predicts: supported | refuted
     side_by_side: bool = False  # the metric is the contrast to the control, measured within each treatment run
+    reference: float | None = None  # the control is this constant, not an arm; `control` names it
 
     @property
     def measured_arms(self) -> tuple[str, ...]:
-        """The arms whose runs hold the metric: side by side, the treatment's alone."""
-        return (self.treatment,) if self.side_by_side else (self.control, self.treatment)
+        """The arms whose runs hold the metric: side by side or against a constant, the treatment's alone."""
+        return (self.treatment,) if self.side_by_side or self.reference is not None else (self.control, self.treatment)
+
+    @property
+    def control_value(self) -> float | None:
+        """The control's value for every seed when it is not an arm: the constant, or a side-by-side contrast's 0."""
+        return 0.0 if self.side_by_side else self.reference
 
     @property
     def from_document(self) -> bool:
@@ -100,6 +108,8 @@ class Hypothesis:
                              "with min_effect 0")  # fmt: skip
         if self.side_by_side and self.test in ("counts", "fact"):
             raise ValueError(f"hypothesis {self.id}: a side-by-side contrast is measured, not a {self.test}")
+        if self.reference is not None and (self.side_by_side or self.test == "counts"):
+            raise ValueError(f"hypothesis {self.id}: a constant reference is neither side by side nor counted")
         if self.literature_expects not in ("", "supported", "refuted"):
             raise ValueError(f"hypothesis {self.id}: literature_expects must be supported or refuted")
 
