@@ -147,3 +147,15 @@ def test_the_decoding_benchmark_counts_the_cache_per_token_and_times_mha_only_fo
     shared = speed.decoding(mqa, data, config, contextlib.nullcontext)
     assert shared["bench_kv_cache_bytes_per_token"] == 64 and math.isfinite(shared["bench_log_speedup"])
     assert set(shared) >= {"bench_tokens_per_sec_own", "bench_tokens_per_sec_mha"}
+
+
+def test_length_scaling_counts_the_quadratic_share_exactly_and_fits_exponents(monkeypatch):
+    """The n² d terms of an attention sublayer are 4 n² d of its 4 n² d + 8 n d² FLOPs: n / (n + 2 d)."""
+    task = LanguageModelTask(ModelConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, d_model=16),
+                             OptimConfig(max_steps=1, warmup_steps=0))  # fmt: skip
+    monkeypatch.setattr(speed, "SCALING_LENGTHS", (16, 32, 64, 128))
+    metrics = speed.length_scaling(task, None, BenchmarkConfig("length_scaling", repeats=2), contextlib.nullcontext)
+    assert metrics["bench_attention_quadratic_flops_share"] == pytest.approx(16 / (16 + 2 * 16))
+    assert 1 < metrics["bench_attention_flops_exponent"] < 2
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert speed.log_log_slope([10, 100, 1000], [3, 300, 30000]) == pytest.approx(2.0)

@@ -10,17 +10,20 @@ import copy
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from ablations.data import TextDataModule, evaluation_windows, pad_batch
 from ablations.generation import DecodingConfig, generate
-from ablations.model import GPT
+from ablations.model import GPT, KVCache
 from ablations.timing import alternate, median_log_ratio
 from ablations.training import LanguageModelTask, make_optimizer
 
@@ -220,11 +223,84 @@ def decoding(
     return metrics
 
 
+SCALING_LENGTHS = (128, 256, 512, 1024, 2048)  # sequence lengths timed; exponents from the three longest
+
+
+def log_log_slope(lengths: Sequence[int], costs: Sequence[float]) -> float:
+    """The exponent k of cost ∝ length^k: the least-squares slope of log cost on log length."""
+    return float(np.polyfit(np.log(lengths), np.log(costs), 1)[0])
+
+
+def attention_flops(model: GPT, hidden: torch.Tensor) -> tuple[float, float]:
+    """Counted FLOPs (torch.utils.flop_counter) of the first block's attention sublayer on `hidden`: all of them,
+    and those of the two batched products q kᵀ and weights·v, the terms that grow as n² d. The written-out attention
+    is counted, since the counter does not know the fused CPU kernel."""
+    attn, norm = model.blocks[0].attn, model.blocks[0].norm1
+    attn.record = True
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            attn(norm(hidden))
+    finally:
+        attn.record, attn.recorded = False, {}
+    counts = counter.get_flop_counts()["Global"]
+    return float(counter.get_total_flops()), float(sum(v for op, v in counts.items() if "bmm" in str(op)))
+
+
+def length_scaling(
+    task: LanguageModelTask, data: TextDataModule, cfg: BenchmarkConfig, precision: Callable[[], AbstractContextManager]
+) -> dict[str, float]:
+    """How cost grows with the sequence length L, on the trained model (a random hidden state of L positions, so
+    that the position encoding does not limit L): in turns, the time of the first block's attention sublayer, of all
+    blocks, and of one decoding step with a KV cache of L tokens; and the attention sublayer's counted FLOPs. Each
+    exponent is the log-log slope over the three longest lengths; the quadratic FLOP share is at the model's own
+    context (the n² d terms over all of the sublayer's FLOPs)."""
+    model, d = task.model.eval(), task.model.cfg.d_model
+    generator = torch.Generator().manual_seed(0)
+    hidden = {n: torch.randn(1, n, d, generator=generator) for n in SCALING_LENGTHS}
+    caches = {n: model.new_cache() for n in SCALING_LENGTHS}
+    with torch.no_grad():
+        for n in SCALING_LENGTHS:
+            blocks_forward(model, hidden[n], caches[n])  # the prefix the decoding step attends to
+    step = torch.randn(1, 1, d, generator=generator)
+
+    def decode(n: int) -> None:
+        blocks_forward(model, step, caches[n])
+        for cache in caches[n]:  # back to n tokens: every round decodes the same step
+            cache.k, cache.v = cache.k[:, :, :n], cache.v[:, :, :n]
+
+    block = model.blocks[0]
+    contenders = {}
+    for n in SCALING_LENGTHS:
+        contenders[f"attention{n}"] = partial(lambda x: block.attn(block.norm1(x)), hidden[n])
+        contenders[f"blocks{n}"] = partial(blocks_forward, model, hidden[n])
+        contenders[f"decode{n}"] = partial(decode, n)
+    with torch.no_grad(), precision():
+        seconds = {name: statistics.median(t) for name, t in alternate(contenders, cfg.repeats).items()}
+    longest = SCALING_LENGTHS[-3:]
+    metrics = {
+        f"bench_{what}_time_exponent": log_log_slope(longest, [seconds[f"{what}{n}"] for n in longest])
+        for what in ("attention", "blocks", "decode")
+    }
+    flops = [attention_flops(model, hidden[n])[0] for n in longest]
+    total, quadratic = attention_flops(model, torch.randn(1, model.cfg.block_size, d, generator=generator))
+    return metrics | {
+        "bench_attention_flops_exponent": log_log_slope(longest, flops),
+        "bench_attention_quadratic_flops_share": quadratic / total,
+    }
+
+
+def blocks_forward(model: GPT, x: torch.Tensor, cache: list[KVCache] | None = None) -> torch.Tensor:
+    for block, layer_cache in zip(model.blocks, cache or [None] * len(model.blocks), strict=True):
+        x = block(x, layer_cache)
+    return x
+
+
 BENCHMARKS = {
     "batching": batching,
     "attention_score": attention_score,
     "accumulation": accumulation,
     "decoding": decoding,
+    "length_scaling": length_scaling,
 }
 
 
