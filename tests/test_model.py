@@ -206,7 +206,8 @@ def test_shared_qk_makes_the_scores_symmetric_and_no_projection_attends_with_the
     q, k, v = shared.heads(x)
     scores = q @ k.transpose(-2, -1)
     torch.testing.assert_close(scores, scores.transpose(-2, -1))
-    assert not torch.equal(k, v) and shared.qkv.weight.shape == (64, 32) and shared.qk_rows == 32
+    assert not torch.equal(k, v) and shared.qkv.weight.shape == (64, 32)
+    assert [rows for _, rows in shared.query_key_rows()] == [slice(0, 32)]  # W_Q = W_K: one block of rows
     bare = CausalSelfAttention(tiny(qkv_projection="none"))
     q, k, v = bare.heads(x)
     heads = x.view(2, 16, 4, 8).transpose(1, 2)

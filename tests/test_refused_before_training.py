@@ -33,6 +33,18 @@ def extrapolate_learned_positions(cfg):
     cfg.evaluation.context_factors = [2]  # the default positions are learned: no vector past the context
 
 
+def lora_on_fused_qv(cfg):
+    cfg.finetune.method, cfg.finetune.lora_targets = "lora", "qv"  # W_Q and W_V are rows of one fused matrix
+
+
+def prune_swiglu(cfg):
+    cfg.prune.criterion, cfg.prune.sparsity, cfg.model.mlp = "taylor", 0.3, "swiglu"
+
+
+def unknown_prune_criterion(cfg):
+    cfg.prune.criterion = "variance"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -40,8 +52,19 @@ def extrapolate_learned_positions(cfg):
         (break_tier, "names tiers ['medium'] that conf/tier does not define"),
         (break_arm_key, "arm 'ls01' overrides 'train.label_smoothin', which is not a config key"),
         (extrapolate_learned_positions, "learned positions have no vector past model.block_size"),
+        (lora_on_fused_qv, "lora_targets=qv needs W_Q and W_V as modules: model.qkv_projection=split"),
+        (prune_swiglu, "prune.criterion needs FFNs of two Linear maps around an activation"),
+        (unknown_prune_criterion, "prune.criterion='variance' must be one of"),
     ],
-    ids=["metric", "tier", "arm key", "learned positions past the context"],
+    ids=[
+        "metric",
+        "tier",
+        "arm key",
+        "learned positions past the context",
+        "lora qv fused",
+        "prune swiglu",
+        "prune criterion",
+    ],
 )
 def test_a_broken_experiment_is_refused_before_anything_is_written(cache_dir, tmp_path, monkeypatch, change, message):
     store = tmp_path / "store.db"

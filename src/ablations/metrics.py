@@ -107,6 +107,9 @@ REGISTRY: tuple[MetricSpec, ...] = (
     # sizes and budgets (run, training.derived_metrics)
     MetricSpec("n_params", "size", "run", "parameters (tied weights once)"),
     MetricSpec("vocab_size", "size", "run", "vocabulary size"),
+    MetricSpec("trainable_params", "size", "adaptation", "trainable parameters (LoRA: the adapters)"),
+    MetricSpec("trainable_fraction", "size", "adaptation", "trainable share of all parameters"),
+    MetricSpec("pruned_fraction", "size", "adaptation", "share of the FFN neurons pruned"),
     MetricSpec("embedding_shared_fraction", "size", "run", "share of the vocabulary whose embedding row is shared"),
     MetricSpec("train_tokens", "count", "training", "training tokens (padding excluded)"),
     MetricSpec("train_seconds", "cost", "training", "training seconds"),

@@ -11,6 +11,7 @@ and a new variant is a class plus its entry (ARCHITECTURE.md, "A new model switc
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,14 +65,19 @@ class ModelConfig:
             f"model.dropout={self.dropout} must lie in [0, 1)": 0 <= self.dropout < 1,
             f"model.n_layer={self.n_layer} and model.block_size={self.block_size} must be positive": self.n_layer > 0
             and self.block_size > 0,
-            "model.fold_scale_into_q_init needs a W_Q: model.qkv_projection=separate": not self.fold_scale_into_q_init
-            or self.qkv_projection == "separate",
+            "model.fold_scale_into_q_init needs a W_Q: model.qkv_projection=separate or split": (
+                not self.fold_scale_into_q_init or self.qkv_projection in ("separate", "split")
+            ),
             "model.attn_scale scales dot-product scores only: leave it sqrt_dk with model.attn_score=additive": (
                 self.attn_score == "dot" or self.attn_scale == "sqrt_dk"
             ),
-            f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head} (with qkv_projection=separate)": (
+            f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head} (separate or split W_K, W_V)": (
                 self.n_kv_head is None
-                or (self.n_kv_head > 0 and self.n_head % self.n_kv_head == 0 and self.qkv_projection == "separate")
+                or (
+                    self.n_kv_head > 0
+                    and self.n_head % self.n_kv_head == 0
+                    and self.qkv_projection in ("separate", "split")
+                )
             ),
             f"model.embedding_rank={self.embedding_rank} must lie in [1, d_model]": self.embedding_rank is None
             or 1 <= self.embedding_rank <= self.d_model,
@@ -164,11 +170,14 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 
 
 # How many d_model-row blocks the fused projection holds: W_Q, W_K, W_V; one W_Q = W_K and W_V (the scores
-# q kᵀ become symmetric); or none at all, q = k = v = the stream itself (handbook line 1064).
-QKV_PROJECTIONS: dict[str, int] = {"separate": 3, "shared_qk": 2, "none": 0}
+# q kᵀ become symmetric); or none at all, q = k = v = the stream itself (handbook line 1064). "split" computes
+# what "separate" does with W_Q, W_K, W_V as three modules (split.query, split.key, split.value) that an adapter
+# can target one by one (LoRA on W_Q and W_V only, E17).
+QKV_PROJECTIONS: dict[str, int] = {"separate": 3, "shared_qk": 2, "none": 0, "split": 3}
 ATTENTION_SCORES = ("dot", "additive")
 # Position encodings that act inside attention, on q and k (RoPE, Su et al. 2021) or on the logits (ALiBi).
 RELATIVE_POSITIONS = ("rope", "alibi")
+SPLIT = ("query", "key", "value")  # the modules of qkv_projection="split" (W_Q, W_K, W_V)
 
 
 @dataclass
@@ -202,10 +211,14 @@ class CausalSelfAttention(nn.Module):
         # W_Q, W_K, W_V in one matrix (fused_sizes: an initialization by fan treats them apart); W_K and W_V of
         # n_kv_head heads under GQA
         self.fused_sizes = {3: [cfg.d_model, kv_width, kv_width], 2: [cfg.d_model, cfg.d_model], 0: []}[parts]
-        self.qkv = nn.Linear(cfg.d_model, sum(self.fused_sizes), bias=cfg.bias) if parts else None
+        fused = parts and cfg.qkv_projection != "split"
+        self.qkv = nn.Linear(cfg.d_model, sum(self.fused_sizes), bias=cfg.bias) if fused else None
         if self.qkv is not None:
             self.qkv.fused_sizes = self.fused_sizes
-        self.qk_rows = sum(self.fused_sizes[:-1])  # the rows of qkv.weight that make queries and keys
+        self.split = None
+        if cfg.qkv_projection == "split":
+            linears = [nn.Linear(cfg.d_model, rows, bias=cfg.bias) for rows in self.fused_sizes]
+            self.split = nn.ModuleDict(zip(SPLIT, linears, strict=True))
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         # additive scores: one vector w per head, N(0, 0.02) as every other weight (no fused kernel runs them)
@@ -221,10 +234,22 @@ class CausalSelfAttention(nn.Module):
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v of shape (B, T, C)."""
+        if self.split is not None:
+            return tuple(self.split[name](x) for name in SPLIT)
         if self.qkv is None:
             return x, x, x
         parts = self.qkv(x).split(self.fused_sizes, dim=2)
         return parts if len(parts) == 3 else (parts[0], parts[0], parts[1])
+
+    def query_key_rows(self) -> list[tuple[nn.Parameter, slice]]:
+        """W_Q and W_K, each as the parameter that holds it and its rows there: one matrix when W_Q = W_K, none
+        without projections."""
+        if self.split is not None:
+            return [(self.split[name].weight, slice(None)) for name in SPLIT[:2]]
+        if self.qkv is None:
+            return []
+        starts = [0, *itertools.accumulate(self.fused_sizes[:-1])]
+        return [(self.qkv.weight, slice(a, b)) for a, b in itertools.pairwise(starts)]
 
     def heads(self, x: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q of shape (B, n_head, T, d_head), k and v of shape (B, n_kv_head, T, d_head), at positions offset.."""
@@ -550,11 +575,14 @@ class GPT(nn.Module):
         if cfg.fold_scale_into_q_init:
             with torch.no_grad():
                 for block in self.blocks:
-                    block.attn.qkv.weight[: cfg.d_model] /= math.sqrt(cfg.d_head)
+                    weight, rows = block.attn.query_key_rows()[0]
+                    weight[rows] /= math.sqrt(cfg.d_head)
 
     def num_params(self) -> int:
-        """Trainable parameters, counting tied weights once."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Parameters, counting tied weights once; frozen weights and adapters too (ablations.adaptation counts the
+        trainable ones), but not RoPE's frequencies, fixed by construction."""
+        fixed = {id(p) for m in self.modules() if isinstance(m, RotaryEmbedding) for p in m.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in fixed)
 
     def embed(self, idx: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Token embeddings with the position signal of positions offset, offset + 1, ... (offset: tokens before)."""

@@ -32,4 +32,6 @@ ADDED_SETTINGS = {
     "model.causal": ("model.causal", True),
     "train.target": ("train.target", "next_token"),
     "evaluation.prefix_loss": ("evaluation.prefix_loss", False),
+    "finetune": ("finetune.method", "full"),
+    "prune": ("prune.criterion", None),
 }

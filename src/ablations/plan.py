@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ablations.adaptation import FinetuneConfig, PruneConfig
 from ablations.data import TextDataModule
 from ablations.generation import DecodingConfig
 from ablations.model import ModelConfig
@@ -55,6 +56,7 @@ def check_config(run_cfg: DictConfig) -> None:
     OptimConfig(**run_cfg.optim)
     QuantizeConfig(**run_cfg.quantize)
     BenchmarkConfig(**run_cfg.benchmark)
+    check_adaptation(run_cfg)
     if run_cfg.data.epochs is not None and run_cfg.optim.grad_accumulation > 1:
         raise ValueError("optim.grad_accumulation counts updates in micro-batches: use it with data.epochs=null")
     decoding = dict(run_cfg.evaluation.decoding)
@@ -69,6 +71,20 @@ def check_config(run_cfg: DictConfig) -> None:
         raise ValueError(f"evaluation.context_factors={list(factors)} must be whole numbers of 2 or more")
     if factors and run_cfg.model.pos_encoding == "learned":
         raise ValueError("evaluation.context_factors: learned positions have no vector past model.block_size")
+
+
+def check_adaptation(run_cfg: DictConfig) -> None:
+    """LoRA and pruning change the model's modules: they need what they act on, and one process to fit in."""
+    finetune, pruning = FinetuneConfig(**run_cfg.finetune), PruneConfig(**run_cfg.prune)
+    if finetune.method == "full" and pruning.criterion is None:
+        return
+    devices = run_cfg.trainer.get("devices", 1)
+    if isinstance(devices, int) and devices > 1:
+        raise ValueError("finetune.method=lora and prune.criterion train in one process: trainer.devices=1")
+    if pruning.criterion is not None and run_cfg.model.mlp not in ("gelu", "relu"):
+        raise ValueError("prune.criterion needs FFNs of two Linear maps around an activation: model.mlp=gelu or relu")
+    if finetune.method == "lora" and finetune.lora_targets == "qv" and run_cfg.model.qkv_projection != "split":
+        raise ValueError("finetune.lora_targets=qv needs W_Q and W_V as modules: model.qkv_projection=split")
 
 
 def check_overrides(spec: ExperimentSpec, tier: str, overrides: list[str]) -> None:

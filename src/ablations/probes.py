@@ -40,7 +40,6 @@ def attention(model: GPT, batch: Batch) -> dict[str, float]:
     finally:
         for attn in layers:
             attn.record = False
-    d = model.cfg.d_model
     n = batch[0].size(1)
     max_entropy = torch.log(torch.arange(1, n + 1, dtype=torch.float32))[1:]
     logit_std, entropy, self_weight, qk_grad = [], [], [], []
@@ -51,8 +50,7 @@ def attention(model: GPT, batch: Batch) -> dict[str, float]:
         row_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1)[..., 1:]
         entropy.append((row_entropy / max_entropy).mean().item())
         self_weight.append(weights.diagonal(dim1=-2, dim2=-1)[..., 1:].mean().item())
-        if attn.qkv is not None:  # W_Q and W_K (one matrix when shared); none without projections
-            qk_grad.extend(part.norm().item() for part in attn.qkv.weight.grad[: attn.qk_rows].split(d))
+        qk_grad.extend(weight.grad[rows].norm().item() for weight, rows in attn.query_key_rows())
         attn.recorded = {}
     model.zero_grad(set_to_none=True)
     qk = math.sqrt(sum(g**2 for g in qk_grad))

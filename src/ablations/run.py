@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from ablations import tracking
+from ablations.adaptation import FinetuneConfig, PruneConfig, adapt
 from ablations.data import TextDataModule, TokenizedCorpus, evaluation_windows
 from ablations.decisions import ArmRun
 from ablations.generation import DecodingConfig, decoding_metrics
@@ -358,6 +359,8 @@ def train_arm(
     task = build_task(run_cfg, run.tokens.vocab_size, run.optim)
     if weights is not None:
         task.model.load_state_dict(weights)
+    pruning, finetune = PruneConfig(**run_cfg.prune), FinetuneConfig(**run_cfg.finetune)
+    task.final_metrics |= adapt(task.model, pruning, finetune, run.data, run_cfg.seed)
     run_id = None
     try:
         nesting = {"mlflow.parentRunId": parent_id()} if parent_id else {}

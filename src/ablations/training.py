@@ -52,9 +52,10 @@ def holds_matrix_entries(p: torch.nn.Parameter) -> bool:
 
 
 def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """cfg's optimizer over the module's parameters, weight decay on matrices and embeddings only."""
-    decay = [p for p in module.parameters() if holds_matrix_entries(p)]
-    no_decay = [p for p in module.parameters() if not holds_matrix_entries(p)]
+    """cfg's optimizer over the module's trainable parameters, weight decay on matrices and embeddings only."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in trainable if holds_matrix_entries(p)]
+    no_decay = [p for p in trainable if not holds_matrix_entries(p)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return OPTIMIZERS[cfg.name](groups, cfg)
 
