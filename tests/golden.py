@@ -36,7 +36,7 @@ from ablations.health import baselines
 from ablations.model import ModelConfig
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import QuantizeConfig, quantized_evaluation
-from ablations.run import budget, further_evaluation
+from ablations.run import budget, domain_baselines, further_evaluation
 from ablations.speed import BenchmarkConfig, run_benchmark
 from ablations.training import LanguageModelTask, derived_metrics
 
@@ -178,6 +178,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
         "benchmark": {"name": "batching", "batches": 2, "repeats": 2},
     },
     "domain_mix": {"data": {"domain": "textfile", "mix": "1:3"}},
+    "domain_target_limit": {"data": {"domain": "textfile", "mix": "1:0", "domain_tokens_limit": 200}},
     **{
         f"quantize_{method}": {"quantize": {"method": method, "latency_batches": [1], "latency_repeats": 1}}
         for method in ("none", "dynamic_int8", "weight_int8")
@@ -264,7 +265,7 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
     trainer.test(task, datamodule=data, verbose=False)
     numbers |= further_evaluation(data, config["evaluation"], task, nullcontext)
     logger.save()
-    numbers |= task.final_metrics | baselines(tokens.train, tokens.val, tokens.vocab_size)
+    numbers |= task.final_metrics | baselines(tokens.train, tokens.val, tokens.vocab_size) | domain_baselines(data)
     counts = {"n_params": task.model.num_params(), "train_tokens": int(task.train_tokens), "train_seconds": 1.0}
     numbers |= counts | derived_metrics(counts, task.trained_steps, task.train_slots)
     numbers["trained_steps"] = task.trained_steps

@@ -315,3 +315,16 @@ def test_a_train_token_limit_keeps_the_first_tokens_of_the_training_split_only(t
     assert torch.equal(small.train_ids, full.train_ids[:500]) and torch.equal(small.val_ids, full.val_ids)
     with pytest.raises(ValueError, match="train_tokens_limit needs"):
         TextDataModule("textfile", path=str(tmp_path / "t.txt"), packing="documents", train_tokens_limit=500)
+
+
+def test_a_domain_token_limit_keeps_the_first_tokens_of_the_domains_training_split_only(tmp_path):
+    (tmp_path / "g.txt").write_text("".join(f"line {i}\n" for i in range(3000)))
+    (tmp_path / "d.txt").write_text("".join(f"LINE {i}\n" for i in range(3000)))
+    paths = {"path": str(tmp_path / "g.txt"), "domain": "textfile", "domain_path": str(tmp_path / "d.txt"),
+             "cache_dir": str(tmp_path), "mix": "1:0"}  # fmt: skip
+    full, small = TextDataModule("textfile", **paths), TextDataModule("textfile", **paths, domain_tokens_limit=500)
+    full.setup(), small.setup()
+    assert torch.equal(small.domain_train_ids, full.domain_train_ids[:500])
+    assert torch.equal(small.domain_val_ids, full.domain_val_ids) and torch.equal(small.train_ids, full.train_ids)
+    with pytest.raises(ValueError, match="domain_tokens_limit needs a data.domain"):
+        TextDataModule("textfile", path=str(tmp_path / "g.txt"), domain_tokens_limit=500)

@@ -52,3 +52,10 @@ def test_a_learning_check_passes_below_the_stated_drop():
     assert learning_check({"val_loss_drop_last_quarter": 0.05}, 0.05) == "failed"
     assert learning_check({"val_loss_drop_last_quarter": math.nan}, 0.05) == "unknown"
     assert learning_check({}, 0.05) == "unknown"
+
+
+def test_with_a_domain_corpus_a_run_learned_if_either_corpus_is_well_below_its_unigram():
+    trained_on_the_domain = {"final_val_loss": 3.6, "baseline_unigram": 3.3,  # prose forgotten or never learned
+                             "final_domain_val_loss": 1.9, "baseline_domain_unigram": 3.0}  # fmt: skip
+    assert run_health("finished", trained_on_the_domain) == "learned"
+    assert run_health("finished", trained_on_the_domain | {"final_domain_val_loss": 2.8}) == "plateau"

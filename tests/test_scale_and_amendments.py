@@ -62,6 +62,19 @@ def test_with_two_stages_each_value_trains_its_own_base_first_and_its_arms_start
     assert spec(scale=SCALE).base_arm("big@d_model=64") is None  # one stage
 
 
+def test_an_axis_of_the_second_stage_alone_starts_every_value_from_the_one_base_and_scratch_arms_from_init():
+    target = {"axis": "data.domain_tokens_limit", "values": {"quick": [8192, 81920]}, "slope": {"H1": "negative"},
+              "base_per_value": False}  # fmt: skip
+    s = spec(scale=target, base={"optim.max_steps": 7}, from_scratch=["small"])
+    assert list(s.scale_arms("quick", 81920)) == ["small@domain_tokens_limit=8192", "big@domain_tokens_limit=8192"]
+    assert [s.base_arm(a) for a in ("big@domain_tokens_limit=8192", "big", "small", "small@domain_tokens_limit=8192",
+                                    "base")] == ["base", "base", None, None, None]  # fmt: skip
+    with pytest.raises(ValueError, match="from_scratch of toy must name second-stage arms"):
+        spec(from_scratch=["small"])  # one stage: nothing to start from
+    with pytest.raises(ValueError, match="from_scratch of toy must name second-stage arms"):
+        spec(base={}, from_scratch=["tiny"])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -522,7 +522,8 @@ class TextDataModule(pl.LightningDataModule):
     split (windows packing only).
 
     train_tokens_limit: train on the first that many tokens of the training split only (windows packing): a
-    small corpus seen for many epochs, where a model over-fits."""
+    small corpus seen for many epochs, where a model over-fits. domain_tokens_limit: the same for the domain's
+    training split (a small target set to fine-tune on, E24)."""
 
     def __init__(
         self,
@@ -546,6 +547,7 @@ class TextDataModule(pl.LightningDataModule):
         mix: str | None = None,
         bpe_vocab_size: int | None = None,
         train_tokens_limit: int | None = None,
+        domain_tokens_limit: int | None = None,
     ):
         super().__init__()
         if tokenizer == "bpe" and packing != "windows":
@@ -554,6 +556,9 @@ class TextDataModule(pl.LightningDataModule):
         if train_tokens_limit is not None and (packing != "windows" or domain is not None or train_tokens_limit <= 0):
             raise ValueError("data.train_tokens_limit needs a positive count, data.packing=windows and no data.domain")
         self.train_tokens_limit = train_tokens_limit
+        if domain_tokens_limit is not None and (domain is None or domain_tokens_limit <= block_size):
+            raise ValueError("data.domain_tokens_limit needs a data.domain and more tokens than one window")
+        self.domain_tokens_limit = domain_tokens_limit
         self.domain_share = 0.0
         if domain is not None:
             if tokenizer != "byte":
@@ -605,7 +610,8 @@ class TextDataModule(pl.LightningDataModule):
         self.train_ids = torch.from_numpy(tokens.train[: self.train_tokens_limit].astype(np.int64))
         self.val_ids = torch.from_numpy(tokens.val.astype(np.int64))
         if self.domain_tokens is not None:
-            self.domain_train_ids = torch.from_numpy(self.domain_tokens.train.astype(np.int64))
+            domain_train = self.domain_tokens.train[: self.domain_tokens_limit]
+            self.domain_train_ids = torch.from_numpy(domain_train.astype(np.int64))
             self.domain_val_ids = torch.from_numpy(self.domain_tokens.val.astype(np.int64))
         if self.packing != "windows":
             newline = ord("\n") if tokens.tokenizer == "byte" else tokens.vocab.index("\n")

@@ -26,7 +26,7 @@ from ablations.parent_run import EVIDENCE_TAG, NOTE_TAG, ParentRun, is_evidence,
 from ablations.plan import Invocation, invocation, scale_value
 from ablations.resources import available_cores
 from ablations.run import train_arm
-from ablations.spec import ExperimentSpec
+from ablations.spec import BASE, ExperimentSpec
 from ablations.verdict import Verdict
 
 console = Console(width=None if Console().is_terminal else 140)
@@ -86,7 +86,7 @@ def train_runs(
         if (base := job.spec.base_arm(run_cfg.arm)) is not None:
             run_cfg.init_from = base_keys[base, run_cfg.seed]  # bases come first: arms_for and scale_arms see to it
         run = train_arm(run_cfg, mlflow_client, exp_id, tags, parent.id)
-        if job.spec.base is not None and job.spec.base_arm(run.arm) is None:
+        if run.arm.partition("@")[0] == BASE:
             if run.status != "finished":
                 raise ValueError(f"the {run.arm} model of seed {run.seed} diverged: no arm can start from it")
             base_keys[run.arm, run.seed] = run.key

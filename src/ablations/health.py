@@ -11,7 +11,9 @@ A run's health:
 
 diverged  its loss became non-finite and training stopped
 plateau   it finished, but its final validation loss is not at least PLATEAU_MARGIN (10 %) below the unigram
-          baseline: it learned little beyond token frequencies (a stuck Post-LN stack, a budget too small)
+          baseline: it learned little beyond token frequencies (a stuck Post-LN stack, a budget too small).
+          With a domain corpus, either corpus counts: an arm trained on the domain alone from scratch (E24)
+          learned if its domain loss is that far below the domain's unigram baseline (`baseline_domain_*`)
 learned   otherwise
 unknown   no baseline was logged for the run
 
@@ -50,7 +52,10 @@ def run_health(status: str, metrics: Mapping[str, float]) -> str:
         return "diverged"
     if "baseline_unigram" not in metrics or "final_val_loss" not in metrics:
         return "unknown"
-    return "learned" if metrics["final_val_loss"] <= (1 - PLATEAU_MARGIN) * metrics["baseline_unigram"] else "plateau"
+    corpora = [("final_val_loss", "baseline_unigram"), ("final_domain_val_loss", "baseline_domain_unigram")]
+    below = [metrics[loss] <= (1 - PLATEAU_MARGIN) * metrics[unigram] for loss, unigram in corpora
+             if loss in metrics and unigram in metrics]  # fmt: skip
+    return "learned" if any(below) else "plateau"
 
 
 def reference_lines(metric: str, metrics: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -291,12 +291,24 @@ def further_evaluation(
 # --- record ---------------------------------------------------------------------------------------------
 
 
+def domain_baselines(data: TextDataModule) -> dict[str, float]:
+    """The domain corpus's baselines (its whole training split: a property of the corpus), if there is one."""
+    domain = data.domain_tokens
+    if domain is None:
+        return {}
+    return {
+        k.replace("baseline_", "baseline_domain_"): v
+        for k, v in baselines(domain.train, domain.val, domain.vocab_size).items()
+    }
+
+
 def run_metrics(run: Resolved, task: LanguageModelTask, curve: list[tuple[int, float]], started: float) -> dict:
     """Everything the run's record holds: the task's final metrics, the corpus baselines, counts and rates."""
     tokens = run.tokens
     metrics = (
         task.final_metrics
         | baselines(tokens.train, tokens.val, tokens.vocab_size)
+        | domain_baselines(run.data)
         | {LAST_QUARTER_DROP: last_quarter_drop(curve)}
         | {
             "n_params": task.model.num_params(),

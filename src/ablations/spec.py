@@ -45,11 +45,14 @@ class ScaleAxis:
     """Primary hypotheses run again at other values of one config key (a model size, a budget).
 
     values: tier -> the values at that tier (the tier's own value among them reuses its runs).
-    slope: hypothesis -> the expected sign of its per-seed effect's slope on log2(value), written beforehand."""
+    slope: hypothesis -> the expected sign of its per-seed effect's slope on log2(value), written beforehand.
+    base_per_value: with two stages, each value trains a base of its own (a model-size axis); false: every value's
+        arms start from the tier's one base (an axis of the second stage alone, such as the target data's size)."""
 
     axis: str
     values: dict[str, list[float]]
     slope: dict[str, str]
+    base_per_value: bool = True
 
     def __post_init__(self) -> None:
         if bad := {h: s for h, s in self.slope.items() if s not in SLOPES}:
@@ -101,6 +104,7 @@ class ExperimentSpec:
     amendments: list[Amendment] = field(default_factory=list)
     learning_check: dict[str, Any] = field(default_factory=dict)  # {arms: [...], max_drop: nats} (ablations.health)
     scale: ScaleAxis | None = None
+    from_scratch: list[str] = field(default_factory=list)  # arms of a two-stage experiment that start from init
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> ExperimentSpec:
@@ -146,6 +150,8 @@ class ExperimentSpec:
                 raise ValueError(f"the amendment of {amendment.date} in {self.name} supersedes {sorted(unknown)}, "
                                  "which it does not define")  # fmt: skip
         arms = self.arms_for("full")
+        if self.from_scratch and (self.base is None or not set(self.from_scratch) <= set(arms) - {BASE}):
+            raise ValueError(f"from_scratch of {self.name} must name second-stage arms of a two-stage experiment")
         if self.learning_check:
             if set(self.learning_check) != {"arms", "max_drop"}:
                 raise ValueError(f"learning_check of {self.name} needs exactly arms and max_drop")
@@ -183,7 +189,7 @@ class ExperimentSpec:
             return {}
         arms = self.arms_for(tier)
         names = dict.fromkeys(a for h in self.hypotheses if h.id in self.scale.slope for a in h.measured_arms)
-        if self.base is not None:  # each value's arms start from a base of their own size, trained first
+        if self.base is not None and self.scale.base_per_value:  # each value's arms start from a base of its own
             names = {BASE: None} | names
         return {
             self.scale.arm_name(arm, value): arms[arm] | {self.scale.axis: value}
@@ -193,12 +199,12 @@ class ExperimentSpec:
         }
 
     def base_arm(self, arm: str) -> str | None:
-        """The arm whose weights `arm` starts from: the base at the same value of the scale axis (None for a base,
-        or with one stage)."""
+        """The arm whose weights `arm` starts from: the base at the same value of the scale axis, or the one base
+        (None for a base, an arm trained from scratch, or with one stage)."""
         name, at, value = arm.partition("@")
-        if self.base is None or name == BASE:
+        if self.base is None or name == BASE or name in self.from_scratch:
             return None
-        return f"{BASE}{at}{value}"
+        return f"{BASE}{at}{value}" if self.scale is None or self.scale.base_per_value else BASE
 
     def grid_arms(self, tier: str) -> dict[str, dict[str, Any]]:
         if not self.grid:
