@@ -59,3 +59,10 @@ def test_with_a_domain_corpus_a_run_learned_if_either_corpus_is_well_below_its_u
                              "final_domain_val_loss": 1.9, "baseline_domain_unigram": 3.0}  # fmt: skip
     assert run_health("finished", trained_on_the_domain) == "learned"
     assert run_health("finished", trained_on_the_domain | {"final_domain_val_loss": 2.8}) == "plateau"
+
+
+def test_a_run_that_trained_no_step_is_as_healthy_as_the_weights_it_evaluates():
+    pruned = {"final_val_loss": 3.2, "baseline_unigram": 3.3, "train_tokens": 0.0}  # a model damaged by pruning
+    assert run_health("finished", pruned | {"start_val_loss": 2.1}) == "learned"  # its base learned
+    assert run_health("finished", pruned | {"start_val_loss": 3.1}) == "plateau"  # its base did not
+    assert run_health("finished", pruned | {"start_val_loss": 2.1, "train_tokens": 5e5}) == "plateau"  # it trained

@@ -302,3 +302,29 @@ def test_a_two_stage_experiment_trains_its_base_once_and_starts_every_arm_from_i
     )
     assert len(retrained) == 2
     assert {r.data.metrics["final_val_loss"] for r in retrained} == {base.data.metrics["final_val_loss"]}
+
+
+def test_a_second_stage_can_start_from_scratch_or_adapt_with_lora(cache_dir):
+    """E24's scratch arm ignores the base, its fine-tuned arm records the loss it started from; E17's LoRA arms
+    count their adapters (pruning: tests/test_adaptation.py and the golden cases)."""
+    for name in ("pretrain_then_finetune", "lora_vs_full_finetune"):
+        done = run_cli(f"experiment={name}", "tier=smoke", "seeds=1", cache_dir=cache_dir)
+        assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+
+    def arms(name: str) -> dict:
+        experiment = client.get_experiment_by_name(name)
+        runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ablations.role` = 'arm'")
+        return {r.data.tags["arm"]: r for r in runs}
+
+    e24 = arms("pretrain_then_finetune")
+    assert set(e24) == {"base", "finetuned", "scratch"}
+    assert e24["finetuned"].data.params["init_from"] == e24["base"].data.tags["ablations.run_key"]
+    assert e24["finetuned"].data.metrics["start_val_loss"] == e24["base"].data.metrics["final_val_loss"]
+    assert e24["scratch"].data.params["init_from"] == "None" and "start_val_loss" not in e24["scratch"].data.metrics
+    assert e24["scratch"].data.params["data.domain_tokens_limit"] == "81920"
+    e17 = arms("lora_vs_full_finetune")
+    assert "trainable_fraction" not in e17["full"].data.metrics
+    fractions = {arm: e17[arm].data.metrics["trainable_fraction"] for arm in ("lora_r4", "lora_r8", "lora_r32")}
+    assert fractions["lora_r4"] < fractions["lora_r8"] < fractions["lora_r32"] < 1
+    assert e17["lora_r8_qv"].data.metrics["trainable_params"] < e17["lora_r8"].data.metrics["trainable_params"]

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -72,6 +73,9 @@ def lora_target_names(model: GPT, targets: str) -> list[str]:
 
 def add_lora(model: GPT, cfg: FinetuneConfig) -> GPT:
     """Adapters on the target layers (in place), every other parameter frozen."""
+    # peft imports torchao, which reports CUDA kernels it cannot load and torch deprecations: not this run's business
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     from peft import LoraConfig, inject_adapter_in_model  # a second or two of imports: only LoRA runs pay them
 
     config = LoraConfig(

@@ -104,7 +104,9 @@ def print_run(run: ArmRun) -> None:
         note += f", diverged at step {run.metrics['diverged_step']:.0f}: drawn at the uniform loss"
     elif run.health == "plateau":
         note += f", not {PLATEAU_MARGIN:.0%} below the unigram loss {run.metrics['baseline_unigram']:.3f}: a plateau"
-    console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} final_val_loss {loss:.4f}  ({note})")
+    domain = run.metrics.get("final_domain_val_loss")
+    losses = f"final_val_loss {loss:.4f}" + (f" final_domain_val_loss {domain:.4f}" if domain is not None else "")
+    console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} {losses}  ({note})")
 
 
 def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool = True) -> None:

@@ -13,7 +13,10 @@ diverged  its loss became non-finite and training stopped
 plateau   it finished, but its final validation loss is not at least PLATEAU_MARGIN (10 %) below the unigram
           baseline: it learned little beyond token frequencies (a stuck Post-LN stack, a budget too small).
           With a domain corpus, either corpus counts: an arm trained on the domain alone from scratch (E24)
-          learned if its domain loss is that far below the domain's unigram baseline (`baseline_domain_*`)
+          learned if its domain loss is that far below the domain's unigram baseline (`baseline_domain_*`).
+          A run that trained no step (it evaluates the weights of another run, quantized or pruned) is judged
+          by those weights' loss (`start_val_loss`): how much worse it does is its measurement, not a failure
+          to learn
 learned   otherwise
 unknown   no baseline was logged for the run
 
@@ -52,7 +55,9 @@ def run_health(status: str, metrics: Mapping[str, float]) -> str:
         return "diverged"
     if "baseline_unigram" not in metrics or "final_val_loss" not in metrics:
         return "unknown"
-    corpora = [("final_val_loss", "baseline_unigram"), ("final_domain_val_loss", "baseline_domain_unigram")]
+    evaluated_only = metrics.get("train_tokens") == 0 and "start_val_loss" in metrics
+    own = "start_val_loss" if evaluated_only else "final_val_loss"
+    corpora = [(own, "baseline_unigram"), ("final_domain_val_loss", "baseline_domain_unigram")]
     below = [metrics[loss] <= (1 - PLATEAU_MARGIN) * metrics[unigram] for loss, unigram in corpora
              if loss in metrics and unigram in metrics]  # fmt: skip
     return "learned" if any(below) else "plateau"

@@ -154,13 +154,14 @@ def reuse(run: Resolved, mlflow_client: MlflowClient, exp_id: str) -> ArmRun | N
     return ArmRun(run.cfg.arm, run.cfg.seed, done.info.run_id, status, done.data.metrics, reused=True, key=run.key)
 
 
-def start_weights(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str) -> dict[str, torch.Tensor] | None:
-    """The weights of the finished run this one starts from (init_from: its key), if any."""
+def start_weights(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str) -> tuple[dict | None, dict]:
+    """The weights of the finished run this one starts from (init_from: its key), if any, and that run's final
+    validation loss as `start_val_loss` (an evaluation-only run is judged by it: ablations.health)."""
     if run_cfg.init_from is None:
-        return None
+        return None, {}
     if (start := tracking.find_finished_run(mlflow_client, exp_id, run_cfg.init_from)) is None:
         raise tracking.CheckpointError(f"no finished run with key {run_cfg.init_from} to start {run_cfg.arm} from")
-    return tracking.load_checkpoint(mlflow_client, start)
+    return tracking.load_checkpoint(mlflow_client, start), {"start_val_loss": start.data.metrics["final_val_loss"]}
 
 
 # --- open the MLflow run --------------------------------------------------------------------------------
@@ -367,10 +368,11 @@ def train_arm(
     if (done := reuse(run, mlflow_client, exp_id)) is not None:
         return done
     tracking.mark_abandoned_runs(mlflow_client, exp_id, run.key)  # one process trains a given key at a time
-    weights = start_weights(run_cfg, mlflow_client, exp_id)
+    weights, started_from = start_weights(run_cfg, mlflow_client, exp_id)
     task = build_task(run_cfg, run.tokens.vocab_size, run.optim)
     if weights is not None:
         task.model.load_state_dict(weights)
+    task.final_metrics |= started_from
     pruning, finetune = PruneConfig(**run_cfg.prune), FinetuneConfig(**run_cfg.finetune)
     task.final_metrics |= adapt(task.model, pruning, finetune, run.data, run_cfg.seed)
     run_id = None
