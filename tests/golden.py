@@ -108,6 +108,7 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "d_ff": {"model": {"d_ff": 24}},
     "swiglu": {"model": {"mlp": "swiglu"}},
     "split_qkv": {"model": {"qkv_projection": "split"}},
+    "key_size": {"model": {"d_qk": 4}, "train": {"probes": ["attention"]}},
     "lora_qv": {
         "model": {"qkv_projection": "split"},
         "finetune": {"method": "lora", "lora_rank": 2, "lora_targets": "qv"},

@@ -525,3 +525,20 @@ def test_adafactor_steps_are_relative_to_each_matrix_so_a_smaller_init_stays_sma
             optimizer.step()
         sizes[name] = ((q[:32].detach() - start).norm() / start.norm()).item()
     assert sizes["adafactor"] < 1.0 < sizes["adamw"]  # AdamW's steps of ~lr dwarf a W_Q of std 0.02 / sqrt(8)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"n_kv_head": 2}, {"pos_encoding": "rope"}, {"qkv_projection": "split"}])
+def test_a_smaller_key_size_shrinks_w_q_and_w_k_only_and_the_fused_kernel_agrees_with_the_written_out_one(overrides):
+    cfg = ModelConfig(**{"n_layer": 1, "d_model": 32, "n_head": 4, "block_size": 16, "vocab_size": 64, "d_qk": 4}
+                      | overrides)  # fmt: skip
+    attention = CausalSelfAttention(cfg)
+    kv = cfg.kv_heads
+    learned = sum(p.numel() for p in attention.parameters() if p.requires_grad)  # not RoPE's fixed frequencies
+    assert learned == 32 * (4 * 4 + kv * 4 + kv * 8) + 32 * 32
+    assert attention.scale == pytest.approx(1 / 2)  # 1/sqrt(d_k), not 1/sqrt(d_model / n_head)
+    x = torch.randn(2, 16, 32)
+    q, k, v = attention.heads(x)
+    assert q.shape == (2, 4, 16, 4) and k.shape == (2, kv, 16, 4) and v.shape == (2, kv, 16, 8)
+    fused = attention(x)
+    attention.record = True
+    torch.testing.assert_close(attention(x), fused, rtol=1e-5, atol=1e-6)

@@ -34,6 +34,7 @@ class ModelConfig:
     # None: n_head (multi-head attention); 1: one key-value head for all (multi-query attention)
     d_model: int = 128
     d_ff: int | None = None  # None: the MLP's own default (4 * d_model; SwiGLU: 8/3 * d_model, as many weights)
+    d_qk: int | None = None  # per-head size of queries and keys (Vaswani's d_k); None: d_model / n_head, as values
     dropout: float = 0.0
     # "sqrt_dk" divides the logits by sqrt(d_k); "none" leaves them unscaled; a number is used as is.
     attn_scale: str | float = "sqrt_dk"
@@ -79,6 +80,8 @@ class ModelConfig:
                     and self.qkv_projection in ("separate", "split")
                 )
             ),
+            f"model.d_qk={self.d_qk} must be positive, with projections that make q and k": self.d_qk is None
+            or (self.d_qk > 0 and self.qkv_projection != "none"),
             f"model.embedding_rank={self.embedding_rank} must lie in [1, d_model]": self.embedding_rank is None
             or 1 <= self.embedding_rank <= self.d_model,
             f"model.embedding_buckets={self.embedding_buckets} must lie in [1, vocab_size]": self.embedding_buckets
@@ -98,12 +101,17 @@ class ModelConfig:
         return self.d_model // self.n_head
 
     @property
+    def qk_head(self) -> int:
+        """The per-head size of queries and keys: d_k, which the scores' 1/sqrt(d_k) scaling divides by."""
+        return self.d_qk or self.d_head
+
+    @property
     def kv_heads(self) -> int:
         return self.n_kv_head or self.n_head
 
     def attention_scale(self) -> float:
         if self.attn_scale == "sqrt_dk":
-            return 1.0 / math.sqrt(self.d_head)
+            return 1.0 / math.sqrt(self.qk_head)
         if self.attn_scale == "none":
             return 1.0
         try:
@@ -207,10 +215,15 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.scale, self.dropout, self.causal = cfg.n_head, cfg.attention_scale(), cfg.dropout, cfg.causal
         self.n_kv_head = cfg.kv_heads
-        parts, kv_width = QKV_PROJECTIONS[cfg.qkv_projection], cfg.kv_heads * cfg.d_head
+        parts, qk, kv = QKV_PROJECTIONS[cfg.qkv_projection], cfg.qk_head, cfg.kv_heads
         # W_Q, W_K, W_V in one matrix (fused_sizes: an initialization by fan treats them apart); W_K and W_V of
-        # n_kv_head heads under GQA
-        self.fused_sizes = {3: [cfg.d_model, kv_width, kv_width], 2: [cfg.d_model, cfg.d_model], 0: []}[parts]
+        # n_kv_head heads under GQA; queries and keys of d_qk per head
+        self.head_sizes = (qk, qk, cfg.d_head)
+        self.fused_sizes = {
+            3: [cfg.n_head * qk, kv * qk, kv * cfg.d_head],
+            2: [cfg.n_head * qk, cfg.d_model],
+            0: [],
+        }[parts]
         fused = parts and cfg.qkv_projection != "split"
         self.qkv = nn.Linear(cfg.d_model, sum(self.fused_sizes), bias=cfg.bias) if fused else None
         if self.qkv is not None:
@@ -223,11 +236,11 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         # additive scores: one vector w per head, N(0, 0.02) as every other weight (no fused kernel runs them)
         # RoPE from rotary-embedding-torch (its frequencies are a fixed, untrained parameter: not counted)
-        self.rotary = RotaryEmbedding(cfg.d_head) if cfg.pos_encoding == "rope" else None
+        self.rotary = RotaryEmbedding(qk) if cfg.pos_encoding == "rope" else None
         slopes = torch.tensor(alibi_slopes(cfg.n_head)) if cfg.pos_encoding == "alibi" else None
         self.register_buffer("alibi_slopes", slopes, persistent=False)
         additive = cfg.attn_score == "additive"
-        self.additive = nn.Parameter(0.02 * torch.randn(cfg.n_head, cfg.d_head)) if additive else None
+        self.additive = nn.Parameter(0.02 * torch.randn(cfg.n_head, qk)) if additive else None
         # Probes set `record = True` to run the explicit attention and keep its logits and weights.
         self.record = False
         self.recorded: dict[str, torch.Tensor] = {}
@@ -252,10 +265,10 @@ class CausalSelfAttention(nn.Module):
         return [(self.qkv.weight, slice(a, b)) for a, b in itertools.pairwise(starts)]
 
     def heads(self, x: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q of shape (B, n_head, T, d_head), k and v of shape (B, n_kv_head, T, d_head), at positions offset.."""
-        B, T, C = x.shape
-        d_head = C // self.n_head
-        q, k, v = (t.view(B, T, -1, d_head).transpose(1, 2) for t in self.project(x))
+        """q of shape (B, n_head, T, d_qk), k of shape (B, n_kv_head, T, d_qk) and v of shape (B, n_kv_head, T,
+        d_head), at positions offset.."""
+        B, T, _ = x.shape
+        q, k, v = (t.view(B, T, -1, d).transpose(1, 2) for t, d in zip(self.project(x), self.head_sizes, strict=True))
         if self.rotary is not None:
             q = self.rotary.rotate_queries_or_keys(q, offset=offset)
             k = self.rotary.rotate_queries_or_keys(k, offset=offset)
@@ -576,7 +589,7 @@ class GPT(nn.Module):
             with torch.no_grad():
                 for block in self.blocks:
                     weight, rows = block.attn.query_key_rows()[0]
-                    weight[rows] /= math.sqrt(cfg.d_head)
+                    weight[rows] /= math.sqrt(cfg.qk_head)
 
     def num_params(self) -> int:
         """Parameters, counting tied weights once; frozen weights and adapters too (ablations.adaptation counts the
