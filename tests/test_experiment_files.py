@@ -22,7 +22,7 @@ def test_experiment_file_declares_claim_hypotheses_and_arms(name):
     assert spec.hypotheses and len({h.id for h in spec.hypotheses}) == len(spec.hypotheses)
     for h in spec.hypotheses:
         assert h.statement and h.source and h.literature_expects in ("supported", "refuted")
-        named = {h.treatment} | ({h.control} if h.reference is None else set())  # a constant is no arm
+        named = set(h.measured_arms) | ({h.control} if h.reference is None else set())  # a constant is no arm
         assert named <= set(spec.arms_for("quick")), "hypotheses compare quick-tier arms"
 
 

@@ -542,3 +542,15 @@ def test_a_smaller_key_size_shrinks_w_q_and_w_k_only_and_the_fused_kernel_agrees
     fused = attention(x)
     attention.record = True
     torch.testing.assert_close(attention(x), fused, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("n_layer", "d_model"), [(2, 32), (4, 16), (1, 64)])
+def test_non_embedding_parameters_are_kaplans_twelve_layers_d_squared_plus_the_norms(n_layer, d_model):
+    shape = {"n_layer": n_layer, "d_model": d_model, "n_head": 4, "block_size": 16, "vocab_size": 64}
+    model = GPT(ModelConfig(**shape))
+    norms = (2 * n_layer + 1) * d_model  # LayerNorm weights (no biases): two per block and the final one
+    assert model.num_non_embedding_params() == 12 * n_layer * d_model**2 + norms
+    rope = GPT(
+        ModelConfig(n_layer=n_layer, d_model=d_model, n_head=4, block_size=16, vocab_size=64, pos_encoding="rope")
+    )
+    assert rope.num_non_embedding_params() == model.num_non_embedding_params()  # not RoPE's fixed frequencies

@@ -6,10 +6,12 @@ import math
 import warnings
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from scipy import stats
 
-from ablations.verdict import ALPHA, Arm, Hypothesis, adjust, decide
+from ablations.decisions import ArmRun, verdicts_for
+from ablations.verdict import ALPHA, Arm, Hypothesis, adjust, decide, power_law_exponent
 
 T2 = 4.302652729749462  # t(0.975, 2)
 T2_90 = 2.919985580355516  # t(0.95, 2)
@@ -465,3 +467,30 @@ def test_a_hypothesis_against_a_constant_measures_the_treatment_alone_and_is_nev
         with pytest.raises(ValueError, match="constant reference is neither"):
             Hypothesis(**{"id": "H", "statement": "s", "metric": "m", "treatment": "t", "control": "c",
                           "direction": "higher", "min_effect": 0.1, "reference": 1.0} | bad)  # fmt: skip
+
+
+def test_the_power_law_fit_recovers_a_known_exponent_from_synthetic_points():
+    rng = np.random.default_rng(0)
+    sizes = [1e5, 2e5, 4e5, 8e5, 1.6e6, 3.2e6]
+    exponents = [power_law_exponent(sizes, [3.0 * n**-0.08 * math.exp(rng.normal(0, 0.003)) for n in sizes])
+                 for _ in range(5)]  # fmt: skip
+    assert np.mean(exponents) == pytest.approx(0.08, abs=0.005)
+    assert power_law_exponent(sizes, [2.0 * n**-0.3 for n in sizes]) == pytest.approx(0.3, rel=1e-9)
+
+
+def test_a_power_law_hypothesis_tests_each_seeds_exponent_against_its_constant():
+    h = Hypothesis(id="H1", statement="s", metric="final_val_loss", treatment="power_law", control="flat",
+                   reference=0.0, direction="higher", min_effect=0.0, fit_arms=["a", "b", "c"],
+                   fit_size="non_embedding_params")  # fmt: skip
+    assert h.measured_arms == ("a", "b", "c") and h.metrics == ("final_val_loss", "non_embedding_params")
+    sizes = {"a": 1e5, "b": 4e5, "c": 1.6e6}
+    runs = [ArmRun(arm, seed, f"{arm}{seed}", "finished",
+                   {"final_val_loss": 2.0 * n**-(0.1 + 0.01 * seed), "non_embedding_params": n,
+                    "baseline_unigram": 9.0}, reused=True)
+            for arm, n in sizes.items() for seed in range(4)]  # fmt: skip
+    (verdict,) = verdicts_for([h], runs)
+    assert verdict.treatment_mean == pytest.approx(0.115) and verdict.control_mean == 0.0
+    assert verdict.verdict == "supported"
+    with pytest.raises(ValueError, match="a power law needs 3 or more fit_arms"):
+        Hypothesis(id="H2", statement="s", metric="final_val_loss", treatment="power_law", control="flat",
+                   direction="higher", min_effect=0.0, fit_arms=["a", "b", "c"], fit_size="n_params")  # fmt: skip

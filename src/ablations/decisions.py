@@ -28,7 +28,7 @@ import statsmodels.api as sm
 from ablations.health import run_health
 from ablations.metrics import value_of
 from ablations.spec import ExperimentSpec
-from ablations.verdict import COUNTED, NOT_DECIDED, Arm, Hypothesis, Verdict, decide
+from ablations.verdict import COUNTED, NOT_DECIDED, Arm, Hypothesis, Verdict, decide, power_law_exponent
 
 
 @dataclass
@@ -53,7 +53,7 @@ def has_value(run: ArmRun, metric: str) -> bool:
 
 def measured(h: Hypothesis, runs: list[ArmRun]) -> bool:
     """Whether every run of h's measured arms has a value of h's metric (a count is of health, always known)."""
-    return h.test == "counts" or all(has_value(r, h.metric) for r in runs if r.arm in h.measured_arms)
+    return h.test == "counts" or all(has_value(r, m) for r in runs if r.arm in h.measured_arms for m in h.metrics)
 
 
 def arm_sample(h: Hypothesis, arm: str, runs: list[ArmRun]) -> Arm:
@@ -64,12 +64,31 @@ def arm_sample(h: Hypothesis, arm: str, runs: list[ArmRun]) -> Arm:
     if h.control_value is not None and arm == h.control:
         treatment = arm_sample(h, h.treatment, runs)
         return Arm(dict.fromkeys(treatment.values, h.control_value), treatment.health)
+    if h.fit_arms and arm == h.treatment:
+        return exponent_sample(h, runs)
     mine = [r for r in runs if r.arm == arm]
     if h.test == "counts":
         values = {r.seed: float(r.health in COUNTED[h.metric]) for r in mine}
     else:
         values = {r.seed: value_of(r.status, r.metrics, h.metric) for r in mine}
     return Arm(values, {r.seed: r.health for r in mine})
+
+
+def exponent_sample(h: Hypothesis, runs: list[ArmRun]) -> Arm:
+    """Each seed's power-law exponent of h.metric against h.fit_size over its runs of h.fit_arms (seeds with a run
+    of every fit arm), and its health: learned if every one of those runs learned, else the first other health."""
+    by_seed: dict[int, list[ArmRun]] = {}
+    for r in runs:
+        if r.arm in h.fit_arms:
+            by_seed.setdefault(r.seed, []).append(r)
+    values, health = {}, {}
+    for seed, mine in sorted(by_seed.items()):
+        if len({r.arm for r in mine}) < len(h.fit_arms):
+            continue
+        sizes = [value_of(r.status, r.metrics, h.fit_size) for r in mine]
+        values[seed] = power_law_exponent(sizes, [value_of(r.status, r.metrics, h.metric) for r in mine])
+        health[seed] = next((r.health for r in mine if r.health != "learned"), "learned")
+    return Arm(values, health)
 
 
 def verdicts_for(hypotheses: list[Hypothesis], runs: list[ArmRun]) -> list[Verdict]:

@@ -107,6 +107,7 @@ REGISTRY: tuple[MetricSpec, ...] = (
     # sizes and budgets (run, training.derived_metrics)
     MetricSpec("n_params", "size", "run", "parameters (tied weights once)"),
     MetricSpec("vocab_size", "size", "run", "vocabulary size"),
+    MetricSpec("non_embedding_params", "size", "run", "parameters of the blocks (Kaplan et al.'s N)"),
     MetricSpec("start_val_loss", "loss", "run", "validation loss of the weights the run starts from (nats/token)"),
     MetricSpec("trainable_params", "size", "adaptation", "trainable parameters (LoRA: the adapters)"),
     MetricSpec("trainable_fraction", "size", "adaptation", "trainable share of all parameters"),

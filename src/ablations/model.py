@@ -561,6 +561,12 @@ def hashed_buckets(vocab_size: int, buckets: int) -> torch.Tensor:
     return (torch.arange(vocab_size, dtype=torch.int64) * a + b) % p % buckets
 
 
+def count_learned(module: nn.Module) -> int:
+    """The module's parameters, shared ones once, without RoPE's frequencies (fixed by construction)."""
+    fixed = {id(p) for m in module.modules() if isinstance(m, RotaryEmbedding) for p in m.parameters()}
+    return sum(p.numel() for p in module.parameters() if id(p) not in fixed)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -594,8 +600,12 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         """Parameters, counting tied weights once; frozen weights and adapters too (ablations.adaptation counts the
         trainable ones), but not RoPE's frequencies, fixed by construction."""
-        fixed = {id(p) for m in self.modules() if isinstance(m, RotaryEmbedding) for p in m.parameters()}
-        return sum(p.numel() for p in self.parameters() if id(p) not in fixed)
+        return count_learned(self)
+
+    def num_non_embedding_params(self) -> int:
+        """The parameters of the blocks and the final norm: Kaplan et al.'s N, without the token and position
+        embeddings and the output layer (a size that does not grow with the vocabulary)."""
+        return count_learned(self.blocks) + count_learned(self.final_norm)
 
     def embed(self, idx: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Token embeddings with the position signal of positions offset, offset + 1, ... (offset: tokens before)."""

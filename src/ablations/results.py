@@ -122,7 +122,7 @@ def _measured(h: Hypothesis, group: pd.DataFrame) -> bool:
     if h.test == "counts":
         return True
     finished = group[group["arm"].isin(h.measured_arms) & (group["status"] == "finished")]
-    return h.metric in group and bool(finished[h.metric].notna().all())
+    return all(m in group and bool(finished[m].notna().all()) for m in h.metrics)
 
 
 def _left_out(where: str, why: str, hypotheses: dict[str, str]) -> None:
@@ -140,7 +140,7 @@ def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.Data
     armless = {h.id: ", ".join(sorted(set(h.measured_arms) - present)) for h in spec.hypotheses if h not in with_arms}
     _left_out(where, "arms without runs", armless)
     testable = [h for h in with_arms if _measured(h, group)]
-    unmeasured = {h.id: h.metric for h in with_arms if h not in testable}
+    unmeasured = {h.id: ", ".join(h.metrics) for h in with_arms if h not in testable}
     _left_out(
         where, "metrics the finished runs did not measure (runs made before the hypothesis was added)", unmeasured
     )

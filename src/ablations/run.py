@@ -313,6 +313,7 @@ def run_metrics(run: Resolved, task: LanguageModelTask, curve: list[tuple[int, f
         | {LAST_QUARTER_DROP: last_quarter_drop(curve)}
         | {
             "n_params": task.model.num_params(),
+            "non_embedding_params": task.model.num_non_embedding_params(),
             **(
                 {"embedding_shared_fraction": task.model.embedding_shared_fraction()}
                 if run.cfg.model.embedding_buckets

@@ -119,7 +119,8 @@ class ExperimentSpec:
         if not arms:
             raise ValueError(f"experiment {spec.name} defines no arms")
         for h in spec.hypotheses:
-            named = {h.treatment} | ({h.control} if h.reference is None else set())  # a constant is no arm
+            fitted = set(h.fit_arms) or {h.treatment}  # a power law's treatment is its fit, over fit_arms
+            named = fitted | ({h.control} if h.reference is None else set())  # a constant is no arm
             missing = named - set(arms)
             if missing:
                 raise ValueError(f"hypothesis {h.id} names arms {sorted(missing)} that {spec.name} does not define")
@@ -160,13 +161,15 @@ class ExperimentSpec:
         if self.scale is not None:
             if unknown := set(self.scale.hypotheses) - ids:
                 raise ValueError(f"scale.slope of {self.name} names unknown hypotheses {sorted(unknown)}")
+            if fits := [h.id for h in self.hypotheses if h.fit_arms and h.id in self.scale.slope]:
+                raise ValueError(f"scale.slope of {self.name} names power laws {fits}: a fit is over sizes already")
             setters = [arm for arm, changes in arms.items() if self.scale.axis in changes]
             if setters:
                 raise ValueError(f"scale.axis {self.scale.axis} of {self.name} is set by arms {setters}")
 
     def _check_metrics(self) -> None:
         """Every metric the file names is one the registry knows (ablations.metrics); config keys (dotted) pass."""
-        named = [h.metric for h in self.hypotheses if h.test != "counts"]
+        named = [m for h in self.hypotheses if h.test != "counts" for m in h.metrics]
         named += [f[axis] for f in self.figures for axis in ("x", "y") if f.get("kind") == "scatter" or axis == "y"]
         named += [m for m in self.report_metrics if "." not in m]
         for name in named:

@@ -29,6 +29,10 @@ every seed and the interval is the t interval of the treatment's per-seed contra
 (`reference: 2.0`, a law's value such as a scaling exponent), the control is that constant for every seed and
 `control` names it (e.g. "quadratic"); the test is any but counts.
 
+A power law (`fit_arms`, `fit_size`): the treatment is each seed's exponent k of metric ∝ size^-k, fitted by least
+squares on the logs over that seed's runs of the fit arms, and the control is a constant `reference` (e.g. 0: the
+metric falls with size at all); every run of a seed must have learned for its exponent to count.
+
 Seeds are paired (the same seed gives both arms the same data order): with exactly the same seeds in both
 arms the interval is the t interval of the per-seed differences; when the seeds differ at all it is
 Welch's interval of the two arms (`interval` says which, so the switch is never silent).
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -74,11 +79,23 @@ class Hypothesis:
     literature_expects: str = ""  # the verdict the literature predicts: supported | refuted
     side_by_side: bool = False  # the metric is the contrast to the control, measured within each treatment run
     reference: float | None = None  # the control is this constant, not an arm; `control` names it
+    # A power law: the treatment (a name, not an arm) is each seed's exponent k of metric ∝ fit_size^-k over the
+    # runs of these arms (power_law_exponent), tested against the constant `reference`.
+    fit_arms: tuple[str, ...] = ()
+    fit_size: str = ""  # the metric that gives each run's size, e.g. non_embedding_params
 
     @property
     def measured_arms(self) -> tuple[str, ...]:
-        """The arms whose runs hold the metric: side by side or against a constant, the treatment's alone."""
+        """The arms whose runs hold the metric: side by side or against a constant, the treatment's alone; for a
+        power law, the arms it is fitted over."""
+        if self.fit_arms:
+            return tuple(self.fit_arms)
         return (self.treatment,) if self.side_by_side or self.reference is not None else (self.control, self.treatment)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric the measured arms' runs must hold."""
+        return (self.metric, self.fit_size) if self.fit_arms else (self.metric,)
 
     @property
     def control_value(self) -> float | None:
@@ -94,6 +111,7 @@ class Hypothesis:
             raise ValueError(f"hypothesis {self.id}: direction {self.direction!r} must be one of {DIRECTIONS}")
         if not self.test:
             object.__setattr__(self, "test", "equivalence" if self.direction == "equal" else "superiority")
+        object.__setattr__(self, "fit_arms", tuple(self.fit_arms))
         if self.test not in TESTS:
             raise ValueError(f"hypothesis {self.id}: test {self.test!r} must be one of {TESTS}")
         if self.min_effect < 0:
@@ -110,8 +128,18 @@ class Hypothesis:
             raise ValueError(f"hypothesis {self.id}: a side-by-side contrast is measured, not a {self.test}")
         if self.reference is not None and (self.side_by_side or self.test == "counts"):
             raise ValueError(f"hypothesis {self.id}: a constant reference is neither side by side nor counted")
+        if self.fit_arms and (self.reference is None or not self.fit_size or len(self.fit_arms) < 3
+                              or self.test in ("counts", "fact") or self.side_by_side):  # fmt: skip
+            raise ValueError(f"hypothesis {self.id}: a power law needs 3 or more fit_arms, a fit_size metric and a "
+                             "constant reference to test its exponent against (measured, not counted)")  # fmt: skip
         if self.literature_expects not in ("", "supported", "refuted"):
             raise ValueError(f"hypothesis {self.id}: literature_expects must be supported or refuted")
+
+
+def power_law_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:
+    """k of values ∝ sizes^-k: minus the least-squares slope of log(value) on log(size)."""
+    slope, _ = np.polyfit(np.log(np.asarray(sizes, dtype=float)), np.log(np.asarray(values, dtype=float)), 1)
+    return float(-slope)
 
 
 @dataclass(frozen=True)
@@ -288,7 +316,8 @@ def _unhealthy(h: Hypothesis, control: Arm, treatment: Arm) -> str:
     """Why the arms cannot decide h ("" when every run learned)."""
     problems = []
     measured = {h.control: control, h.treatment: treatment}
-    for name, arm in ((name, measured[name]) for name in h.measured_arms):
+    names = (h.treatment,) if h.fit_arms else h.measured_arms  # a power law: per seed, the health of all its runs
+    for name, arm in ((name, measured[name]) for name in names):
         failed = Counter(status for status in arm.health.values() if status != "learned")
         if failed:
             counts = ", ".join(f"{n} of {len(arm.health)} runs {status}" for status, n in sorted(failed.items()))
