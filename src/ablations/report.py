@@ -105,8 +105,8 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     elif h.side_by_side:
         numbers = f"{v.treatment} against {v.control} timed side by side in each {v.treatment} run"
     elif h.fit_arms:
-        numbers = (f"the exponent k of {v.metric} ∝ {h.fit_size}^-k fitted per seed over {len(h.fit_arms)} arms, "
-                   f"{v.treatment_mean:.4g} on average, against the constant {v.control} = {h.reference:g}")  # fmt: skip
+        fit = f"the exponent k of {v.metric} ∝ {h.fit_size}^-k fitted per seed over {len(h.fit_arms)} arms"
+        numbers = f"{fit}, {v.treatment_mean:.4g} on average, against the constant {v.control} = {h.reference:g}"
     elif h.reference is not None:
         numbers = f"{v.treatment} {v.treatment_mean:.4g} against the constant {v.control} = {h.reference:g}"
     else:
