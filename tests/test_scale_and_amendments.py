@@ -217,3 +217,15 @@ def test_a_scale_axis_trains_the_scaled_arms_reuses_the_tiers_own_and_exports_th
     trend_rows = pd.read_csv(written["trends.csv"])
     assert trend_rows[["hypothesis", "axis", "values", "expected"]].values.tolist() == [
         ["H1", "model.d_model", "16 32", "positive"]]  # fmt: skip
+
+
+def test_a_rerun_replaces_the_runs_of_the_version_before_and_those_are_kept_apart():
+    rows = [("e", "quick", "c", arm, seed, version, start)
+            for version, start in (("old", 1), ("new", 2)) for arm in ("a", "b") for seed in (0, 1)]  # fmt: skip
+    rows += [("f", "quick", "c", "a", 0, "old", 1)]  # never rerun: no "before"
+    frame = pd.DataFrame(rows, columns=["experiment", "tier", "corpus", "arm", "seed", "code_version", "start_time"])
+    frame["run_id"] = [f"r{i}" for i in range(len(frame))]
+    assert set(results.current_numerics(frame).code_version) == {"new", "old"}  # e's new runs, f's only ones
+    assert set(results.current_numerics(frame).query("experiment == 'e'").code_version) == {"new"}
+    previous = results.previous_numerics(frame)
+    assert set(zip(previous.experiment, previous.code_version, strict=True)) == {("e", "old")} and len(previous) == 4

@@ -531,6 +531,25 @@ def trend_rows(trends: pd.DataFrame) -> list[dict]:
     ]  # fmt: skip
 
 
+def rerun_rows(changes: pd.DataFrame) -> list[dict]:
+    """Each hypothesis decided before and after its experiment's rerun: the two verdicts (FDR-adjusted, each within
+    its own report) and effects, current hypotheses first."""
+    rows = []
+    for c in changes.sort_values(["experiment_id", "corpus", "hypothesis"], key=numbered).itertuples():
+        both = {}
+        for when in ("before", "after"):
+            low, high = getattr(c, f"ci_low_{when}"), getattr(c, f"ci_high_{when}")
+            interval = "" if low == high else f" [{fmt(low)}, {fmt(high)}]"
+            effect = f"{fmt(getattr(c, f'effect_{when}'))}{interval}, {int(getattr(c, f'n_seeds_{when}'))} seeds"
+            both[when] = (getattr(c, f"verdict_adjusted_{when}"), effect)
+        rows.append({"experiment": f"{c.experiment_id} {c.experiment}", "hypothesis": c.hypothesis,
+                     "corpus": c.corpus, "scale": c.scale, "version": str(c.code_version_before),
+                     "before": both["before"][0], "effect_before": both["before"][1],
+                     "after": both["after"][0], "effect_after": both["after"][1],
+                     "changed": "yes" if both["before"][0] != both["after"][0] else ""})  # fmt: skip
+    return rows
+
+
 def amendment_rows(specs: dict[str, ExperimentSpec]) -> list[dict]:
     return [
         {"experiment": f"{spec.id} {spec.name}", "date": a.date, "change": a.change, "reason": a.reason,
@@ -561,7 +580,9 @@ def numbered(column: pd.Series) -> pd.Series:
 
 def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """results/*.csv limited to the tiers; verdicts split into current and superseded, blanks as ""."""
-    frames = {name: pd.read_csv(results_dir / f"{name}.csv") for name in ("runs", "verdicts", "trends", "curves")}
+    names = ["runs", "verdicts", "trends", "curves"]
+    names += ["verdicts_before_rerun"] if (results_dir / "verdicts_before_rerun.csv").exists() else []
+    frames = {name: pd.read_csv(results_dir / f"{name}.csv") for name in names}
     frames = {name: frame[frame.tier.isin(tiers)] for name, frame in frames.items()}
     if frames["runs"].empty:
         raise SystemExit(
@@ -615,6 +636,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
             "trends": trend_rows(frames["trends"]),
             "amendments": amendment_rows(specs),
+            "reruns": rerun_rows(frames["verdicts_before_rerun"]) if "verdicts_before_rerun" in frames else [],
             "superseded": summary_rows(frames["superseded"], specs, statements=True),
             "experiments": [
                 experiment_section(specs[n], runs[runs.experiment == n], verdicts, frames["curves"], work)

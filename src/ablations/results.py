@@ -38,8 +38,9 @@ EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "data.packing", "data.
 PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time"]
 
 
-def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
-    """One row per finished arm run in the store (the latest of any repeats), sorted by KEY."""
+def finished_runs(mlflow_client: MlflowClient, version: str = "current") -> pd.DataFrame:
+    """One row per finished arm run in the store (the latest of any repeats), sorted by KEY: of each group's current
+    numerics version, or ("previous") of the version before it, in the groups that have been rerun."""
     known = {p.stem for p in (tracking.ROOT / "experiments").glob("*.yaml")}
     rows = []
     for experiment in mlflow_client.search_experiments():
@@ -76,7 +77,10 @@ def finished_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
             )
     if not rows:
         return pd.DataFrame(columns=RUN_COLUMNS + PROVENANCE)
-    frame = current_numerics(pd.DataFrame(rows).sort_values(KEY + ["start_time", "run_id"]))
+    every = pd.DataFrame(rows).sort_values(KEY + ["start_time", "run_id"])
+    frame = current_numerics(every) if version == "current" else previous_numerics(every)
+    if frame.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS + PROVENANCE)
     frame = frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
     specs = {name: load_spec(name) for name in frame["experiment"].unique()}
     frame["health"] = [run_health(r.status, _metrics(r)) for r in frame.itertuples(index=False)]
@@ -91,6 +95,13 @@ def current_numerics(frame: pd.DataFrame) -> pd.DataFrame:
     hypotheses whose arms have no new runs yet are left out (with a warning), not decided on the old runs."""
     newest = frame.loc[frame.groupby(GROUP)["start_time"].idxmax(), [*GROUP, "code_version"]]
     return frame.merge(newest, on=[*GROUP, "code_version"])  # an inner merge keeps frame's order
+
+
+def previous_numerics(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per group rerun at a new numerics version, the runs of the version before it (its newest other version):
+    what the rerun replaced."""
+    older = frame[~frame["run_id"].isin(current_numerics(frame)["run_id"])]
+    return older if older.empty else current_numerics(older)
 
 
 def _metrics(row: tuple) -> dict[str, float]:
@@ -184,6 +195,23 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def rerun_changes(replaced: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each hypothesis decided both on the runs a rerun replaced and on the rerun's: the verdict before and after."""
+    keys = ["experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale"]
+    shown = ["verdict_adjusted", "effect", "ci_low", "ci_high", "n_seeds", "superseded"]
+    columns = [*keys, *(f"{c}_before" for c in shown), "code_version_before", *(f"{c}_after" for c in shown)]
+    if replaced.empty:
+        return pd.DataFrame(columns=columns)
+    with warnings.catch_warnings():  # hypotheses the replaced runs cannot decide are simply not compared
+        warnings.simplefilter("ignore")
+        before, after = verdicts(replaced), verdicts(runs)
+    versions = replaced.groupby(GROUP)["code_version"].first().rename("code_version_before").reset_index()
+    before = before.merge(versions, on=GROUP)
+    both = before[[*keys, *shown, "code_version_before"]].merge(after[[*keys, *shown]], on=keys,
+                                                                   suffixes=("_before", "_after"))  # fmt: skip
+    return both[columns].sort_values(keys).reset_index(drop=True)
+
+
 def trend_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The trend test of every scaled hypothesis (ablations.decisions) per experiment x tier x corpus."""
     rows = []
@@ -212,9 +240,10 @@ def curves(mlflow_client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
 def export(out_dir: Path, mlflow_client: MlflowClient | None = None) -> dict[str, Path]:
     mlflow_client = mlflow_client or tracking.client()
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = finished_runs(mlflow_client)
+    runs, replaced = finished_runs(mlflow_client), finished_runs(mlflow_client, "previous")
     tables = {"runs.csv": runs, "verdicts.csv": verdicts(runs), "trends.csv": trend_table(runs),
-              "curves.csv": curves(mlflow_client, runs)}  # fmt: skip
+              "curves.csv": curves(mlflow_client, runs),
+              "verdicts_before_rerun.csv": rerun_changes(replaced, runs)}  # fmt: skip
     written = {}
     for name, table in tables.items():
         path = out_dir / name
