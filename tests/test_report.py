@@ -249,3 +249,22 @@ def test_the_overview_draws_measured_verdicts_only_and_is_left_out_without_any(r
     entry = report.overview_figure(verdicts, tmp_path)
     assert entry is not None and (tmp_path / entry["path"]).exists() and "minimum effect" in entry["caption"]
     assert report.overview_figure(verdicts[verdicts.test.isin(["fact", "counts"])], tmp_path) is None
+
+
+def test_a_hypothesis_with_a_published_effect_gets_its_literature_figure(pdf):
+    captions = [page for page in pages(pdf) if "beside the published effect of the same comparison" in page]
+    assert len(captions) == 1  # the fixture is E01 alone, whose H1 and H2 give Table 3's numbers
+
+
+def test_the_rerun_appendix_marks_the_verdicts_a_rerun_changed():
+    row = {"experiment": "attention_heads", "experiment_id": "E01", "tier": "quick", "corpus": "stdlib_prose",
+           "scale": "d_model=128", "code_version_before": "7adb798d4d25"}  # fmt: skip
+    sides = {"verdict_adjusted": ("refuted", "inconclusive"), "effect": (-0.03, 0.008), "ci_low": (-0.06, -0.08),
+             "ci_high": (-0.001, 0.1), "n_seeds": (3, 5), "superseded": ("", "")}  # fmt: skip
+    both = {f"{k}_{when}": v[i] for k, v in sides.items() for i, when in enumerate(("before", "after"))}
+    changes = pd.DataFrame([row | both | {"hypothesis": "H4"}, row | both | {"hypothesis": "H1",
+                            "verdict_adjusted_after": "refuted"}])  # fmt: skip
+    rows = report.rerun_rows(changes)
+    assert [(r["hypothesis"], r["before"], r["after"], r["changed"]) for r in rows] == [
+        ("H1", "refuted", "refuted", ""), ("H4", "refuted", "inconclusive", "yes")]  # fmt: skip
+    assert rows[1]["effect_before"] == "−0.03 [−0.06, −0.001], 3 seeds"

@@ -264,15 +264,45 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # readable tick labels at small effects
         ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier})" for v in rows.itertuples()])
         ax.set_ylim(len(rows) - 0.5, -0.5)
-        level = f"{rows.ci_level.iloc[0]:.0%}"
-        ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), "
-                     f"effect and {level} CI", fontsize=9)  # fmt: skip
+        level = rows.ci_level.iloc[0]
+        shown = "exact value" if pd.isna(level) else f"effect and {level:.0%} CI"  # a fact has no interval
+        ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), {shown}",
+                     fontsize=9)  # fmt: skip
     present = [v for v in colours if v in set(verdicts.verdict)]
     handles = [Line2D([], [], color="black", linewidth=1.5, label="margin of the test")]
     handles += [Line2D([], [], color=colours[v], linewidth=3, marker="o", label=v) for v in present]
     fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles))  # never over the data
     axes[-1, 0].set_xlabel("effect (+ = as predicted; equivalence: treatment − control)")
     fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path
+
+
+def literature_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
+    """Our effect with its interval beside the published effect of the same comparison, one row per hypothesis and
+    corpus, in two panels: each in its own units (a byte-level loss and a paper's word-piece PPL do not share a
+    scale), so what compares is the sign and the order of the rows."""
+    colours = VERDICT_COLOURS
+    labels = [f"{r.hypothesis} {r.corpus}" for r in rows.itertuples()]
+    fig, (ours, paper) = plt.subplots(1, 2, sharey=True, figsize=(7.5, 0.9 + 0.32 * len(rows)), layout="constrained")
+    for i, r in enumerate(rows.itertuples()):
+        low, high = (r.ci_low, r.ci_high) if math.isfinite(r.ci_low) else (r.effect, r.effect)
+        ours.plot([low, high], [i, i], color=colours[r.verdict], linewidth=3, solid_capstyle="butt")
+        ours.plot(r.effect, i, "o", color=colours[r.verdict])
+        paper.plot(r.literature_effect, i, "*", color="black", markersize=9)
+    for ax, label in ((ours, f"this suite: {rows.metric.iloc[0]} effect, 95% CI"),
+                      (paper, f"published: {rows.literature_units.iloc[0]}")):  # fmt: skip
+        ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel(label, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ours.set_yticks(range(len(rows)), labels, fontsize=7)
+    ours.set_ylim(len(rows) - 0.5, -0.5)
+    present = [v for v in colours if v in set(rows.verdict)]
+    handles = [Line2D([], [], color=colours[v], linewidth=3, marker="o", label=v) for v in present]
+    handles += [Line2D([], [], color="black", linestyle="none", marker="*", markersize=9, label="published")]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles))
+    fig.suptitle(f"{title} (+ = as the hypothesis predicts)", fontsize=10)
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path

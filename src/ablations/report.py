@@ -34,6 +34,7 @@ from ablations.figures import (
     curves_figure,
     effects_figure,
     figure_from_spec,
+    literature_figure,
     margins_figure,
     reliability_figure,
     tails_figure,
@@ -226,7 +227,7 @@ def experiment_section(
         "tables": [arm_table(spec, tier, corpus, group) for (tier, corpus), group in groups],
         "verdicts": verdict_rows(spec, exp_verdicts),
         "meaning": meaning(spec, exp_verdicts),
-        "figures": figures + effects_figures(spec, exp_verdicts, work),
+        "figures": figures + effects_figures(spec, exp_verdicts, work) + literature_figures(spec, exp_verdicts, work),
         "run_ids": [run_ids_row(tier, corpus, group) for (tier, corpus), group in groups],
     }
 
@@ -431,6 +432,25 @@ def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path
     caption = (
         "Effect of each hypothesis with its interval (colour = raw verdict; grey: not decided, an arm did not learn) "
         "and the threshold of its test."
+    )
+    return [figure_entry(path, caption)]
+
+
+def literature_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path) -> list[dict]:
+    """Our effects beside the published ones, for the hypotheses that give a published effect (if any)."""
+    published = {h.id: h for h in spec.hypotheses if h.literature_effect is not None}
+    rows = exp_verdicts[exp_verdicts.hypothesis.isin(published)].copy()
+    if rows.empty:
+        return []
+    rows["literature_effect"] = [published[h].literature_effect for h in rows.hypothesis]
+    rows["literature_units"] = [published[h].literature_units for h in rows.hypothesis]
+    rows = rows.sort_values(["hypothesis", "corpus"], key=numbered)
+    path = literature_figure(
+        rows, f"{spec.id}: our effects and the published ones", work / f"{spec.name}-literature{FIGURE}"
+    )
+    caption = (
+        "Each hypothesis's effect here (left, colour = raw verdict) beside the published effect of the same "
+        "comparison (right, in the paper's units): the signs and the order compare, the sizes do not."
     )
     return [figure_entry(path, caption)]
 

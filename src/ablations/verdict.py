@@ -77,6 +77,10 @@ class Hypothesis:
     source: str = ""  # "document, line N" for the handbook's own claims, else the paper it comes from
     literature: str = ""  # what published work found
     literature_expects: str = ""  # the verdict the literature predicts: supported | refuted
+    # the published effect of the same comparison, oriented as this one (+ = as predicted), in its own units
+    # (`literature_units`, e.g. log PPL per word-piece): the report draws it beside ours; it decides nothing
+    literature_effect: float | None = None
+    literature_units: str = ""
     side_by_side: bool = False  # the metric is the contrast to the control, measured within each treatment run
     reference: float | None = None  # the control is this constant, not an arm; `control` names it
     # A power law: the treatment (a name, not an arm) is each seed's exponent k of metric ∝ fit_size^-k over the
@@ -132,6 +136,8 @@ class Hypothesis:
                               or self.test in ("counts", "fact") or self.side_by_side):  # fmt: skip
             raise ValueError(f"hypothesis {self.id}: a power law needs 3 or more fit_arms, a fit_size metric and a "
                              "constant reference to test its exponent against (measured, not counted)")  # fmt: skip
+        if (self.literature_effect is None) != (not self.literature_units):
+            raise ValueError(f"hypothesis {self.id}: a literature_effect needs its literature_units, and only it")
         if self.literature_expects not in ("", "supported", "refuted"):
             raise ValueError(f"hypothesis {self.id}: literature_expects must be supported or refuted")
 
