@@ -28,6 +28,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 
 from ablations.adaptation import FinetuneConfig, PruneConfig, adapt
@@ -36,7 +37,7 @@ from ablations.health import baselines
 from ablations.model import ModelConfig
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import QuantizeConfig, quantized_evaluation
-from ablations.run import budget, domain_baselines, further_evaluation
+from ablations.run import budget, domain_baselines, further_evaluation, trainer_options
 from ablations.speed import BenchmarkConfig, run_benchmark
 from ablations.training import LanguageModelTask, derived_metrics
 
@@ -247,12 +248,9 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
     prune, finetune = PruneConfig(**config["prune"]), FinetuneConfig(**config["finetune"])
     task.final_metrics |= adapt(task.model, prune, finetune, data, SEED)
     logger = CSVLogger(folder / "logs", name=case)
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", logger=logger, max_steps=optim.max_steps,
-        val_check_interval=8 * optim.grad_accumulation, accumulate_grad_batches=optim.grad_accumulation,
-        check_val_every_n_epoch=None, num_sanity_val_steps=0, inference_mode=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+    steps = {"optim": {"max_steps": optim.max_steps, "grad_accumulation": optim.grad_accumulation}, "val_every": 8}
+    options = trainer_options(OmegaConf.create(steps))  # the options every run's Trainer gets
+    trainer = pl.Trainer(accelerator="cpu", devices=1, precision="32-true", logger=logger, **options)
     trainer.fit(task, datamodule=data)
     numbers: dict[str, float] = run_benchmark(task, data, BenchmarkConfig(**config["benchmark"]), nullcontext)
     quantize = QuantizeConfig(**config["quantize"])

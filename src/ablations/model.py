@@ -628,10 +628,14 @@ class GPT(nn.Module):
         """An empty KV cache, one per layer, for `forward(idx, cache)` while decoding."""
         return [KVCache() for _ in self.blocks]
 
-    def forward(self, idx: torch.Tensor, cache: list[KVCache] | None = None) -> torch.Tensor:
-        """Next-token logits of shape (B, T, vocab_size); with a cache, of idx after the tokens it holds."""
-        x = self.embed(idx, offset=cache[0].length if cache else 0)
+    def run_blocks(self, x: torch.Tensor, cache: list[KVCache] | None = None) -> torch.Tensor:
+        """The residual stream x of shape (B, T, d_model) through every block (with each layer's cache, if any)."""
         for block, layer_cache in zip(self.blocks, cache or [None] * len(self.blocks), strict=True):
             x = block(x, layer_cache)
+        return x
+
+    def forward(self, idx: torch.Tensor, cache: list[KVCache] | None = None) -> torch.Tensor:
+        """Next-token logits of shape (B, T, vocab_size); with a cache, of idx after the tokens it holds."""
+        x = self.run_blocks(self.embed(idx, offset=cache[0].length if cache else 0), cache)
         x = self.final_norm(x)
         return self.lm_head(x if self.embedding_down is None else self.embedding_down(x))

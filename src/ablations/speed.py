@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ablations.data import TextDataModule, evaluation_windows, pad_batch
 from ablations.generation import DecodingConfig, generate
-from ablations.model import GPT, KVCache
+from ablations.model import GPT
 from ablations.timing import alternate, median_log_ratio
 from ablations.training import LanguageModelTask, make_optimizer
 
@@ -260,11 +260,11 @@ def length_scaling(
     caches = {n: model.new_cache() for n in SCALING_LENGTHS}
     with torch.no_grad():
         for n in SCALING_LENGTHS:
-            blocks_forward(model, hidden[n], caches[n])  # the prefix the decoding step attends to
+            model.run_blocks(hidden[n], caches[n])  # the prefix the decoding step attends to
     step = torch.randn(1, 1, d, generator=generator)
 
     def decode(n: int) -> None:
-        blocks_forward(model, step, caches[n])
+        model.run_blocks(step, caches[n])
         for cache in caches[n]:  # back to n tokens: every round decodes the same step
             cache.k, cache.v = cache.k[:, :, :n], cache.v[:, :, :n]
 
@@ -272,7 +272,7 @@ def length_scaling(
     contenders = {}
     for n in SCALING_LENGTHS:
         contenders[f"attention{n}"] = partial(lambda x: block.attn(block.norm1(x)), hidden[n])
-        contenders[f"blocks{n}"] = partial(blocks_forward, model, hidden[n])
+        contenders[f"blocks{n}"] = partial(model.run_blocks, hidden[n])
         contenders[f"decode{n}"] = partial(decode, n)
     with torch.no_grad(), precision():
         seconds = {name: statistics.median(t) for name, t in alternate(contenders, cfg.repeats).items()}
@@ -287,12 +287,6 @@ def length_scaling(
         "bench_attention_flops_exponent": log_log_slope(longest, flops),
         "bench_attention_quadratic_flops_share": quadratic / total,
     }
-
-
-def blocks_forward(model: GPT, x: torch.Tensor, cache: list[KVCache] | None = None) -> torch.Tensor:
-    for block, layer_cache in zip(model.blocks, cache or [None] * len(model.blocks), strict=True):
-        x = block(x, layer_cache)
-    return x
 
 
 BENCHMARKS = {
