@@ -91,10 +91,9 @@ def add_lora(model: GPT, cfg: FinetuneConfig) -> GPT:
 
 
 def parameter_counts(model: GPT) -> dict[str, float]:
-    """Trainable parameters and their share of all (tied weights once, adapters included)."""
-    total = sum(p.numel() for p in model.parameters())
+    """Trainable parameters and their share of all (GPT.num_params: tied weights once, adapters included)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"trainable_params": trainable, "trainable_fraction": trainable / total}
+    return {"trainable_params": trainable, "trainable_fraction": trainable / model.num_params()}
 
 
 # --- neuron pruning -------------------------------------------------------------------------------------
