@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from ablations import settings, tracking
@@ -38,47 +39,45 @@ EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "data.packing", "data.
 PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time"]
 
 
-def finished_runs(mlflow_client: MlflowClient, version: str = "current") -> pd.DataFrame:
-    """One row per finished arm run in the store (the latest of any repeats), sorted by KEY: of each group's current
-    numerics version, or ("previous") of the version before it, in the groups that have been rerun."""
+def store_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
+    """Every finished arm run of every known experiment in the store, every code version, sorted by KEY and time."""
     known = {p.stem for p in (tracking.ROOT / "experiments").glob("*.yaml")}
-    rows = []
-    for experiment in mlflow_client.search_experiments():
-        if experiment.name not in known:
-            continue
-        runs = mlflow_client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{tracking.ROLE}` = '{tracking.ARM_ROLE}' and attributes.status = 'FINISHED'",
-            max_results=50_000,
-        )
-        for run in runs:
-            tags = run.data.tags
-            summary = {k: v for k, v in run.data.metrics.items() if not per_step(k)}
-            params = {k: v for k, v in run.data.params.items() if k.startswith(EXPORTED_PARAMS)}
-            rows.append(
-                {
-                    "experiment": tags["experiment"],
-                    "tier": tags["tier"],
-                    "corpus": tags["corpus"],
-                    "arm": tags["arm"],
-                    "seed": int(tags["seed"]),
-                    "status": tags["ablations.status"],
-                    "corpus_sha256": tags["corpus_sha256"],
-                    "tokenizer": tags["tokenizer"],
-                    **summary,
-                    **params,
-                    "run_id": run.info.run_id,
-                    "parent_run_id": tags.get("mlflow.parentRunId", ""),
-                    "git_commit": tags["git_commit"],
-                    "code_version": tags["code_version"],
-                    "hardware": tags["hardware"],
-                    "start_time": run.info.start_time,
-                }
-            )
-    if not rows:
-        return pd.DataFrame(columns=RUN_COLUMNS + PROVENANCE)
-    every = pd.DataFrame(rows).sort_values(KEY + ["start_time", "run_id"])
-    frame = current_numerics(every) if version == "current" else previous_numerics(every)
+    arm_runs = f"tags.`{tracking.ROLE}` = '{tracking.ARM_ROLE}' and attributes.status = 'FINISHED'"
+    rows = [
+        _row(run)
+        for experiment in mlflow_client.search_experiments()
+        if experiment.name in known
+        for run in mlflow_client.search_runs([experiment.experiment_id], filter_string=arm_runs, max_results=50_000)
+    ]
+    return pd.DataFrame(rows).sort_values(KEY + ["start_time", "run_id"]) if rows else pd.DataFrame()
+
+
+def _row(run: Run) -> dict:
+    """A run as a row of runs.csv: its tags that say what it is, its summary metrics and exported params, provenance."""
+    tags = run.data.tags
+    return {
+        **{name: tags[name] for name in ("experiment", "tier", "corpus", "arm")},
+        "seed": int(tags["seed"]),
+        "status": tags["ablations.status"],
+        "corpus_sha256": tags["corpus_sha256"],
+        "tokenizer": tags["tokenizer"],
+        **{k: v for k, v in run.data.metrics.items() if not per_step(k)},
+        **{k: v for k, v in run.data.params.items() if k.startswith(EXPORTED_PARAMS)},
+        "run_id": run.info.run_id,
+        "parent_run_id": tags.get("mlflow.parentRunId", ""),
+        **{name: tags[name] for name in ("git_commit", "code_version", "hardware")},
+        "start_time": run.info.start_time,
+    }
+
+
+def finished_runs(
+    mlflow_client: MlflowClient, every: pd.DataFrame | None = None, version: str = "current"
+) -> pd.DataFrame:
+    """One row per finished arm run (the latest of any repeats), sorted by KEY: of each group's current numerics
+    version, or ("previous") of the version before it, in the groups that have been rerun. `every`: store_runs's
+    table, if already read."""
+    every = store_runs(mlflow_client) if every is None else every
+    frame = every if every.empty else (current_numerics if version == "current" else previous_numerics)(every)
     if frame.empty:
         return pd.DataFrame(columns=RUN_COLUMNS + PROVENANCE)
     frame = frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
@@ -240,7 +239,8 @@ def curves(mlflow_client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
 def export(out_dir: Path, mlflow_client: MlflowClient | None = None) -> dict[str, Path]:
     mlflow_client = mlflow_client or tracking.client()
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs, replaced = finished_runs(mlflow_client), finished_runs(mlflow_client, "previous")
+    every = store_runs(mlflow_client)
+    runs, replaced = finished_runs(mlflow_client, every), finished_runs(mlflow_client, every, "previous")
     tables = {"runs.csv": runs, "verdicts.csv": verdicts(runs), "trends.csv": trend_table(runs),
               "curves.csv": curves(mlflow_client, runs),
               "verdicts_before_rerun.csv": rerun_changes(replaced, runs)}  # fmt: skip
