@@ -491,6 +491,30 @@ def test_a_power_law_hypothesis_tests_each_seeds_exponent_against_its_constant()
     (verdict,) = verdicts_for([h], runs)
     assert verdict.treatment_mean == pytest.approx(0.115) and verdict.control_mean == 0.0
     assert verdict.verdict == "supported"
-    with pytest.raises(ValueError, match="a power law needs 3 or more fit_arms"):
-        Hypothesis(id="H2", statement="s", metric="final_val_loss", treatment="power_law", control="flat",
-                   direction="higher", min_effect=0.0, fit_arms=["a", "b", "c"], fit_size="n_params")  # fmt: skip
+    assert h.fit_arms == ("a", "b", "c") and hash(h)  # a tuple, however the file wrote it: hypotheses hash
+
+
+POWER_LAW = {"id": "H1", "statement": "s", "metric": "final_val_loss", "treatment": "power_law", "control": "flat",
+             "reference": 0.0, "direction": "higher", "min_effect": 0.0, "fit_arms": ["a", "b", "c"],
+             "fit_size": "non_embedding_params"}  # fmt: skip
+
+
+@pytest.mark.parametrize("change", [{"reference": None}, {"fit_size": ""}, {"fit_arms": ["a", "b"]}, {"test": "fact"}])
+def test_a_power_law_without_its_parts_or_as_a_fact_is_refused(change):
+    with pytest.raises(ValueError, match=r"H1: a power law needs 3 or more fit_arms, a fit_size metric and a "
+                                         r"constant reference to test its measured exponent against$"):  # fmt: skip
+        Hypothesis(**POWER_LAW | change)
+
+
+@pytest.mark.parametrize("change", [{"literature_effect": 0.07}, {"literature_units": "log PPL"}])
+def test_a_published_effect_comes_with_its_units(change):
+    with pytest.raises(ValueError, match=r"H1: a literature_effect needs its literature_units, and only it$"):
+        Hypothesis(**POWER_LAW | change)
+    Hypothesis(**POWER_LAW | {"literature_effect": 0.07, "literature_units": "log PPL"})
+
+
+@pytest.mark.parametrize("test", ["fact", "counts"])
+def test_a_side_by_side_contrast_is_neither_a_fact_nor_counted(test):
+    with pytest.raises(ValueError, match=rf"H1: a side-by-side contrast is measured, not a {test}$"):
+        Hypothesis(id="H1", statement="s", metric="plateau" if test == "counts" else "bench_x", treatment="t",
+                   control="c", direction="higher", min_effect=0.0, test=test, side_by_side=True)  # fmt: skip

@@ -132,10 +132,11 @@ class Hypothesis:
             raise ValueError(f"hypothesis {self.id}: a side-by-side contrast is measured, not a {self.test}")
         if self.reference is not None and (self.side_by_side or self.test == "counts"):
             raise ValueError(f"hypothesis {self.id}: a constant reference is neither side by side nor counted")
+        # (a constant reference already rules out counts and side by side)
         if self.fit_arms and (self.reference is None or not self.fit_size or len(self.fit_arms) < 3
-                              or self.test in ("counts", "fact") or self.side_by_side):  # fmt: skip
+                              or self.test == "fact"):  # fmt: skip
             raise ValueError(f"hypothesis {self.id}: a power law needs 3 or more fit_arms, a fit_size metric and a "
-                             "constant reference to test its exponent against (measured, not counted)")  # fmt: skip
+                             "constant reference to test its measured exponent against")  # fmt: skip
         if (self.literature_effect is None) != (not self.literature_units):
             raise ValueError(f"hypothesis {self.id}: a literature_effect needs its literature_units, and only it")
         if self.literature_expects not in ("", "supported", "refuted"):
@@ -144,7 +145,7 @@ class Hypothesis:
 
 def power_law_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:
     """k of values ∝ sizes^-k: minus the least-squares slope of log(value) on log(size)."""
-    slope, _ = np.polyfit(np.log(np.asarray(sizes, dtype=float)), np.log(np.asarray(values, dtype=float)), 1)
+    slope, _ = np.polyfit(np.log(sizes), np.log(values), 1)
     return float(-slope)
 
 
