@@ -82,6 +82,7 @@ def train_runs(
     console.print(f"[bold]{job.spec.id} {job.spec.name}[/]: {len(job.arms)} arms x {job.cfg.seeds} seeds, "
                   f"tier {job.cfg.tier}, corpus {job.cfg.data.corpus}")  # fmt: skip
     runs, base_keys = [], {}
+    width = max((len(run_cfg.arm) for run_cfg in job.run_cfgs), default=10)  # the arm names line up
     for run_cfg in job.run_cfgs:
         if (base := job.spec.base_arm(run_cfg.arm)) is not None:
             run_cfg.init_from = base_keys[base, run_cfg.seed]  # bases come first: arms_for and scale_arms see to it
@@ -91,13 +92,13 @@ def train_runs(
                 raise ValueError(f"the {run.arm} model of seed {run.seed} diverged: no arm can start from it")
             base_keys[run.arm, run.seed] = run.key
         runs.append(run)
-        print_run(run)
+        print_run(run, width)
         if on_run:
             on_run(run)
     return runs
 
 
-def print_run(run: ArmRun) -> None:
+def print_run(run: ArmRun, width: int = 10) -> None:
     loss = value_of(run.status, run.metrics, "final_val_loss")
     note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
     if run.status == "diverged":
@@ -106,7 +107,7 @@ def print_run(run: ArmRun) -> None:
         note += f", not {PLATEAU_MARGIN:.0%} below the unigram loss {run.metrics['baseline_unigram']:.3f}: a plateau"
     domain = run.metrics.get("final_domain_val_loss")
     losses = f"final_val_loss {loss:.4f}" + (f" final_domain_val_loss {domain:.4f}" if domain is not None else "")
-    console.print(f"  {run.arm:>10} seed {run.seed}: {run.status:8} {losses}  ({note})")
+    console.print(f"  {run.arm:>{width}} seed {run.seed}: {run.status:8} {losses}  ({note})")
 
 
 def print_verdicts(spec: ExperimentSpec, verdicts: list[Verdict], evidence: bool = True) -> None:
