@@ -124,14 +124,14 @@ def ffn_layers(model: GPT) -> list[FeedForward]:
 
 
 def activation_statistics(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[dict]:
-    """Per FFN layer and batch: every hidden activation h and its gradient dL/dh, each (tokens, d_ff)."""
+    """Per FFN layer and batch: every hidden activation h and its gradient dL/dh, each (batch, T, d_ff)."""
     ffns, seen = ffn_layers(model), [{"h": [], "grad": []} for _ in model.blocks]
 
     def keep(layer: int) -> Callable:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             h = inputs[0]
-            seen[layer]["h"].append(h.detach().flatten(0, 1))
-            h.register_hook(lambda g: seen[layer]["grad"].append(g.detach().flatten(0, 1)))
+            seen[layer]["h"].append(h.detach())
+            h.register_hook(lambda g: seen[layer]["grad"].append(g.detach()))
 
         return hook
 
@@ -161,15 +161,20 @@ def histogram_entropy(h: torch.Tensor) -> torch.Tensor:
 
 
 def taylor_score(h: list[torch.Tensor], grad: list[torch.Tensor]) -> torch.Tensor:
-    """Molchanov et al. 2017, eq. 8: |mean over a batch's tokens of h dL/dh|, averaged over the batches."""
-    return torch.stack([(a * g).mean(0).abs() for a, g in zip(h, grad, strict=True)]).mean(0)
+    """Molchanov et al. 2017, eq. 8: per sequence, |mean over its tokens of h dL/dh|; averaged over the sequences."""
+    return torch.cat([(a * g).mean(1).abs() for a, g in zip(h, grad, strict=True)]).mean(0)
 
 
-# criterion -> its score from the per-batch activations and gradients of one layer, each (tokens, d_ff)
+def tokens(batches: list[torch.Tensor]) -> torch.Tensor:
+    """Every token's row of the batches, (tokens, d_ff)."""
+    return torch.cat([b.flatten(0, 1) for b in batches])
+
+
+# criterion -> its score from the per-batch activations and gradients of one layer, each (batch, T, d_ff)
 ACTIVATION_CRITERIA: dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]], torch.Tensor]] = {
-    "activation": lambda h, grad: torch.cat(h).abs().mean(0),
-    "gradient": lambda h, grad: torch.cat(grad).pow(2).mean(0).sqrt(),
-    "entropy": lambda h, grad: histogram_entropy(torch.cat(h)),
+    "activation": lambda h, grad: tokens(h).abs().mean(0),
+    "gradient": lambda h, grad: tokens(grad).pow(2).mean(0).sqrt(),
+    "entropy": lambda h, grad: histogram_entropy(tokens(h)),
     "taylor": taylor_score,
 }
 
