@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from test_end_to_end import run_cli
 
-from ablations import tracking
+from ablations import plan, tracking
 from ablations.data import MixedWindows, parse_mix
 from ablations.model import GPT, ModelConfig
 from ablations.quantization import (
@@ -328,3 +328,33 @@ def test_a_second_stage_can_start_from_scratch_or_adapt_with_lora(cache_dir):
     fractions = {arm: e17[arm].data.metrics["trainable_fraction"] for arm in ("lora_r4", "lora_r8", "lora_r32")}
     assert fractions["lora_r4"] < fractions["lora_r8"] < fractions["lora_r32"] < 1
     assert e17["lora_r8_qv"].data.metrics["trainable_params"] < e17["lora_r8"].data.metrics["trainable_params"]
+
+
+def test_a_run_finished_in_another_experiment_is_copied_whole_not_trained_again(cache_dir, tmp_path, monkeypatch):
+    """E08, E18 and E25 train the same base (one key): the first to run trains it, the others copy it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    from hydra import compose, initialize_config_dir
+
+    from ablations import run as run_module
+
+    with initialize_config_dir(str(tracking.ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", ["experiment=label_smoothing", "tier=smoke", f"data.cache_dir={cache_dir}"])
+    run_cfg = plan.invocation(cfg).run_cfgs[0]
+    run_cfg.save_checkpoint = True
+    client = MlflowClient(tracking.tracking_uri())
+    first, other = (tracking.experiment_id(client, name) for name in ("first", "other"))
+    trained = run_module.train_arm(run_cfg.copy(), client, first, {"experiment": "first"})
+    monkeypatch.setattr(run_module, "build_task", lambda *a, **k: pytest.fail("a copied run trains nothing"))
+    copied = run_module.train_arm(run_cfg.copy(), client, other, {"experiment": "other"})
+    assert copied.reused and copied.key == trained.key and copied.run_id != trained.run_id
+    source, copy = client.get_run(trained.run_id), client.get_run(copied.run_id)
+    assert copy.info.experiment_id == other and copy.info.status == "FINISHED"
+    assert copy.data.tags[tracking.COPIED_FROM] == f"{first}/{trained.run_id}"
+    assert copy.data.tags["experiment"] == "other" and copy.data.tags["ablations.run_key"] == trained.key
+    assert copy.data.metrics == source.data.metrics and copy.data.params == source.data.params
+    assert [m.value for m in client.get_metric_history(copy.info.run_id, "val_loss")] == [
+        m.value for m in client.get_metric_history(source.info.run_id, "val_loss")]  # fmt: skip
+    weights = tracking.load_checkpoint(client, copy)  # the hash checked against the source's
+    assert all(torch.equal(w, tracking.load_checkpoint(client, source)[k]) for k, w in weights.items())
+    again = run_module.train_arm(run_cfg.copy(), client, other, {"experiment": "other"})
+    assert again.run_id == copied.run_id  # now a finished run of this experiment: reused, not copied twice

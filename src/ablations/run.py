@@ -2,7 +2,8 @@
 
     resolve    the data and what depends on it: the step budget (epochs, token budgets), batch-scaled learning
                rates, the corpora's content hashes, and the run key
-    reuse      a finished run with the same key, if there is one (and its weights, if they are needed)
+    reuse      a finished run with the same key, if there is one (and its weights, if they are needed); or
+               `adopt` one of another experiment: copied here whole, tagged with where it came from
     build      the model and its training task (ablations.ddp builds the same in every rank)
     fit        here, or data-parallel in processes of its own (ablations.ddp)
     evaluate   a speed benchmark and quantization if asked, then the final evaluation on the validation split
@@ -152,6 +153,25 @@ def reuse(run: Resolved, mlflow_client: MlflowClient, exp_id: str) -> ArmRun | N
         return None
     status = done.data.tags["ablations.status"]
     return ArmRun(run.cfg.arm, run.cfg.seed, done.info.run_id, status, done.data.metrics, reused=True, key=run.key)
+
+
+def adopt(
+    run: Resolved, mlflow_client: MlflowClient, exp_id: str, tags: dict[str, str], parent_id: Callable[[], str] | None
+) -> ArmRun | None:
+    """The same run (config, corpora and code: its key) finished in another experiment, copied into this one with
+    its numbers, curves, provenance and weights, and tagged with where it came from: trained once, not twice."""
+    source = tracking.find_finished_run_elsewhere(mlflow_client, exp_id, run.key)
+    if source is None or (run.cfg.save_checkpoint and not tracking.has_checkpoint(mlflow_client, source)):
+        return None
+    nesting = {"mlflow.parentRunId": parent_id()} if parent_id else {}
+    run_id = open_run(mlflow_client, exp_id, run, tags | nesting)
+    try:
+        tracking.copy_run_record(mlflow_client, source, run_id)
+    except BaseException:
+        mark_killed(mlflow_client, exp_id, run.key, run_id)
+        raise
+    status = source.data.tags["ablations.status"]
+    return ArmRun(run.cfg.arm, run.cfg.seed, run_id, status, source.data.metrics, reused=True, key=run.key)
 
 
 def start_weights(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str) -> tuple[dict | None, dict]:
@@ -369,6 +389,8 @@ def train_arm(
     if (done := reuse(run, mlflow_client, exp_id)) is not None:
         return done
     tracking.mark_abandoned_runs(mlflow_client, exp_id, run.key)  # one process trains a given key at a time
+    if (copied := adopt(run, mlflow_client, exp_id, tags, parent_id)) is not None:
+        return copied
     weights, started_from = start_weights(run_cfg, mlflow_client, exp_id)
     task = build_task(run_cfg, run.tokens.vocab_size, run.optim)
     if weights is not None:

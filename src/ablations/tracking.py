@@ -16,7 +16,7 @@ from typing import Any
 
 import mlflow
 import torch
-from mlflow.entities import Metric, Run
+from mlflow.entities import Metric, Param, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -159,6 +159,45 @@ def find_finished_run(mlflow_client: MlflowClient, exp_id: str, key: str) -> Run
 
 
 CHECKPOINT_DIR, CHECKPOINT_FILE, CHECKPOINT_TAG = "checkpoint", "model.pt", "checkpoint_sha256"
+
+
+def find_finished_run_elsewhere(mlflow_client: MlflowClient, exp_id: str, key: str) -> Run | None:
+    """The newest finished run with this key in another experiment of the store: the same config, corpora and code
+    (two experiments that share an arm, such as one base model)."""
+    others = [e.experiment_id for e in mlflow_client.search_experiments() if e.experiment_id != exp_id]
+    runs = mlflow_client.search_runs(
+        others,
+        filter_string=f"tags.`ablations.run_key` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    ) if others else []  # fmt: skip
+    return runs[0] if runs else None
+
+
+COPIED_FROM = "ablations.copied_from"  # "<experiment id>/<run id>" of the run a copy's numbers come from
+PROVENANCE_TAGS = ("git_commit", "hardware", "ablations.status", "ablations.health")
+
+
+def copy_run_record(mlflow_client: MlflowClient, source: Run, run_id: str) -> None:
+    """Give the open run `run_id` everything `source` recorded: its params, every metric's whole history, where and
+    by what code it ran, its checkpoint; then end it as source ended. Its own tags (experiment, arm, key) stay."""
+    params = sorted(source.data.params.items())
+    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        mlflow_client.log_batch(run_id, params=[Param(k, v) for k, v in params[i : i + 100]])
+    points = [m for key in source.data.metrics for m in mlflow_client.get_metric_history(source.info.run_id, key)]
+    for i in range(0, len(points), 1000):
+        mlflow_client.log_batch(run_id, metrics=points[i : i + 1000])
+    for tag in PROVENANCE_TAGS:
+        if tag in source.data.tags:
+            mlflow_client.set_tag(run_id, tag, source.data.tags[tag])
+    if CHECKPOINT_TAG in source.data.tags:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}"
+            local = mlflow_client.download_artifacts(source.info.run_id, path, tmp)
+            mlflow_client.log_artifact(run_id, local, CHECKPOINT_DIR)
+        mlflow_client.set_tag(run_id, CHECKPOINT_TAG, source.data.tags[CHECKPOINT_TAG])
+    mlflow_client.set_tag(run_id, COPIED_FROM, f"{source.info.experiment_id}/{source.info.run_id}")
+    mlflow_client.set_terminated(run_id, "FINISHED")
 
 
 class CheckpointError(ValueError):
