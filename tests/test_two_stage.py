@@ -347,6 +347,7 @@ def test_a_run_finished_in_another_experiment_is_copied_whole_not_trained_again(
     monkeypatch.setattr(run_module, "build_task", lambda *a, **k: pytest.fail("a copied run trains nothing"))
     copied = run_module.train_arm(run_cfg.copy(), client, other, {"experiment": "other"})
     assert copied.reused and copied.key == trained.key and copied.run_id != trained.run_id
+    assert copied.copied_from == f"{first}/{trained.run_id}"
     source, copy = client.get_run(trained.run_id), client.get_run(copied.run_id)
     assert copy.info.experiment_id == other and copy.info.status == "FINISHED"
     assert copy.data.tags[tracking.COPIED_FROM] == f"{first}/{trained.run_id}"

@@ -40,6 +40,7 @@ class ArmRun:
     metrics: dict[str, float]
     reused: bool
     key: str = ""  # the run key: config, corpus and code version
+    copied_from: str = ""  # "<experiment id>/<run id>": the other experiment's run this one was copied from
 
     @property
     def health(self) -> str:

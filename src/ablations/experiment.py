@@ -101,6 +101,7 @@ def train_runs(
 def print_run(run: ArmRun, width: int = 10) -> None:
     loss = value_of(run.status, run.metrics, "final_val_loss")
     note = "reused finished run" if run.reused else f"{run.metrics['wall_seconds']:.0f} s"
+    note += f", copied from run {run.copied_from} of another experiment" if run.copied_from else ""
     if run.status == "diverged":
         note += f", diverged at step {run.metrics['diverged_step']:.0f}: drawn at the uniform loss"
     elif run.health == "plateau":

@@ -171,7 +171,8 @@ def adopt(
         mark_killed(mlflow_client, exp_id, run.key, run_id)
         raise
     status = source.data.tags["ablations.status"]
-    return ArmRun(run.cfg.arm, run.cfg.seed, run_id, status, source.data.metrics, reused=True, key=run.key)
+    origin = f"{source.info.experiment_id}/{source.info.run_id}"
+    return ArmRun(run.cfg.arm, run.cfg.seed, run_id, status, source.data.metrics, True, run.key, copied_from=origin)
 
 
 def start_weights(run_cfg: DictConfig, mlflow_client: MlflowClient, exp_id: str) -> tuple[dict | None, dict]:
