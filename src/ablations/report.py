@@ -251,6 +251,11 @@ def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
     ]
 
 
+def trained_here(group: pd.DataFrame) -> pd.DataFrame:
+    """The runs trained for this experiment (not copied from another one, whose time counts there)."""
+    return group if "copied_from" not in group else group[group.copied_from.fillna("") == ""]
+
+
 def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
     """What one tier x corpus ran: corpus, model and training setup, size, hardware and wall time."""
     first = group.iloc[0]
@@ -265,7 +270,7 @@ def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
         "seeds": int(group.seed.nunique()),
         "arms": int(group.arm.nunique()),
         "hardware": first.hardware,
-        "wall": f"{group.wall_seconds.sum() / 60:.1f} min",
+        "wall": f"{trained_here(group).wall_seconds.sum() / 60:.1f} min",
     }
 
 

@@ -36,7 +36,7 @@ RUN_COLUMNS = KEY + ["status", "health", "learning_check", "corpus_sha256", "tok
 # The params a reader needs beside the metrics (the full config stays in MLflow).
 EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "data.packing", "data.max_tokens", "trainer.precision",
                    "trainer.accelerator")  # fmt: skip
-PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time"]
+PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time", "copied_from"]
 
 
 def store_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
@@ -67,6 +67,7 @@ def _row(run: Run) -> dict:
         "parent_run_id": tags.get("mlflow.parentRunId", ""),
         **{name: tags[name] for name in ("git_commit", "code_version", "hardware")},
         "start_time": run.info.start_time,
+        "copied_from": tags.get(tracking.COPIED_FROM, ""),  # another experiment's run: its time is counted there
     }
 
 
@@ -127,6 +128,11 @@ def _tier_value(spec: ExperimentSpec, group: pd.DataFrame) -> float | None:
     return float(own.iloc[0]) if len(own) else None
 
 
+def _trained_here(group: pd.DataFrame) -> pd.DataFrame:
+    """The runs trained for this experiment, not copied from another (whose wall time counts there)."""
+    return group if "copied_from" not in group else group[group["copied_from"].fillna("") == ""]
+
+
 def _measured(h: Hypothesis, group: pd.DataFrame) -> bool:
     """Whether every finished run of h's arms measured h's metric (a count is of health, always known)."""
     if h.test == "counts":
@@ -176,7 +182,7 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
                 "experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
                 "hypothesis": h.id, "scale": scale, "claim_lines": spec.claim["lines"], "source": h.source,
                 "statement": h.statement, "superseded": spec.superseded(h.id),
-                "wall_seconds": float(group["wall_seconds"].sum()),
+                "wall_seconds": float(_trained_here(group)["wall_seconds"].sum()),
                 "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
             })  # fmt: skip
             decided.append(v)
