@@ -253,7 +253,7 @@ def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
 
 def trained_here(group: pd.DataFrame) -> pd.DataFrame:
     """The runs trained for this experiment (not copied from another one, whose time counts there)."""
-    return group if "copied_from" not in group else group[group.copied_from.fillna("") == ""]
+    return group if "copied_from" not in group else group[group.copied_from.isna() | group.copied_from.eq("")]
 
 
 def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:

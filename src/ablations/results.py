@@ -130,7 +130,7 @@ def _tier_value(spec: ExperimentSpec, group: pd.DataFrame) -> float | None:
 
 def _trained_here(group: pd.DataFrame) -> pd.DataFrame:
     """The runs trained for this experiment, not copied from another (whose wall time counts there)."""
-    return group if "copied_from" not in group else group[group["copied_from"].fillna("") == ""]
+    return group if "copied_from" not in group else group[group["copied_from"].isna() | group["copied_from"].eq("")]
 
 
 def _measured(h: Hypothesis, group: pd.DataFrame) -> bool:
