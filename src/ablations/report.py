@@ -43,6 +43,7 @@ from ablations.files import atomic_write
 from ablations.health import PLATEAU_MARGIN, reference_lines
 from ablations.metrics import value_of
 from ablations.quantization import TAIL_QUANTILES
+from ablations.results import trained_here
 from ablations.spec import ExperimentSpec, load_spec
 
 TEMPLATE = Path(__file__).with_name("report.typ")
@@ -249,11 +250,6 @@ def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
         }
         for h in spec.hypotheses
     ]
-
-
-def trained_here(group: pd.DataFrame) -> pd.DataFrame:
-    """The runs trained for this experiment (not copied from another one, whose time counts there)."""
-    return group if "copied_from" not in group else group[group.copied_from.isna() | group.copied_from.eq("")]
 
 
 def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:

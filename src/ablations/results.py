@@ -128,7 +128,7 @@ def _tier_value(spec: ExperimentSpec, group: pd.DataFrame) -> float | None:
     return float(own.iloc[0]) if len(own) else None
 
 
-def _trained_here(group: pd.DataFrame) -> pd.DataFrame:
+def trained_here(group: pd.DataFrame) -> pd.DataFrame:
     """The runs trained for this experiment, not copied from another (whose wall time counts there)."""
     return group if "copied_from" not in group else group[group["copied_from"].isna() | group["copied_from"].eq("")]
 
@@ -182,7 +182,7 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
                 "experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
                 "hypothesis": h.id, "scale": scale, "claim_lines": spec.claim["lines"], "source": h.source,
                 "statement": h.statement, "superseded": spec.superseded(h.id),
-                "wall_seconds": float(_trained_here(group)["wall_seconds"].sum()),
+                "wall_seconds": float(trained_here(group)["wall_seconds"].sum()),
                 "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
             })  # fmt: skip
             decided.append(v)
@@ -200,8 +200,9 @@ def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def rerun_changes(replaced: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Each hypothesis decided both on the runs a rerun replaced and on the rerun's: the verdict before and after."""
+def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Each hypothesis decided both on the runs a rerun replaced and on the rerun's (`after`: verdicts.csv's table):
+    the verdict before and after."""
     keys = ["experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale"]
     shown = ["verdict_adjusted", "effect", "ci_low", "ci_high", "n_seeds", "superseded"]
     columns = [*keys, *(f"{c}_before" for c in shown), "code_version_before", *(f"{c}_after" for c in shown)]
@@ -209,7 +210,7 @@ def rerun_changes(replaced: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     with warnings.catch_warnings():  # hypotheses the replaced runs cannot decide are simply not compared
         warnings.simplefilter("ignore")
-        before, after = verdicts(replaced), verdicts(runs)
+        before = verdicts(replaced)
     versions = replaced.groupby(GROUP)["code_version"].first().rename("code_version_before").reset_index()
     before = before.merge(versions, on=GROUP)
     both = before[[*keys, *shown, "code_version_before"]].merge(after[[*keys, *shown]], on=keys,
@@ -247,9 +248,10 @@ def export(out_dir: Path, mlflow_client: MlflowClient | None = None) -> dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     every = store_runs(mlflow_client)
     runs, replaced = finished_runs(mlflow_client, every), finished_runs(mlflow_client, every, "previous")
-    tables = {"runs.csv": runs, "verdicts.csv": verdicts(runs), "trends.csv": trend_table(runs),
+    decided = verdicts(runs)
+    tables = {"runs.csv": runs, "verdicts.csv": decided, "trends.csv": trend_table(runs),
               "curves.csv": curves(mlflow_client, runs),
-              "verdicts_before_rerun.csv": rerun_changes(replaced, runs)}  # fmt: skip
+              "verdicts_before_rerun.csv": rerun_changes(replaced, decided)}  # fmt: skip
     written = {}
     for name, table in tables.items():
         path = out_dir / name

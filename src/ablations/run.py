@@ -163,8 +163,7 @@ def adopt(
     source = tracking.find_finished_run_elsewhere(mlflow_client, exp_id, run.key)
     if source is None or (run.cfg.save_checkpoint and not tracking.has_checkpoint(mlflow_client, source)):
         return None
-    nesting = {"mlflow.parentRunId": parent_id()} if parent_id else {}
-    run_id = open_run(mlflow_client, exp_id, run, tags | nesting)
+    run_id = open_run(mlflow_client, exp_id, run, tags, parent_id)
     try:
         tracking.copy_run_record(mlflow_client, source, run_id)
     except BaseException:
@@ -201,8 +200,12 @@ def run_params(run_cfg: DictConfig) -> dict[str, str]:
     return tracking.flatten(config)
 
 
-def open_run(mlflow_client: MlflowClient, exp_id: str, run: Resolved, tags: dict[str, str]) -> str:
-    """Create the arm's MLflow run with its tags; its name is short (the experiment is the MLflow experiment)."""
+def open_run(
+    mlflow_client: MlflowClient, exp_id: str, run: Resolved, tags: dict[str, str], parent_id: Callable[[], str] | None
+) -> str:
+    """Create the arm's MLflow run with its tags, nested under the invocation's parent run if there is one (created
+    on demand); its name is short (the experiment is the MLflow experiment)."""
+    tags = tags | ({"mlflow.parentRunId": parent_id()} if parent_id else {})
     arm, seed = run.cfg.arm, run.cfg.seed
     run_tags = tags | {tracking.ROLE: tracking.ARM_ROLE, "ablations.run_key": run.key, "arm": arm, "seed": str(seed)}
     return mlflow_client.create_run(exp_id, run_name=f"{arm}/seed{seed}", tags=run_tags | run.hashes).info.run_id
@@ -401,8 +404,7 @@ def train_arm(
     task.final_metrics |= adapt(task.model, pruning, finetune, run.data, run_cfg.seed)
     run_id = None
     try:
-        nesting = {"mlflow.parentRunId": parent_id()} if parent_id else {}
-        run_id = open_run(mlflow_client, exp_id, run, tags | nesting)
+        run_id = open_run(mlflow_client, exp_id, run, tags, parent_id)
         log_params(mlflow_client, run_id, run, task)
         logger = tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
         trainer = make_trainer(run_cfg, logger)
