@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +65,48 @@ def client() -> MlflowClient:
                 f"the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) is unreachable: {err}"
             ) from None
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    return StoreClient(uri)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block has run, then deliver them.
+
+    An interrupt that lands inside a store call leaves SQLite's transaction open on a pooled connection (MLflow
+    rolls back on Exception, not on KeyboardInterrupt): the process keeps the database's lock, and marking its
+    run KILLED then fails with "database is locked"."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+        yield
+        return
+    held: list[int] = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, lambda number, _frame: held.append(number))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in held:
+            signal.raise_signal(number)
+
+
+def _uninterrupted_call(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with uninterrupted():
+            return method(*args, **kwargs)
+
+    return call
+
+
+class StoreClient(MlflowClient):
+    """An MlflowClient whose every call runs whole: Ctrl-C or a scheduler's SIGTERM takes effect after it."""
+
+
+for _name, _method in vars(MlflowClient).items():
+    if inspect.isfunction(_method) and not _name.startswith("_"):
+        setattr(StoreClient, _name, _uninterrupted_call(_method))
 
 
 # MLflow's UI opens an experiment of this kind on its runs table, not on its GenAI traces page.
@@ -265,6 +312,7 @@ class RunLogger(MLFlowLogger):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self._mlflow_client = StoreClient(self._tracking_uri)  # Lightning's own client, made interrupt-safe
         self.unsent: list[Metric] = []
 
     @rank_zero_only
@@ -279,8 +327,9 @@ class RunLogger(MLFlowLogger):
 
     def _send(self) -> None:
         while self.unsent:
-            self.experiment.log_batch(self.run_id, metrics=self.unsent[:1000])  # MLflow's batch limit
-            del self.unsent[:1000]
+            with uninterrupted():  # a batch that reached the store leaves the buffer, or it would be sent twice
+                self.experiment.log_batch(self.run_id, metrics=self.unsent[:1000])  # MLflow's batch limit
+                del self.unsent[:1000]
 
     def flush(self, spill_dir: Path) -> None:
         """Send the buffered metrics; if the server still does not answer, save them and raise."""
