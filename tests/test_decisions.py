@@ -14,6 +14,7 @@ from scipy import stats
 
 from ablations import results, tracking
 from ablations.decisions import ArmRun, verdicts_for
+from ablations.numerics import NUMERICS_VERSION
 from ablations.plan import arm_config
 from ablations.run import arm_run_key
 from ablations.spec import load_spec
@@ -84,6 +85,7 @@ def runs_table(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
                 "baseline_unigram": 3.3,
                 "wall_seconds": 10.0,
                 "run_id": f"{arm}-{seed}",
+                "code_version": NUMERICS_VERSION,
             }
             for arm, seed, status, loss in rows
         ]
@@ -273,7 +275,8 @@ VERDICT_COLUMNS = [
     "experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source", "statement",
     "metric", "treatment", "control", "direction", "min_effect", "test", "n_seeds", "control_mean", "treatment_mean",
     "effect", "ci_low", "ci_high", "ci_level", "p_value", "verdict", "interval", "control_health", "treatment_health",
-    "reason", "p_adjusted", "verdict_adjusted", "superseded", "wall_seconds", "evidence",
+    "reason", "p_adjusted", "verdict_adjusted", "superseded", "code_version", "awaiting_rerun", "wall_seconds",
+    "evidence",
 ]  # fmt: skip
 
 
@@ -294,6 +297,27 @@ def test_verdicts_csv_rows_carry_the_experiment_files_words_sorted_by_group_with
         assert (row.experiment_id, row.claim_lines) == (spec.id, spec.claim["lines"])
         assert (row.hypothesis, row.source, row.statement) == (h.id, h.source, h.statement)
         assert row.wall_seconds == (100.0 if row.corpus == "stdlib_prose" else 45.0)  # 10 runs, 1 of them copied
+
+
+def test_verdicts_on_runs_older_than_the_code_await_their_rerun_and_join_no_family():
+    """A group whose runs predate the current numerics version was made with the design before its amendments: its
+    verdicts are shown raw, read "awaiting rerun", and leave the adjustment of the current verdicts unchanged."""
+    rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h2", "h4", "h8", "h32")
+            for s in range(3)]  # fmt: skip
+    current = runs_table(rows)
+    older = current.assign(corpus="tinyshakespeare", code_version="ed4e854c50bc")
+    alone = results.verdicts(current)
+    table = results.verdicts(pd.concat([current, older], ignore_index=True))
+    waiting = table[(table.corpus == "tinyshakespeare") & (table.superseded == "")]  # E01 H3: an amendment's
+    assert waiting.awaiting_rerun.all() and set(waiting.code_version) == {"ed4e854c50bc"}
+    assert set(waiting.verdict_adjusted) == {"awaiting rerun"} and waiting.p_adjusted.isna().all()
+    assert (waiting.verdict != "awaiting rerun").all()  # the raw verdict stays to be read
+    decided = table[table.corpus == "stdlib_prose"].reset_index(drop=True)
+    assert not decided.awaiting_rerun.any()
+    pd.testing.assert_series_equal(decided.p_adjusted, alone.p_adjusted)  # the family is the current runs' alone
+    # the verdicts a rerun replaced are decided as they were, in their own family, for the before/after table
+    before = results.verdicts(older, current_version=None)
+    assert not before.awaiting_rerun.any() and "awaiting rerun" not in set(before.verdict_adjusted)
 
 
 def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exactly():

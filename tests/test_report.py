@@ -209,6 +209,7 @@ def test_figures_draw_the_tables_interval_not_a_bootstrap():
     seeds = [1.62, 1.65, 1.66]
     assert t_interval(seeds) == pytest.approx(DescrStatsW(seeds).tconfint_mean(0.05))
     assert t_interval([1.7]) == (1.7, 1.7)
+    assert t_interval([21600.0, 21600.0, 21600.0]) == (21600.0, 21600.0)  # no spread: a point, without a warning
 
 
 def test_the_handbooks_inline_latex_is_printed_as_text_not_source():
@@ -268,3 +269,24 @@ def test_the_rerun_appendix_marks_the_verdicts_a_rerun_changed():
     assert [(r["hypothesis"], r["before"], r["after"], r["changed"]) for r in rows] == [
         ("H1", "refuted", "refuted", ""), ("H4", "refuted", "inconclusive", "yes")]  # fmt: skip
     assert rows[1]["effect_before"] == "−0.03 [−0.06, −0.001], 3 seeds"
+
+
+def test_verdicts_awaiting_their_rerun_are_shown_in_their_section_and_counted_apart(tmp_path, results_dir):
+    """Verdicts on runs older than the code (made before an experiment's rerun) are read in their section, raw, under
+    a note naming the corpus and version; page 1 counts them in their own column and nowhere else."""
+    out = shutil.copytree(results_dir, tmp_path / "results")
+    verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
+    waiting = verdicts.superseded == ""
+    verdicts["code_version"] = verdicts["code_version"].astype(str)
+    verdicts.loc[waiting, ["awaiting_rerun", "verdict_adjusted", "code_version"]] = [True, "awaiting rerun", "0ld"]
+    verdicts.to_csv(out / "verdicts.csv", index=False)
+    text = pages(report.build(out, tmp_path / "report.pdf", tiers=("smoke",)))
+    shown = verdicts[waiting & ~verdicts.treatment.str.contains("@")]
+    assert f"All 0 0 0 0 {len(shown)}" in flat(text[0])
+    body = flat("\n".join(text))
+    assert "Awaiting the rerun: the runs of stdlib_prose (smoke tier, numerics version 0ld)" in body
+    part = verdicts_part(text, "E01 attention_heads")
+    for v in shown.itertuples():
+        assert f"awaiting rerun stdlib_prose, smoke tier. {v.hypothesis} (" in part
+    assert part.count("shown and not counted: these runs are of numerics version 0ld") == len(shown)
+    assert "Findings at a glance" not in body  # nothing current is measured: no overview figure

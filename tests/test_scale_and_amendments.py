@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from ablations import results
 from ablations.decisions import ArmRun, scale_verdicts, trend, trends
+from ablations.numerics import NUMERICS_VERSION
 from ablations.spec import ExperimentSpec, load_spec
 from ablations.verdict import Arm, Hypothesis, decide
 
@@ -175,6 +176,7 @@ def test_the_export_carries_scale_superseded_and_adjusted_verdicts(monkeypatch):
     effects = {64: [0.2, 0.21, 0.19], 128: [0.1, 0.11, 0.09], 256: [0.0, 0.01, -0.01]}
     rows = [{"experiment": "toy", "tier": "quick", "corpus": "c", "arm": r.arm, "seed": r.seed, "status": r.status,
              "model.d_model": float(r.arm.split("=")[1]) if "@" in r.arm else 128.0, "wall_seconds": 1.0,
+             "code_version": NUMERICS_VERSION,
              "run_id": f"{r.arm}{r.seed}", **r.metrics} for r in scaled_runs(effects)]  # fmt: skip
     table = results.verdicts(pd.DataFrame(rows))
     assert list(zip(table.hypothesis, table.scale, strict=True)) == [

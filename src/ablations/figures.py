@@ -35,7 +35,7 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     little more than their range)."""
     values = [v for v in values if math.isfinite(v)]
     mean = sum(values) / len(values)
-    if len(values) < 2:
+    if len(values) < 2 or len(set(values)) == 1:  # no spread (a count, a fixed size): a point, not a NaN interval
         return mean, mean
     low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
     return float(low), float(high)

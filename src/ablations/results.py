@@ -7,7 +7,8 @@ The export is a pure function of the store: the same store gives byte-identical 
 plateau, diverged: ablations.health) and, where the experiment asks for one, its learning check. Verdicts
 are recomputed from runs.csv with the hypotheses in experiments/<name>.yaml, so anyone can check them by
 hand: each with its test, its raw and its false-discovery-adjusted verdict, the scale it was measured at,
-the health of both arms, and whether an amendment superseded it. trends.csv holds the scale trend tests.
+the health of both arms, whether an amendment superseded it, and whether its runs predate a rerun at the current
+numerics version (then it awaits the rerun and is not counted). trends.csv holds the scale trend tests.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ablations.decisions import ArmRun, Trend, scale_verdicts, trends, verdicts_
 from ablations.files import atomic_file
 from ablations.health import learning_check, run_health
 from ablations.metrics import curves_csv_metrics, per_step
+from ablations.numerics import NUMERICS_VERSION
 from ablations.parent_run import is_evidence
 from ablations.spec import ExperimentSpec, load_spec
 from ablations.verdict import Hypothesis, Verdict, adjust
@@ -168,36 +170,48 @@ def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.Data
     return rows
 
 
-def verdicts(runs: pd.DataFrame) -> pd.DataFrame:
+AWAITING_RERUN = "awaiting rerun"
+
+
+def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION) -> pd.DataFrame:
     """Every hypothesis of every experiment x tier x corpus that has runs (and the scaled ones at each axis value),
     with the Benjamini-Hochberg adjustment over each family: the evidence tiers' current hypotheses, and apart
-    from them the smoke tier's. A superseded hypothesis keeps its raw verdict and joins no family."""
+    from them the smoke tier's. A superseded hypothesis keeps its raw verdict and joins no family; so does a group
+    whose runs are of an older numerics version than `current_version` (None: any version is current): runs of
+    the code and design before a rerun, whose adjusted verdict reads "awaiting rerun" until the rerun."""
     rows, decided = [], []
     for (name, tier, corpus), group in runs.groupby(GROUP, sort=True):
         spec = load_spec(name)
         statements = {h.id: h for h in spec.hypotheses}
+        version = str(group["code_version"].iloc[0])  # one per group: finished_runs keeps the newest version's
         for scale, v in _group_verdicts(spec, tier, corpus, group):
             h = statements[v.hypothesis]
             rows.append({
                 "experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
                 "hypothesis": h.id, "scale": scale, "claim_lines": spec.claim["lines"], "source": h.source,
-                "statement": h.statement, "superseded": spec.superseded(h.id),
+                "statement": h.statement, "superseded": spec.superseded(h.id), "code_version": version,
+                "awaiting_rerun": current_version is not None and version != current_version,
                 "wall_seconds": float(trained_here(group)["wall_seconds"].sum()),
                 "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
             })  # fmt: skip
             decided.append(v)
     for evidence in (True, False):
-        family = [i for i, row in enumerate(rows) if row["evidence"] == evidence and not row["superseded"]]
+        family = [i for i, row in enumerate(rows) if row["evidence"] == evidence and _counted(row)]
         for i, v in zip(family, adjust([decided[i] for i in family]), strict=True):
             decided[i] = v
     for row, v in zip(rows, decided, strict=True):
-        if row["superseded"]:
-            v = replace(v, verdict_adjusted="superseded")
+        if not _counted(row):
+            v = replace(v, verdict_adjusted="superseded" if row["superseded"] else AWAITING_RERUN)
         row |= {k: val for k, val in v.as_dict().items() if k != "hypothesis"}
     columns = ["experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source",
                "statement", *[f.name for f in fields(Verdict) if f.name != "hypothesis"], "superseded",
-               "wall_seconds", "evidence"]  # fmt: skip
+               "code_version", "awaiting_rerun", "wall_seconds", "evidence"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def _counted(row: dict) -> bool:
+    """Whether a verdict joins its false-discovery family: a current hypothesis decided on current runs."""
+    return not row["superseded"] and not row["awaiting_rerun"]
 
 
 def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
@@ -210,7 +224,7 @@ def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     with warnings.catch_warnings():  # hypotheses the replaced runs cannot decide are simply not compared
         warnings.simplefilter("ignore")
-        before = verdicts(replaced)
+        before = verdicts(replaced, current_version=None)  # each adjusted within the replaced runs' own family
     versions = replaced.groupby(GROUP)["code_version"].first().rename("code_version_before").reset_index()
     before = before.merge(versions, on=GROUP)
     both = before[[*keys, *shown, "code_version_before"]].merge(after[[*keys, *shown]], on=keys,
