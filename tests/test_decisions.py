@@ -275,7 +275,7 @@ VERDICT_COLUMNS = [
     "experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source", "statement",
     "metric", "treatment", "control", "direction", "min_effect", "test", "n_seeds", "control_mean", "treatment_mean",
     "effect", "ci_low", "ci_high", "ci_level", "p_value", "verdict", "interval", "control_health", "treatment_health",
-    "reason", "p_adjusted", "verdict_adjusted", "superseded", "code_version", "awaiting_rerun", "wall_seconds",
+    "reason", "p_adjusted", "verdict_adjusted", "superseded", "code_version", "awaiting", "wall_seconds",
     "evidence",
 ]  # fmt: skip
 
@@ -301,7 +301,7 @@ def test_verdicts_csv_rows_carry_the_experiment_files_words_sorted_by_group_with
 
 def test_verdicts_on_runs_older_than_the_code_await_their_rerun_and_join_no_family():
     """A group whose runs predate the current numerics version was made with the design before its amendments: its
-    verdicts are shown raw, read "awaiting rerun", and leave the adjustment of the current verdicts unchanged."""
+    verdicts are shown raw, read "awaiting runs", and leave the adjustment of the current verdicts unchanged."""
     rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h2", "h4", "h8", "h32")
             for s in range(3)]  # fmt: skip
     current = runs_table(rows)
@@ -309,15 +309,27 @@ def test_verdicts_on_runs_older_than_the_code_await_their_rerun_and_join_no_fami
     alone = results.verdicts(current)
     table = results.verdicts(pd.concat([current, older], ignore_index=True))
     waiting = table[(table.corpus == "tinyshakespeare") & (table.superseded == "")]  # E01 H3: an amendment's
-    assert waiting.awaiting_rerun.all() and set(waiting.code_version) == {"ed4e854c50bc"}
-    assert set(waiting.verdict_adjusted) == {"awaiting rerun"} and waiting.p_adjusted.isna().all()
-    assert (waiting.verdict != "awaiting rerun").all()  # the raw verdict stays to be read
+    assert set(waiting.awaiting) == {
+        "its runs are of numerics version ed4e854c50bc, made before the rerun at the current code and design"
+    }
+    assert set(waiting.verdict_adjusted) == {"awaiting runs"} and waiting.p_adjusted.isna().all()
+    assert (waiting.verdict != "awaiting runs").all()  # the raw verdict stays to be read
     decided = table[table.corpus == "stdlib_prose"].reset_index(drop=True)
-    assert not decided.awaiting_rerun.any()
+    assert set(decided.awaiting) == {""}
     pd.testing.assert_series_equal(decided.p_adjusted, alone.p_adjusted)  # the family is the current runs' alone
     # the verdicts a rerun replaced are decided as they were, in their own family, for the before/after table
     before = results.verdicts(older, current_version=None)
-    assert not before.awaiting_rerun.any() and "awaiting rerun" not in set(before.verdict_adjusted)
+    assert set(before.awaiting) == {""} and "awaiting runs" not in set(before.verdict_adjusted)
+
+
+def test_a_hypothesis_whose_arms_lack_seeds_of_their_group_awaits_them():
+    """Mid-rerun, h32 has 2 of the group's 3 seeds: H2 (h32 vs h8) waits; H1 (h8 vs h1, all seeds) counts."""
+    rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h2", "h4", "h8", "h32")
+            for s in range(3) if (arm, s) != ("h32", 2)]  # fmt: skip
+    table = results.verdicts(runs_table(rows)).set_index("hypothesis")
+    assert table.loc["H2", "awaiting"] == "its rerun is in progress: 2 of the 3 seeds of its group so far"
+    assert (table.loc["H2", "verdict_adjusted"], table.loc["H1", "awaiting"]) == ("awaiting runs", "")
+    assert table.loc["H1", "verdict_adjusted"] in ("supported", "inconclusive", "refuted")
 
 
 def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exactly():

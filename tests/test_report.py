@@ -126,7 +126,7 @@ def test_a_superseded_verdict_stays_visible_in_the_appendix_and_not_in_the_summa
 
 def test_a_verdict_not_decided_says_which_arm_did_not_learn():
     spec = report.load_spec("attention_heads")
-    row = pd.read_csv(FIXTURE / "verdicts.csv").iloc[0]  # H1, smoke runs: all plateau
+    row = pd.read_csv(FIXTURE / "verdicts.csv").fillna({"awaiting": ""}).iloc[0]  # H1, smoke runs: all plateau
     sentence = report.verdict_sentence(row, spec.hypotheses[0], spec)
     assert sentence.endswith("Not decided: did not learn: h1: 2 of 2 runs plateau; h8: 2 of 2 runs plateau.")
 
@@ -245,7 +245,7 @@ def test_page_one_has_a_scorecard_whose_counts_are_the_fixtures_verdicts(pdf, re
 
 
 def test_the_overview_draws_measured_verdicts_only_and_is_left_out_without_any(results_dir, tmp_path):
-    verdicts = pd.read_csv(results_dir / "verdicts.csv")
+    verdicts = pd.read_csv(results_dir / "verdicts.csv").fillna({"awaiting": ""})
     verdicts = verdicts[verdicts.superseded.isna()]  # as build() passes them: the current hypotheses
     entry = report.overview_figure(verdicts, tmp_path)
     assert entry is not None and (tmp_path / entry["path"]).exists() and "minimum effect" in entry["caption"]
@@ -278,15 +278,16 @@ def test_verdicts_awaiting_their_rerun_are_shown_in_their_section_and_counted_ap
     verdicts = pd.read_csv(out / "verdicts.csv", keep_default_na=False)
     waiting = verdicts.superseded == ""
     verdicts["code_version"] = verdicts["code_version"].astype(str)
-    verdicts.loc[waiting, ["awaiting_rerun", "verdict_adjusted", "code_version"]] = [True, "awaiting rerun", "0ld"]
+    why = "its runs are of numerics version 0ld, made before the rerun"
+    verdicts.loc[waiting, ["awaiting", "verdict_adjusted", "code_version"]] = [why, "awaiting runs", "0ld"]
     verdicts.to_csv(out / "verdicts.csv", index=False)
     text = pages(report.build(out, tmp_path / "report.pdf", tiers=("smoke",)))
     shown = verdicts[waiting & ~verdicts.treatment.str.contains("@")]
     assert f"All 0 0 0 0 {len(shown)}" in flat(text[0])
     body = flat("\n".join(text))
-    assert "Awaiting the rerun: the runs of stdlib_prose (smoke tier, numerics version 0ld)" in body
+    assert "Awaiting runs: stdlib_prose (smoke tier, numerics version 0ld): some or all" in body
     part = verdicts_part(text, "E01 attention_heads")
     for v in shown.itertuples():
-        assert f"awaiting rerun stdlib_prose, smoke tier. {v.hypothesis} (" in part
-    assert part.count("shown and not counted: these runs are of numerics version 0ld") == len(shown)
+        assert f"awaiting runs stdlib_prose, smoke tier. {v.hypothesis} (" in part
+    assert part.count(f"shown and not counted: {why}.") == len(shown)
     assert "Findings at a glance" not in body  # nothing current is measured: no overview figure

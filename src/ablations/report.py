@@ -43,7 +43,7 @@ from ablations.files import atomic_write
 from ablations.health import PLATEAU_MARGIN, reference_lines
 from ablations.metrics import value_of
 from ablations.quantization import TAIL_QUANTILES
-from ablations.results import AWAITING_RERUN, trained_here
+from ablations.results import AWAITING, trained_here
 from ablations.spec import ExperimentSpec, load_spec
 
 TEMPLATE = Path(__file__).with_name("report.typ")
@@ -117,11 +117,8 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     text = f"{h.id} ({v.test}, {v.metric}: {rule}): effect {fmt(v.effect)}{interval} over {v.n_seeds} seeds ({numbers})"
     text += "" if pd.isna(v.p_value) else f", p = {v.p_value:.3g}, adjusted {v.p_adjusted:.3g}"
     text += ". "
-    if v.awaiting_rerun:
-        return text + (
-            f"Raw verdict {v.verdict}, shown and not counted: these runs are of numerics version {v.code_version}, "
-            "made before the rerun at the current code and amended design."
-        )
+    if v.awaiting:
+        return text + f"Raw verdict {v.verdict}, shown and not counted: {v.awaiting}."
     if v.verdict == "not decided":
         return text + f"Not decided: {v.reason}."
     if v.verdict == "inconclusive":
@@ -240,8 +237,8 @@ def experiment_section(
 
 
 def awaiting_groups(exp_verdicts: pd.DataFrame) -> list[str]:
-    """The corpus x tier groups of an experiment whose runs predate its rerun, with their numerics version."""
-    waiting = exp_verdicts[exp_verdicts.awaiting_rerun]
+    """The corpus x tier groups of an experiment with verdicts that await runs: a rerun not yet made or not finished."""
+    waiting = exp_verdicts[exp_verdicts.awaiting != ""]
     groups = sorted(set(zip(waiting.corpus, waiting.tier, waiting.code_version.astype(str), strict=True)))
     return [f"{corpus} ({tier} tier, numerics version {version})" for corpus, tier, version in groups]
 
@@ -426,14 +423,14 @@ OVERVIEW_CAPTION = (
     "its own minimum effect m. Superiority is supported right of +1 and refuted left of it; non-inferiority is "
     "decided against -1; equivalence needs the whole interval (90 %) inside (-1, 1). Colour: the verdict after the "
     "false-discovery adjustment (grey: an arm did not learn). Counts and facts have no interval and are left out, "
-    "and so are the verdicts awaiting their rerun. "
+    "and so are the verdicts awaiting runs. "
     "The axis is linear within ±3 margins and logarithmic beyond."
 )
 
 
 def overview_figure(verdicts: pd.DataFrame, work: Path) -> dict | None:
     """The findings at a glance, before the summary table (None when nothing was measured)."""
-    counted = verdicts[~verdicts.awaiting_rerun]
+    counted = verdicts[verdicts.awaiting == ""]
     measured = counted[counted.test.isin(["superiority", "non_inferiority", "equivalence"]) & counted.ci_low.notna()]
     if measured.empty:
         return None
@@ -527,7 +524,7 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
     return rows
 
 
-VERDICTS = ("supported", "refuted", "inconclusive", "not decided", AWAITING_RERUN)
+VERDICTS = ("supported", "refuted", "inconclusive", "not decided", AWAITING)
 
 
 def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> dict:
@@ -625,9 +622,8 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
             f"error: {results_dir}/runs.csv has no runs of the tiers {', '.join(tiers)}; nothing to report"
         )
     verdicts = frames["verdicts"]
-    for column in ("reason", "superseded", "scale"):  # all blank reads as a float column
+    for column in ("reason", "superseded", "scale", "awaiting"):  # all blank reads as a float column
         verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
-    verdicts["awaiting_rerun"] = verdicts["awaiting_rerun"].astype(bool)
     frames["superseded"] = verdicts[verdicts.superseded != ""]
     frames["current"] = current = verdicts[verdicts.superseded == ""]
     own_scale = current[~current.treatment.str.contains("@", regex=False)]  # the scaled arms: the trend table
@@ -649,12 +645,12 @@ def commands(runs: pd.DataFrame) -> list[str]:
 def counts(verdicts: pd.DataFrame) -> dict[str, int]:
     """The summary's counts over every current verdict, the scaled ones included: those decided on current runs, and
     those awaiting their rerun."""
-    counted = verdicts[~verdicts.awaiting_rerun]
+    counted = verdicts[verdicts.awaiting == ""]
     return {
         "tests": int(counted.p_value.notna().sum()),
         "not_decided": int((counted.verdict == "not decided").sum()),
         "changed_by_fdr": int((counted.verdict != counted.verdict_adjusted).sum()),
-        "awaiting_rerun": int(verdicts.awaiting_rerun.sum()),
+        "awaiting": int((verdicts.awaiting != "").sum()),
     }
 
 

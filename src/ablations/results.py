@@ -7,8 +7,9 @@ The export is a pure function of the store: the same store gives byte-identical 
 plateau, diverged: ablations.health) and, where the experiment asks for one, its learning check. Verdicts
 are recomputed from runs.csv with the hypotheses in experiments/<name>.yaml, so anyone can check them by
 hand: each with its test, its raw and its false-discovery-adjusted verdict, the scale it was measured at,
-the health of both arms, whether an amendment superseded it, and whether its runs predate a rerun at the current
-numerics version (then it awaits the rerun and is not counted). trends.csv holds the scale trend tests.
+the health of both arms, whether an amendment superseded it, and whether it awaits runs (its runs predate a rerun
+at the current numerics version, or its arms lack seeds): then it is not counted. trends.csv holds the scale trend
+tests.
 """
 
 from __future__ import annotations
@@ -170,15 +171,25 @@ def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.Data
     return rows
 
 
-AWAITING_RERUN = "awaiting rerun"
+AWAITING = "awaiting runs"
+
+
+def awaiting(version: str, current_version: str | None, n_seeds: int, group_seeds: int) -> str:
+    """Why a verdict waits for runs before it counts ("" if it does not): its group's runs predate the code's numerics
+    version (`current_version`; None: any version is current), or its arms have fewer seeds than their group."""
+    if current_version is not None and version != current_version:
+        return f"its runs are of numerics version {version}, made before the rerun at the current code and design"
+    if n_seeds < group_seeds:
+        return f"its rerun is in progress: {n_seeds} of the {group_seeds} seeds of its group so far"
+    return ""
 
 
 def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION) -> pd.DataFrame:
     """Every hypothesis of every experiment x tier x corpus that has runs (and the scaled ones at each axis value),
     with the Benjamini-Hochberg adjustment over each family: the evidence tiers' current hypotheses, and apart
-    from them the smoke tier's. A superseded hypothesis keeps its raw verdict and joins no family; so does a group
-    whose runs are of an older numerics version than `current_version` (None: any version is current): runs of
-    the code and design before a rerun, whose adjusted verdict reads "awaiting rerun" until the rerun."""
+    from them the smoke tier's. A superseded hypothesis keeps its raw verdict and joins no family; so does one that
+    awaits runs (`awaiting`: made before a rerun, or with seeds still missing), whose adjusted verdict reads
+    "awaiting runs" until they exist."""
     rows, decided = [], []
     for (name, tier, corpus), group in runs.groupby(GROUP, sort=True):
         spec = load_spec(name)
@@ -190,7 +201,7 @@ def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION)
                 "experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
                 "hypothesis": h.id, "scale": scale, "claim_lines": spec.claim["lines"], "source": h.source,
                 "statement": h.statement, "superseded": spec.superseded(h.id), "code_version": version,
-                "awaiting_rerun": current_version is not None and version != current_version,
+                "awaiting": awaiting(version, current_version, v.n_seeds, group["seed"].nunique()),
                 "wall_seconds": float(trained_here(group)["wall_seconds"].sum()),
                 "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
             })  # fmt: skip
@@ -201,17 +212,17 @@ def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION)
             decided[i] = v
     for row, v in zip(rows, decided, strict=True):
         if not _counted(row):
-            v = replace(v, verdict_adjusted="superseded" if row["superseded"] else AWAITING_RERUN)
+            v = replace(v, verdict_adjusted="superseded" if row["superseded"] else AWAITING)
         row |= {k: val for k, val in v.as_dict().items() if k != "hypothesis"}
     columns = ["experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source",
                "statement", *[f.name for f in fields(Verdict) if f.name != "hypothesis"], "superseded",
-               "code_version", "awaiting_rerun", "wall_seconds", "evidence"]  # fmt: skip
+               "code_version", "awaiting", "wall_seconds", "evidence"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
 def _counted(row: dict) -> bool:
     """Whether a verdict joins its false-discovery family: a current hypothesis decided on current runs."""
-    return not row["superseded"] and not row["awaiting_rerun"]
+    return not row["superseded"] and not row["awaiting"]
 
 
 def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
