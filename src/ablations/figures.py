@@ -238,9 +238,12 @@ def tails_figure(curves: pd.DataFrame, quantiles: Sequence[float], title: str, p
     return path
 
 
+VERDICT_COLOURS = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
+
+
 def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
     """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect."""
-    colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
+    colours = VERDICT_COLOURS
     verdicts = verdicts[verdicts.ci_low.notna()]  # counts and facts have no interval
     hypotheses = list(dict.fromkeys(verdicts.hypothesis))
     fig, axes = plt.subplots(
@@ -255,14 +258,16 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
         for i, v in enumerate(rows.itertuples()):
             low, high = (v.ci_low, v.ci_high) if math.isfinite(v.ci_low) else (v.effect, v.effect)
             ax.plot([low, high], [i, i], color=colours[v.verdict], linewidth=3, solid_capstyle="butt")
-            ax.plot(v.effect, i, "o", color=colours[v.verdict])
+            waiting = v.awaiting != ""  # hollow: decided on runs of an older design, or on missing seeds
+            ax.plot(v.effect, i, "o", color=colours[v.verdict], fillstyle="none" if waiting else "full")
         threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
         ax.axvline(threshold, color="black", linewidth=1.5)
         if rows.test.iloc[0] == "equivalence":
             ax.axvline(-threshold, color="black", linewidth=1.5)
         ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # readable tick labels at small effects
-        ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier})" for v in rows.itertuples()])
+        ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier}{', awaiting runs' * (v.awaiting != '')})"
+                                         for v in rows.itertuples()])  # fmt: skip
         ax.set_ylim(len(rows) - 0.5, -0.5)
         level = rows.ci_level.iloc[0]
         shown = "exact value" if pd.isna(level) else f"effect and {level:.0%} CI"  # a fact has no interval
@@ -284,7 +289,7 @@ def literature_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
     corpus, in two panels: each in its own units (a byte-level loss and a paper's word-piece PPL do not share a
     scale), so what compares is the sign and the order of the rows."""
     colours = VERDICT_COLOURS
-    labels = [f"{r.hypothesis} {r.corpus}" for r in rows.itertuples()]
+    labels = [f"{r.hypothesis} {r.corpus}{' (awaiting runs)' * (r.awaiting != '')}" for r in rows.itertuples()]
     fig, (ours, paper) = plt.subplots(1, 2, sharey=True, figsize=(7.5, 0.9 + 0.32 * len(rows)), layout="constrained")
     for i, r in enumerate(rows.itertuples()):
         low, high = (r.ci_low, r.ci_high) if math.isfinite(r.ci_low) else (r.effect, r.effect)
@@ -308,7 +313,6 @@ def literature_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
     return path
 
 
-VERDICT_COLOURS = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
 TEST_MARKERS = {"superiority": "o", "non_inferiority": "s", "equivalence": "D"}
 
 

@@ -444,7 +444,8 @@ def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path
     path = effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects{FIGURE}")
     caption = (
         "Effect of each hypothesis with its interval (colour = raw verdict; grey: not decided, an arm did not learn) "
-        "and the threshold of its test."
+        'and the threshold of its test; a hollow dot and "awaiting runs": decided on runs that predate the rerun or '
+        "lack seeds, counted nowhere."
     )
     return [figure_entry(path, caption)]
 
