@@ -11,6 +11,7 @@ import sqlalchemy
 from mlflow.entities import Metric
 
 from ablations import tracking
+from ablations.run_logger import RunLogger
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_the_training_logger_writes_through_the_same_guard(tmp_path, interruptib
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     client = tracking.StoreClient(uri)
     run_id = client.create_run(client.create_experiment("interrupted")).info.run_id
-    logger = tracking.RunLogger(tracking_uri=uri, run_id=run_id)
+    logger = RunLogger(tracking_uri=uri, run_id=run_id)
     interrupt_inside_the_metric_insert(logger.experiment, signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):

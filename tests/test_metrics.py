@@ -20,6 +20,7 @@ from ablations.data import TextDataModule
 from ablations.model import ModelConfig
 from ablations.quantization import QuantizeConfig, quantize
 from ablations.run import trainer_options
+from ablations.run_logger import RunLogger
 from ablations.training import LanguageModelTask, OptimConfig
 
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker
@@ -85,7 +86,7 @@ def run(task: LanguageModelTask, data: TextDataModule, steps: int = 0) -> tuple[
     options = trainer_options(
         OmegaConf.create({"optim": {"max_steps": steps, "grad_accumulation": 1}, "val_every": max(steps, 1)})
     )
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=tracking.RunLogger(run_id=run_id,
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=RunLogger(run_id=run_id,
                          tracking_uri=client.tracking_uri), **options)  # fmt: skip
     if steps:
         trainer.fit(task, datamodule=data)

@@ -69,7 +69,8 @@ def test_smoke_experiment_logs_to_a_real_tracking_server(server, cache_dir):
 
 
 def test_metrics_logged_while_the_server_is_down_are_buffered_and_sent_when_it_returns(tmp_path, monkeypatch):
-    from ablations.tracking import RunLogger, TrackingServerError
+    from ablations.run_logger import RunLogger
+    from ablations.tracking import TrackingServerError
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast instead of MLflow's minutes of retries
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")

@@ -199,6 +199,17 @@ def test_figures_draw_without_the_report_the_runner_or_torch_mlflow_lightning():
     assert not heavy & set(loaded)
 
 
+def test_the_report_and_the_export_read_the_store_without_importing_lightning():
+    """Lightning (and the torchmetrics and transformers it pulls in) took 5 of the report's 11 s of imports."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, ablations.report, ablations.results; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not {"pytorch_lightning", "lightning", "torchmetrics", "transformers"} & set(loaded)
+
+
 def test_figures_draw_the_tables_interval_not_a_bootstrap():
     """An arm's error bar is the 95% t interval over seeds that the tables print (for 3 seeds a bootstrap is about
     their range)."""

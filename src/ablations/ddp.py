@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from ablations import tracking
 from ablations.cli import prepare_process
 from ablations.run import build_task, data_module, trainer_options
+from ablations.run_logger import RunLogger
 
 
 def main(config_path: str, run_id: str, start_path: str, end_path: str) -> None:
@@ -33,7 +34,7 @@ def main(config_path: str, run_id: str, start_path: str, end_path: str) -> None:
     task.model.load_state_dict(torch.load(start_path, map_location="cpu", weights_only=True))
     trainer = instantiate(
         run_cfg.trainer,
-        logger=tracking.RunLogger(tracking_uri=tracking.tracking_uri(), run_id=run_id),
+        logger=RunLogger(tracking_uri=tracking.tracking_uri(), run_id=run_id),
         use_distributed_sampler=False,  # the ranks share out the batches themselves (TextDataModule)
         **trainer_options(run_cfg),
     )

@@ -43,6 +43,7 @@ from ablations.health import HEALTH_TAG, LAST_QUARTER_DROP, baselines, last_quar
 from ablations.model import ModelConfig
 from ablations.numerics import ADDED_SETTINGS
 from ablations.quantization import QuantizeConfig, quantized_evaluation
+from ablations.run_logger import RunLogger
 from ablations.speed import BenchmarkConfig, run_benchmark
 from ablations.training import (
     LanguageModelTask,
@@ -229,7 +230,7 @@ def data_parallel(run_cfg: DictConfig) -> bool:
     return isinstance(devices, int) and devices > 1
 
 
-def make_trainer(run_cfg: DictConfig, logger: tracking.RunLogger) -> pl.Trainer:
+def make_trainer(run_cfg: DictConfig, logger: RunLogger) -> pl.Trainer:
     """The run's trainer; with several devices the fit runs in processes of its own and this one evaluates on one."""
     single = {"devices": 1, "strategy": "auto"} if data_parallel(run_cfg) else {}
     return instantiate(run_cfg.trainer, **single, logger=logger, **trainer_options(run_cfg))
@@ -406,7 +407,7 @@ def train_arm(
     try:
         run_id = open_run(mlflow_client, exp_id, run, tags, parent_id)
         log_params(mlflow_client, run_id, run, task)
-        logger = tracking.RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
+        logger = RunLogger(tracking_uri=mlflow_client.tracking_uri, run_id=run_id)
         trainer = make_trainer(run_cfg, logger)
         fit(run, task, trainer, run_id, mlflow_client.tracking_uri)
         status = "finished" if task.diverged_at is None else "diverged"
