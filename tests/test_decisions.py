@@ -332,6 +332,17 @@ def test_a_hypothesis_whose_arms_lack_seeds_of_their_group_awaits_them():
     assert table.loc["H1", "verdict_adjusted"] in ("supported", "inconclusive", "refuted")
 
 
+def test_the_rerun_table_compares_each_hypothesis_once_its_rerun_has_every_seed():
+    arms = ("h1", "h2", "h4", "h8", "h32")
+    old = runs_table([(arm, s, "finished", 2.2 + 0.01 * s + 0.1 * (arm == "h1")) for arm in arms for s in range(3)])
+    new = runs_table([(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in arms for s in range(3)
+                      if (arm, s) != ("h32", 2)])  # fmt: skip
+    changes = results.rerun_changes(old.assign(code_version="0ld"), results.verdicts(new)).set_index("hypothesis")
+    assert "H2" not in changes.index  # h32 vs h8: two of three seeds so far
+    assert changes.loc["H1", "code_version_before"] == "0ld"
+    assert changes.loc["H1", ["n_seeds_before", "n_seeds_after"]].tolist() == [3, 3]
+
+
 def test_the_warning_names_the_experiment_group_hypotheses_and_missing_arms_exactly():
     runs = runs_table([(arm, s, "finished", 2.0 + 0.1 * s) for arm in ("h1", "h32") for s in range(3)])
     with pytest.warns(UserWarning) as caught:

@@ -227,7 +227,7 @@ def _counted(row: dict) -> bool:
 
 def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Each hypothesis decided both on the runs a rerun replaced and on the rerun's (`after`: verdicts.csv's table):
-    the verdict before and after."""
+    the verdict before and after. A hypothesis whose rerun still awaits seeds is not compared yet."""
     keys = ["experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale"]
     shown = ["verdict_adjusted", "effect", "ci_low", "ci_high", "n_seeds", "superseded"]
     columns = [*keys, *(f"{c}_before" for c in shown), "code_version_before", *(f"{c}_after" for c in shown)]
@@ -238,6 +238,7 @@ def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
         before = verdicts(replaced, current_version=None)  # each adjusted within the replaced runs' own family
     versions = replaced.groupby(GROUP)["code_version"].first().rename("code_version_before").reset_index()
     before = before.merge(versions, on=GROUP)
+    after = after[after["awaiting"] == ""]
     both = before[[*keys, *shown, "code_version_before"]].merge(after[[*keys, *shown]], on=keys,
                                                                    suffixes=("_before", "_after"))  # fmt: skip
     return both[columns].sort_values(keys).reset_index(drop=True)
