@@ -187,7 +187,11 @@ def test_the_export_carries_scale_superseded_and_adjusted_verdicts(monkeypatch):
     family = table[table.hypothesis == "H1"]
     assert family.p_adjusted.notna().all() and (family.p_adjusted >= family.p_value).all()
     trend_rows = results.trend_table(pd.DataFrame(rows))
-    assert trend_rows[["hypothesis", "trend", "matches"]].values.tolist() == [["H1", "weakens", True]]
+    assert trend_rows[["hypothesis", "trend", "matches", "awaiting"]].values.tolist() == [["H1", "weakens", True, ""]]
+    mid_rerun = pd.DataFrame([r for r in rows if r["run_id"] != "big@d_model=2562"])  # one scaled seed to go
+    assert results.trend_table(mid_rerun).awaiting.tolist() == [
+        "its rerun is in progress: 2 of the 3 seeds of its group so far"
+    ]
 
 
 def test_a_scale_axis_trains_the_scaled_arms_reuses_the_tiers_own_and_exports_the_trend(

@@ -558,8 +558,9 @@ def trend_rows(trends: pd.DataFrame) -> list[dict]:
             "tier": t.tier, "axis": t.axis, "values": t.values,
             "slope": "—" if pd.isna(t.slope) else f"{fmt(t.slope)} [{fmt(t.slope_low)}, {fmt(t.slope_high)}]",
             "expected": t.expected,
-            "trend": t.trend + (f" ({t.reason})" if isinstance(t.reason, str) and t.reason else ""),
-            "matches": "yes" if t.matches else "no",
+            "trend": f"awaiting runs ({t.awaiting})" if t.awaiting else
+                     t.trend + (f" ({t.reason})" if isinstance(t.reason, str) and t.reason else ""),
+            "matches": "—" if t.awaiting else "yes" if t.matches else "no",
         }
         for t in trends.itertuples()
     ]  # fmt: skip
@@ -625,6 +626,7 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
     verdicts = frames["verdicts"]
     for column in ("reason", "superseded", "scale", "awaiting"):  # all blank reads as a float column
         verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
+    frames["trends"]["awaiting"] = frames["trends"]["awaiting"].fillna("")
     frames["superseded"] = verdicts[verdicts.superseded != ""]
     frames["current"] = current = verdicts[verdicts.superseded == ""]
     own_scale = current[~current.treatment.str.contains("@", regex=False)]  # the scaled arms: the trend table

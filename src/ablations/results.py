@@ -245,16 +245,24 @@ def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
 
 
 def trend_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The trend test of every scaled hypothesis (ablations.decisions) per experiment x tier x corpus."""
+    """The trend test of every scaled hypothesis (ablations.decisions) per experiment x tier x corpus, with the reason
+    it awaits runs, as verdicts have (an older numerics version, or an arm at some axis value short of seeds)."""
     rows = []
     for (name, tier, corpus), group in runs.groupby(GROUP, sort=True):
         spec = load_spec(name)
         if spec.scale is None:
             continue
-        for t in trends(spec, tier, _tier_value(spec, group), _arm_runs(group)):
+        tier_value, version = _tier_value(spec, group), str(group["code_version"].iloc[0])
+        for t in trends(spec, tier, tier_value, _arm_runs(group)):
+            measured = next(h for h in spec.hypotheses if h.id == t.hypothesis).measured_arms
+            arms = [*measured, *(spec.scale.arm_name(a, v) for v in spec.scale.values[tier] if v != tier_value
+                                 for a in measured)]  # fmt: skip
+            seeds = min(int((group["arm"] == arm).sum()) for arm in arms)
             rows.append({"experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
-                         **t.as_dict(), "evidence": is_evidence(tier)})  # fmt: skip
-    columns = ["experiment", "experiment_id", "tier", "corpus", *[f.name for f in fields(Trend)], "evidence"]
+                         **t.as_dict(), "awaiting": awaiting(version, NUMERICS_VERSION, seeds, group["seed"].nunique()),
+                         "evidence": is_evidence(tier)})  # fmt: skip
+    columns = ["experiment", "experiment_id", "tier", "corpus", *[f.name for f in fields(Trend)], "awaiting",
+               "evidence"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
