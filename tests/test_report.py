@@ -302,3 +302,9 @@ def test_verdicts_awaiting_their_rerun_are_shown_in_their_section_and_counted_ap
         assert f"awaiting runs stdlib_prose, smoke tier. {v.hypothesis} (" in part
     assert part.count(f"shown and not counted: {why}.") == len(shown)
     assert "Findings at a glance" not in body  # nothing current is measured: no overview figure
+
+
+def test_arms_still_falling_at_the_end_are_named_with_their_drop():
+    group = pd.DataFrame({"arm": ["a", "a", "b", "c"], "learning_check": ["failed", "passed", "", "passed"],
+                          "val_loss_drop_last_quarter": [0.08, 0.02, 0.3, 0.01]})  # fmt: skip
+    assert report.still_learning("quick", "prose", group) == ["a (prose, quick): 1 of 2 runs, mean drop 0.050 nats"]

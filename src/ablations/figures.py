@@ -66,7 +66,7 @@ def arm_comparison_figure(
     reference values (draw_reference_lines)."""
     frame = pd.DataFrame(values, columns=["arm", "seed", metric])
     order = list(dict.fromkeys(frame.arm))
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.7 * len(order)), 3.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.7 * len(order)) + 1.0, 3.5), layout="constrained")  # + the legend
     sns.pointplot(
         frame,
         x="arm",
@@ -82,9 +82,9 @@ def arm_comparison_figure(
     sns.stripplot(frame, x="arm", y=metric, order=order, hue="seed", palette="deep", size=6, alpha=0.7, ax=ax)
     draw_reference_lines(ax, lines)
     ax.set_title(title)
-    ax.legend(title="seed", fontsize=8, title_fontsize=8)
-    if len(order) > 4:
-        ax.tick_params(axis="x", labelrotation=35)
+    ax.legend(title="seed", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside
+    if len(order) > 4:  # slanted names end under their own arm
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
     return path

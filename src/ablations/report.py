@@ -40,7 +40,7 @@ from ablations.figures import (
     tails_figure,
 )
 from ablations.files import atomic_write
-from ablations.health import PLATEAU_MARGIN, reference_lines
+from ablations.health import LAST_QUARTER_DROP, PLATEAU_MARGIN, reference_lines
 from ablations.metrics import value_of
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
@@ -228,6 +228,8 @@ def experiment_section(
         "hypotheses": hypothesis_rows(spec),
         "settings": [settings_row(tier, corpus, group) for (tier, corpus), group in groups],
         "tables": [arm_table(spec, tier, corpus, group) for (tier, corpus), group in groups],
+        "still_learning": [line for (tier, corpus), group in groups for line in still_learning(tier, corpus, group)],
+        "learning_max_drop": f"{spec.learning_check['max_drop']:g}" if spec.learning_check else "",
         "verdicts": verdict_rows(spec, exp_verdicts),
         "awaiting": awaiting_groups(exp_verdicts),
         "meaning": meaning(spec, exp_verdicts),
@@ -241,6 +243,17 @@ def awaiting_groups(exp_verdicts: pd.DataFrame) -> list[str]:
     waiting = exp_verdicts[exp_verdicts.awaiting != ""]
     groups = sorted(set(zip(waiting.corpus, waiting.tier, waiting.code_version.astype(str), strict=True)))
     return [f"{corpus} ({tier} tier, numerics version {version})" for corpus, tier, version in groups]
+
+
+def still_learning(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
+    """The arms of a tier x corpus whose learning check failed: still falling over the last quarter of training."""
+    checked = group[group.learning_check.isin(["passed", "failed"])]
+    lines = []
+    for arm, runs in checked.groupby("arm", sort=True):
+        if (failed := int((runs.learning_check == "failed").sum())) > 0:
+            drop = runs[LAST_QUARTER_DROP].mean()
+            lines.append(f"{arm} ({corpus}, {tier}): {failed} of {len(runs)} runs, mean drop {drop:.3f} nats")
+    return lines
 
 
 def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
@@ -547,6 +560,7 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
             "tokenizers": ", ".join(sorted(set(runs.tokenizer.dropna()))),
             "hardware": "; ".join(sorted(set(runs.hardware.dropna()))),
             "seeds": spread(runs.groupby(["experiment", "tier", "corpus", "arm"]).seed.nunique()),
+            "still_learning": sorted(specs[n].id for n in set(runs[runs.learning_check == "failed"].experiment)),
         },
     }
 
