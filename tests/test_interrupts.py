@@ -74,3 +74,9 @@ def test_a_signal_ignored_before_the_write_stays_ignored(tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_interrupts_are_held_for_a_sqlite_store_only(tmp_path):
+    """A tracking server keeps its own transactions; a call retrying an unreachable one must stay interruptible."""
+    assert tracking.StoreClient(f"sqlite:///{tmp_path / 'store.db'}").holds_interrupts
+    assert not tracking.StoreClient("http://127.0.0.1:5000").holds_interrupts

@@ -89,15 +89,23 @@ def uninterrupted() -> Iterator[None]:
 
 def _uninterrupted_call(method: Callable) -> Callable:
     @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(self: StoreClient, *args: Any, **kwargs: Any) -> Any:
+        if not self.holds_interrupts:
+            return method(self, *args, **kwargs)
         with uninterrupted():
-            return method(*args, **kwargs)
+            return method(self, *args, **kwargs)
 
     return call
 
 
 class StoreClient(MlflowClient):
-    """An MlflowClient whose every call runs whole: Ctrl-C or a scheduler's SIGTERM takes effect after it."""
+    """An MlflowClient whose every call to a SQLite store runs whole: Ctrl-C or a scheduler's SIGTERM takes effect
+    after it. A tracking server keeps its own transactions, so there an interrupt is not held (a call that retries
+    an unreachable server for minutes must not outlast a scheduler's kill)."""
+
+    def __init__(self, tracking_uri: str | None = None, registry_uri: str | None = None):
+        super().__init__(tracking_uri, registry_uri)
+        self.holds_interrupts = self.tracking_uri.startswith("sqlite:")
 
 
 for _name, _method in vars(MlflowClient).items():
