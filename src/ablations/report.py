@@ -77,6 +77,11 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}g}".replace("-", "−")
 
 
+def fmt_p(p: float) -> str:
+    """An adjusted p value, or — for a verdict outside every family (superseded, awaiting runs)."""
+    return "—" if pd.isna(p) else f"{p:.2g}"
+
+
 RULES = {
     "superiority": "{t} {dir} than {c} by at least {m}",
     "non_inferiority": "{t} not worse than {c} by more than {m} ({dir} is better)",
@@ -115,7 +120,8 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
         numbers = f"{v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}"
     interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}] ({v.ci_level:.0%})"
     text = f"{h.id} ({v.test}, {v.metric}: {rule}): effect {fmt(v.effect)}{interval} over {v.n_seeds} seeds ({numbers})"
-    text += "" if pd.isna(v.p_value) else f", p = {v.p_value:.3g}, adjusted {v.p_adjusted:.3g}"
+    text += "" if pd.isna(v.p_value) else f", p = {v.p_value:.3g}"
+    text += "" if pd.isna(v.p_adjusted) else f", adjusted {v.p_adjusted:.3g}"
     text += ". "
     if v.awaiting:
         return text + f"Raw verdict {v.verdict}, shown and not counted: {v.awaiting}."
@@ -529,7 +535,7 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
                 "seeds": int(v.n_seeds),
                 "effect": f"{fmt(v.effect)}{interval}",
                 "min_effect": f"{v.min_effect:g}",
-                "p": "—" if pd.isna(v.p_value) else f"{v.p_value:.2g} / {v.p_adjusted:.2g}",
+                "p": "—" if pd.isna(v.p_value) else f"{v.p_value:.2g} / " + fmt_p(v.p_adjusted),
                 "verdict": v.verdict,
                 "verdict_adjusted": v.verdict_adjusted,
                 "literature": agrees,
