@@ -302,6 +302,7 @@ def test_verdicts_awaiting_their_rerun_are_shown_in_their_section_and_counted_ap
         assert f"awaiting runs stdlib_prose, smoke tier. {v.hypothesis} (" in part
     assert part.count(f"shown and not counted: {why}.") == len(shown)
     assert "Findings at a glance" not in body  # nothing current is measured: no overview figure
+    assert "H1 awaits runs on stdlib_prose. H2 awaits runs on stdlib_prose." in body  # "What it means"
 
 
 def test_arms_still_falling_at_the_end_are_named_with_their_drop():

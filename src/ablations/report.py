@@ -145,6 +145,10 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
         rows = exp_verdicts[exp_verdicts.hypothesis == h.id]
         if rows.empty:
             continue
+        waiting = ", ".join(sorted(set(rows[rows.awaiting != ""].corpus)))
+        if (rows := rows[rows.awaiting == ""]).empty:
+            sentences.append(f"{h.id} awaits runs on {waiting}.")
+            continue
         by_corpus = {r.corpus: r.verdict_adjusted for r in rows.itertuples()}
         if len(set(by_corpus.values())) == 1:
             verdict = next(iter(by_corpus.values()))
@@ -152,6 +156,7 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
             text = f"{h.id} is {verdict} {where}"
         else:
             text = f"{h.id} depends on the corpus (" + ", ".join(f"{v} on {c}" for c, v in by_corpus.items()) + ")"
+        text += f" (awaiting runs on {waiting})" if waiting else ""
         decided = {v for v in by_corpus.values() if v in ("supported", "refuted")}
         if h.literature_expects and decided:
             agree = decided == {h.literature_expects}
