@@ -5,6 +5,7 @@ MLflow's transaction, where an unguarded KeyboardInterrupt leaves SQLite's lock 
 """
 
 import signal
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy
@@ -76,7 +77,26 @@ def test_a_signal_ignored_before_the_write_stays_ignored(tmp_path):
         signal.signal(signal.SIGINT, previous)
 
 
-def test_interrupts_are_held_for_a_sqlite_store_only(tmp_path):
-    """A tracking server keeps its own transactions; a call retrying an unreachable one must stay interruptible."""
+def test_a_signal_inside_the_block_is_delivered_after_it_and_the_handlers_are_put_back(interruptible):
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.uninterrupted():
+            with tracking.uninterrupted():  # nested: the inner block hands the signal to the outer one
+                signal.raise_signal(signal.SIGINT)
+                reached.append("inner")
+            reached.append("outer")
+    assert reached == ["inner", "outer"]
+    assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.default_int_handler
+
+
+def test_interrupts_are_held_for_a_sqlite_store_only(tmp_path, interruptible):
+    """A tracking server keeps its own transactions; a call retrying an unreachable one must stay interruptible,
+    in the client and in the training logger alike."""
     assert tracking.StoreClient(f"sqlite:///{tmp_path / 'store.db'}").holds_interrupts
     assert not tracking.StoreClient("http://127.0.0.1:5000").holds_interrupts
+    logger = RunLogger(tracking_uri="http://127.0.0.1:5000", run_id="r")
+    during = []
+    logger._mlflow_client.get_run = lambda run_id: SimpleNamespace(info=SimpleNamespace(experiment_id="0"))
+    logger._mlflow_client.log_batch = lambda *args, **kwargs: during.append(signal.getsignal(signal.SIGINT))
+    logger.log_metrics({"train_loss": 3.0}, step=1)
+    assert during == [signal.default_int_handler]  # not held while talking to a server

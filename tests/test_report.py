@@ -308,4 +308,15 @@ def test_verdicts_awaiting_their_rerun_are_shown_in_their_section_and_counted_ap
 def test_arms_still_falling_at_the_end_are_named_with_their_drop():
     group = pd.DataFrame({"arm": ["a", "a", "b", "c"], "learning_check": ["failed", "passed", "", "passed"],
                           "val_loss_drop_last_quarter": [0.08, 0.02, 0.3, 0.01]})  # fmt: skip
-    assert report.still_learning("quick", "prose", group) == ["a (prose, quick): 1 of 2 runs, mean drop 0.050 nats"]
+    assert report.still_learning("quick", "prose", group) == [
+        "a (prose, quick): 1 of 2 runs, dropping 0.080 nats on average"
+    ]
+
+
+def test_what_it_means_names_the_corpora_decided_and_those_awaiting_runs():
+    spec = report.load_spec("attention_heads")
+    rows = pd.DataFrame({"hypothesis": ["H1"] * 3, "corpus": ["a", "b", "c"],
+                         "verdict_adjusted": ["supported", "supported", "awaiting runs"],
+                         "awaiting": ["", "", "its runs are of numerics version 0"]})  # fmt: skip
+    assert report.meaning(spec, rows).startswith("H1 is supported on a, b (awaiting runs on c)")
+    assert report.meaning(spec, rows[rows.corpus != "c"]).startswith("H1 is supported on every corpus")

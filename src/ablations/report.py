@@ -152,7 +152,7 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
         by_corpus = {r.corpus: r.verdict_adjusted for r in rows.itertuples()}
         if len(set(by_corpus.values())) == 1:
             verdict = next(iter(by_corpus.values()))
-            where = "on every corpus" if len(by_corpus) > 1 else f"on {next(iter(by_corpus))}"
+            where = "on every corpus" if len(by_corpus) > 1 and not waiting else f"on {', '.join(by_corpus)}"
             text = f"{h.id} is {verdict} {where}"
         else:
             text = f"{h.id} depends on the corpus (" + ", ".join(f"{v} on {c}" for c, v in by_corpus.items()) + ")"
@@ -261,9 +261,11 @@ def still_learning(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
     checked = group[group.learning_check.isin(["passed", "failed"])]
     lines = []
     for arm, runs in checked.groupby("arm", sort=True):
-        if (failed := int((runs.learning_check == "failed").sum())) > 0:
-            drop = runs[LAST_QUARTER_DROP].mean()
-            lines.append(f"{arm} ({corpus}, {tier}): {failed} of {len(runs)} runs, mean drop {drop:.3f} nats")
+        if not (failed := runs[runs.learning_check == "failed"]).empty:
+            drop = failed[LAST_QUARTER_DROP].mean()
+            lines.append(
+                f"{arm} ({corpus}, {tier}): {len(failed)} of {len(runs)} runs, dropping {drop:.3f} nats on average"
+            )
     return lines
 
 
@@ -642,7 +644,8 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
     """results/*.csv limited to the tiers; verdicts split into current and superseded, blanks as ""."""
     names = ["runs", "verdicts", "trends", "curves"]
     names += ["verdicts_before_rerun"] if (results_dir / "verdicts_before_rerun.csv").exists() else []
-    frames = {name: pd.read_csv(results_dir / f"{name}.csv") for name in names}
+    versions = {"code_version": str, "code_version_before": str}  # "1", "7e3" are versions, not numbers
+    frames = {name: pd.read_csv(results_dir / f"{name}.csv", dtype=versions) for name in names}
     frames = {name: frame[frame.tier.isin(tiers)] for name, frame in frames.items()}
     if frames["runs"].empty:
         raise SystemExit(

@@ -236,6 +236,7 @@ def rerun_changes(replaced: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     with warnings.catch_warnings():  # hypotheses the replaced runs cannot decide are simply not compared
         warnings.simplefilter("ignore")
         before = verdicts(replaced, current_version=None)  # each adjusted within the replaced runs' own family
+    before = before[before["awaiting"] == ""]  # an old group short of seeds has no verdict to compare
     versions = replaced.groupby(GROUP)["code_version"].first().rename("code_version_before").reset_index()
     before = before.merge(versions, on=GROUP)
     after = after[after["awaiting"] == ""]

@@ -47,7 +47,8 @@ class RunLogger(MLFlowLogger):
 
     def _send(self) -> None:
         while self.unsent:
-            with uninterrupted():  # a batch that reached the store leaves the buffer, or it would be sent twice
+            # a batch that reached the store leaves the buffer in the same step, or it would be sent twice
+            with uninterrupted(self._mlflow_client.holds_interrupts):
                 self.experiment.log_batch(self.run_id, metrics=self.unsent[:1000])  # MLflow's batch limit
                 del self.unsent[:1000]
 

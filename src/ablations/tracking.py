@@ -65,24 +65,27 @@ def client() -> MlflowClient:
 
 
 @contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block has run, then deliver them.
+def uninterrupted(hold: bool = True) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block has run, then deliver them (`hold` false: a plain block).
 
     An interrupt that lands inside a store call leaves SQLite's transaction open on a pooled connection (MLflow
     rolls back on Exception, not on KeyboardInterrupt): the process keeps the database's lock, and marking its
     run KILLED then fails with "database is locked"."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    # Only the main thread receives signals; a handler installed outside Python (None) cannot be put back.
+    if not hold or threading.current_thread() is not threading.main_thread() or None in previous.values():
         yield
         return
     held: list[int] = []
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     for number in previous:
         signal.signal(number, lambda number, _frame: held.append(number))
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        try:  # both handlers go back even if a signal arrives for the first one meanwhile
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        finally:
+            signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
         for number in held:
             signal.raise_signal(number)
 
@@ -90,9 +93,7 @@ def uninterrupted() -> Iterator[None]:
 def _uninterrupted_call(method: Callable) -> Callable:
     @functools.wraps(method)
     def call(self: StoreClient, *args: Any, **kwargs: Any) -> Any:
-        if not self.holds_interrupts:
-            return method(self, *args, **kwargs)
-        with uninterrupted():
+        with uninterrupted(self.holds_interrupts):
             return method(self, *args, **kwargs)
 
     return call
