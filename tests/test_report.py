@@ -320,3 +320,10 @@ def test_what_it_means_names_the_corpora_decided_and_those_awaiting_runs():
                          "awaiting": ["", "", "its runs are of numerics version 0"]})  # fmt: skip
     assert report.meaning(spec, rows).startswith("H1 is supported on a, b (awaiting runs on c)")
     assert report.meaning(spec, rows[rows.corpus != "c"]).startswith("H1 is supported on every corpus")
+
+
+def test_a_group_trained_on_several_machines_names_each_with_its_run_count():
+    one = pd.DataFrame({"hardware": ["AMD EPYC (2 cores)"] * 3})
+    assert report.hardware_counts(one) == "AMD EPYC (2 cores)"
+    mixed = pd.DataFrame({"hardware": ["AMD EPYC (2 cores)"] * 2 + ["Intel Xeon (2 cores)"] * 3})
+    assert report.hardware_counts(mixed) == "Intel Xeon (2 cores) (3 runs); AMD EPYC (2 cores) (2 runs)"

@@ -301,9 +301,18 @@ def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
         "tokens": f"{int(first.train_tokens):,}",
         "seeds": int(group.seed.nunique()),
         "arms": int(group.arm.nunique()),
-        "hardware": first.hardware,
+        "hardware": hardware_counts(group),
         "wall": f"{trained_here(group).wall_seconds.sum() / 60:.1f} min",
     }
+
+
+def hardware_counts(group: pd.DataFrame) -> str:
+    """The machines a group's runs were trained on, with their run counts when there are several: wall times
+    and speeds from different machines do not compare."""
+    counts = group.hardware.value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return "; ".join(f"{machine} ({n} runs)" for machine, n in counts.items())
 
 
 def arm_table(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> dict:
