@@ -327,3 +327,14 @@ def test_a_group_trained_on_several_machines_names_each_with_its_run_count():
     assert report.hardware_counts(one) == "AMD EPYC (2 cores)"
     mixed = pd.DataFrame({"hardware": ["AMD EPYC (2 cores)"] * 2 + ["Intel Xeon (2 cores)"] * 3})
     assert report.hardware_counts(mixed) == "Intel Xeon (2 cores) (3 runs); AMD EPYC (2 cores) (2 runs)"
+
+
+def test_the_compute_table_sums_worker_hours_with_the_scale_axis_apart_and_skips_copied_runs():
+    runs = pd.DataFrame({"experiment": ["attention_heads"] * 4, "corpus": ["c"] * 4, "tier": ["quick"] * 4,
+                         "code_version": ["1"] * 4, "arm": ["h1", "h8", "h1@d_model=64", "h2"],
+                         "wall_seconds": [3600.0, 1800.0, 900.0, 7200.0], "hardware": ["cpu A"] * 3 + ["cpu B"],
+                         "copied_from": ["", "", "", "other_run"]})  # fmt: skip
+    row, total = report.compute_rows(runs.assign(code_version=report.NUMERICS_VERSION))
+    assert (row["runs"], row["hours"], row["scale_hours"], row["machines"]) == (3, "1.75", "0.25", "cpu A")
+    assert (total["runs"], total["hours"]) == (3, "1.75")
+    assert report.compute_rows(runs.assign(code_version="old")) == [row | {"version": "old"}]  # no total of old runs

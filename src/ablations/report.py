@@ -42,6 +42,7 @@ from ablations.figures import (
 from ablations.files import atomic_write
 from ablations.health import LAST_QUARTER_DROP, PLATEAU_MARGIN, reference_lines
 from ablations.metrics import value_of
+from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
 from ablations.spec import ExperimentSpec, load_spec
@@ -621,6 +622,29 @@ def rerun_rows(changes: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def compute_rows(runs: pd.DataFrame) -> list[dict]:
+    """Per experiment, corpus and tier: the runs trained for it and their summed wall time in worker-hours, the scale
+    axis's share apart (its arms are named arm@axis=value), and the machines, whose speeds differ."""
+    rows = []
+    trained = trained_here(runs)
+    for (name, corpus, tier), group in trained.groupby(["experiment", "corpus", "tier"], sort=True):
+        scale = group[group.arm.str.contains("@", regex=False)]
+        rows.append({"experiment": f"{load_spec(name).id} {name}", "corpus": corpus, "tier": tier,
+                     "version": str(group.code_version.iloc[0]), "runs": len(group),
+                     "hours": f"{group.wall_seconds.sum() / 3600:.2f}",
+                     "scale_hours": f"{scale.wall_seconds.sum() / 3600:.2f}" if len(scale) else "—",
+                     "machines": ", ".join(sorted(set(group.hardware.dropna())))})  # fmt: skip
+    rows.sort(key=lambda r: (r["experiment"], r["corpus"], r["tier"]))
+    current = trained[trained.code_version.astype(str) == NUMERICS_VERSION]
+    if len(current):
+        scale = current[current.arm.str.contains("@", regex=False)]
+        rows.append({"experiment": "All, at the current version", "corpus": "", "tier": "", "version": NUMERICS_VERSION,
+                     "runs": len(current), "hours": f"{current.wall_seconds.sum() / 3600:.2f}",
+                     "scale_hours": f"{scale.wall_seconds.sum() / 3600:.2f}",
+                     "machines": ", ".join(sorted(set(current.hardware.dropna())))})  # fmt: skip
+    return rows
+
+
 def amendment_rows(specs: dict[str, ExperimentSpec]) -> list[dict]:
     return [
         {"experiment": f"{spec.id} {spec.name}", "date": a.date, "change": a.change, "reason": a.reason,
@@ -653,8 +677,9 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
     """results/*.csv limited to the tiers; verdicts split into current and superseded, blanks as ""."""
     names = ["runs", "verdicts", "trends", "curves"]
     names += ["verdicts_before_rerun"] if (results_dir / "verdicts_before_rerun.csv").exists() else []
-    versions = {"code_version": str, "code_version_before": str}  # "1", "7e3" are versions, not numbers
-    frames = {name: pd.read_csv(results_dir / f"{name}.csv", dtype=versions) for name in names}
+    # "1", "7e3" are versions, not numbers; an empty awaiting column is text, not NaN floats
+    as_text = {"code_version": str, "code_version_before": str, "awaiting": str}
+    frames = {name: pd.read_csv(results_dir / f"{name}.csv", dtype=as_text) for name in names}
     frames = {name: frame[frame.tier.isin(tiers)] for name, frame in frames.items()}
     if frames["runs"].empty:
         raise SystemExit(
@@ -663,7 +688,9 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
     verdicts = frames["verdicts"]
     for column in ("reason", "superseded", "scale", "awaiting"):  # all blank reads as a float column
         verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
-    frames["trends"]["awaiting"] = frames["trends"]["awaiting"].fillna("")
+    frames["trends"]["awaiting"] = (
+        frames["trends"]["awaiting"].astype(object).where(frames["trends"]["awaiting"].notna(), "")
+    )
     frames["superseded"] = verdicts[verdicts.superseded != ""]
     frames["current"] = current = verdicts[verdicts.superseded == ""]
     own_scale = current[~current.treatment.str.contains("@", regex=False)]  # the scaled arms: the trend table
@@ -719,6 +746,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
                 for n in names
             ],
             "environment": environment(runs),
+            "compute": compute_rows(runs),
             "commands": commands(runs),
         }
         (work / "report.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
