@@ -94,13 +94,13 @@ def test_each_hypothesis_renders_with_its_own_verdict_inside_its_experiments_sec
             sentence = part[start:end]
             expected = {
                 "supported": ": supported.",
-                "refuted": ": refuted.",
+                "refuted": ": refuted",  # then what the refutation found, in brackets
                 "not decided": "Not decided: did not",
                 "inconclusive": "inconclusive.",
             }
             assert expected[v.verdict] in sentence, sentence
             others = {"supported", "refuted"} - {v.verdict}
-            assert not any(f": {o}." in sentence for o in others), sentence
+            assert not any(f": {o}." in sentence or f": {o} (" in sentence for o in others), sentence
             if v.verdict_adjusted != v.verdict:
                 assert f"report's tests: {v.verdict_adjusted}." in sentence, sentence
 
@@ -110,9 +110,9 @@ def test_summary_lists_every_hypothesis_and_the_numbers_match_verdicts_csv(pdf, 
     verdicts = pd.read_csv(results_dir / "verdicts.csv")
     verdicts = verdicts[verdicts.superseded.isna()]
     for v in verdicts.itertuples():
-        assert f"{v.hypothesis}:" in summary
+        assert f"{v.hypothesis}:" in summary or f"{v.hypothesis}{report.ADDED_MARK}:" in summary
         assert report.fmt(v.effect).replace("−", "-") in summary.replace("−", "-")
-    table = summary[summary.index("Verdict raw → adjusted") :]
+    table = summary[summary.index("Verdict raw → adjusted") :].partition("Along the scale axis")[0]
     badges = [w for w in table.replace("not decided", "not_decided").split() if w in VERDICTS_WORDS]
     assert badges == ["supported", "refuted", "inconclusive", "refuted"]  # H2 raw, then adjusted; H3 superseded
 
@@ -338,3 +338,58 @@ def test_the_compute_table_sums_worker_hours_with_the_scale_axis_apart_and_skips
     assert (row["runs"], row["hours"], row["scale_hours"], row["machines"]) == (3, "1.75", "0.25", "cpu A")
     assert (total["runs"], total["hours"]) == (3, "1.75")
     assert report.compute_rows(runs.assign(code_version="old")) == [row | {"version": "old"}]  # no total of old runs
+
+
+@pytest.mark.parametrize(
+    ("test", "low", "high", "effect", "says"),
+    [
+        ("superiority", 0.001, 0.016, 0.009, "an effect in the predicted direction is shown, but smaller"),
+        ("superiority", -0.03, 0.005, -0.01, "the interval holds 0"),
+        ("superiority", -0.05, -0.01, -0.03, "against the predicted direction"),
+        ("equivalence", -0.13, -0.11, -0.12, "t's m is lower than c's by more than the margin"),
+        ("non_inferiority", -0.2, -0.1, -0.15, "t is worse than c by more than the margin"),
+    ],
+)
+def test_a_refutation_says_what_was_found(test, low, high, effect, says):
+    v = pd.Series({"verdict": "refuted", "test": test, "ci_low": low, "ci_high": high, "effect": effect,
+                   "treatment": "t", "control": "c", "metric": "m"})  # fmt: skip
+    assert says in report.refuted_because(v)
+    assert report.refuted_because(v.copy().replace({"refuted": "supported"})) == ""
+
+
+def test_the_trend_table_gives_each_values_effect_and_does_not_call_an_open_slope_contrary():
+    trends = pd.DataFrame(
+        [
+            {
+                "experiment": "e",
+                "experiment_id": "E1",
+                "hypothesis": "H1",
+                "corpus": "c",
+                "tier": "quick",
+                "axis": "model.d_model",
+                "slope": 0.001,
+                "slope_low": -0.008,
+                "slope_high": 0.01,
+                "expected": "positive",
+                "trend": "holds",
+                "matches": False,
+                "reason": "",
+                "awaiting": "",
+            }
+        ]
+    )
+    verdicts = pd.DataFrame([{"experiment": "e", "hypothesis": "H1", "corpus": "c", "tier": "quick",
+                              "scale": f"d_model={d}", "effect": e, "ci_low": e - 0.01, "ci_high": e + 0.01,
+                              "verdict_adjusted": "inconclusive"}
+                             for d, e in ((256, 0.03), (64, 0.01))])  # fmt: skip
+    (row,) = report.trend_rows(trends, verdicts)
+    assert row["effects"] == ["64: +0.01 [+0, +0.02] inconclusive", "256: +0.03 [+0.02, +0.04] inconclusive"]
+    assert (row["trend"], row["matches"]) == ("no trend detected", "not shown")
+    (row,) = report.trend_rows(trends.assign(slope_high=-0.001, trend="weakens"), verdicts)
+    assert (row["trend"], row["matches"]) == ("falls: against the prediction", "no")
+
+
+def test_a_hypothesis_an_amendment_added_is_marked_in_the_summary_and_its_section(pdf):
+    text = flat(" ".join(pages(pdf)))
+    assert "H4†: h8 vs h1" in text  # E01's H4 replaced H3 after the runs had been seen
+    assert "H4† (" in text and "added by the amendment of 2026-12-02, after earlier runs had been seen" in text

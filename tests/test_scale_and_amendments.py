@@ -89,6 +89,7 @@ def test_an_axis_of_the_second_stage_alone_starts_every_value_from_the_one_base_
             {"amendments": [{"date": "2026-12-01", "change": "c", "reason": "r", "supersedes": ["H9"]}]},
             r"supersedes \['H9'\]",
         ),
+        ({"amendments": [{"date": "2026-12-01", "change": "c", "reason": "r", "adds": ["H9"]}]}, r"adds \['H9'\]"),
         ({"learning_check": {"arms": ["small"]}}, "needs exactly arms and max_drop"),
         ({"learning_check": {"arms": ["tiny"], "max_drop": 0.05}}, "unknown arms"),
         ({"scale": SCALE | {"values": {"quik": [64, 128]}}}, r"names tiers \['quik'\] that conf/tier does not define"),
@@ -103,6 +104,11 @@ def test_a_malformed_scale_amendment_or_learning_check_is_refused(extra, message
 def test_an_amendment_marks_the_hypotheses_it_supersedes_with_its_date():
     s = spec(amendments=[{"date": "2026-12-01", "change": "H1 as counts", "reason": "stuck", "supersedes": ["H1"]}])
     assert (s.superseded("H1"), s.superseded("H2")) == ("2026-12-01", "")
+
+
+def test_a_hypothesis_an_amendment_adds_is_dated_and_the_others_count_as_pre_registered():
+    s = spec(amendments=[{"date": "2026-12-02", "change": "H2 added", "reason": "seen", "adds": ["H2"]}])
+    assert (s.added("H1"), s.added("H2")) == ("", "2026-12-02")
 
 
 def scaled_runs(effects: dict[float, list[float]], tier_value: float = 128) -> list[ArmRun]:

@@ -89,7 +89,7 @@ def test_higher_orients_the_effect_as_treatment_minus_control():
         ((2.0, 2.01, 1.99), (1.90, 1.92, 1.88), "supported"),
         ((3.0, 2.5, 3.5), (2.0, 2.0, 2.0), "inconclusive"),
         ((2.0, 2.01, 1.99), (2.0, 2.0, 2.0), "inconclusive"),  # 0 ± 0.0248 contains 0.02
-        ((2.0, 2.01, 1.99), (2.05, 2.06, 2.04), "refuted"),
+        ((2.0, 2.01, 1.99), (2.05, 2.065, 2.045), "refuted"),
         ((2.0, 2.1, 1.95, 2.2, 2.03), (1.97, 2.02, 1.96, 2.1, 2.0), "inconclusive"),
         ((2.0, 2.1, 1.95, 2.2, 2.03), (1.9, 2.02, 1.86, 2.1, 1.93), "supported"),
     ],
@@ -169,7 +169,7 @@ def test_equivalence_straddling_an_edge_is_inconclusive():
 def test_an_exact_equivalence_decides_strictly_inside_or_beyond_and_not_on_the_edge(treatment, verdict):
     v = decide(hypothesis("equal", 0.25), values(1.0, 1.0), values(treatment, treatment))
     assert (v.effect, v.ci_low, v.ci_high, v.verdict) == (treatment - 1.0, treatment - 1.0, treatment - 1.0, verdict)
-    assert v.p_value == (1.0 if verdict == "inconclusive" else 0.0)
+    assert (math.isnan(v.p_value), v.interval) == (True, "fact")  # no spread: outside the family of tests
 
 
 # --- counts: Fisher's exact test on learned / plateau / diverged -----------------------------------------------
@@ -288,8 +288,15 @@ def test_zero_spread_is_exact_without_warnings():
         warnings.simplefilter("error")
         welch = decide(hypothesis("higher", 1.0), Arm.learned({0: 5.0, 1: 5.0}), Arm.learned({1: 7.0, 2: 7.0}))
         paired = decide(hypothesis("higher", 2.0), values(5.0, 5.0), values(7.0, 7.0))
-    assert (welch.effect, welch.ci_low, welch.ci_high, welch.verdict, welch.p_value) == (2.0, 2.0, 2.0, "supported", 0)
-    assert (paired.verdict, paired.p_value) == ("inconclusive", 1.0)  # exactly on the threshold
+    assert (welch.effect, welch.ci_low, welch.ci_high, welch.verdict, welch.interval) == (
+        2.0,
+        2.0,
+        2.0,
+        "supported",
+        "fact",
+    )
+    assert paired.verdict == "inconclusive"  # exactly on the threshold
+    assert math.isnan(welch.p_value) and math.isnan(paired.p_value)
 
 
 # --- Benjamini-Hochberg --------------------------------------------------------------------------------------
@@ -390,9 +397,9 @@ def test_equivalence_inside_the_margin_with_a_wide_interval_is_inconclusive():
 
 
 def test_two_seeds_give_an_interval_and_one_seed_none():
-    v = decide(hypothesis(), values(2.0, 2.1), values(1.5, 1.6))
-    assert (v.n_seeds, v.reason, v.verdict) == (2, "", "supported")  # identical differences: a zero-width interval
-    assert (v.ci_low, v.ci_high) == pytest.approx((0.5, 0.5))
+    v = decide(hypothesis(), values(2.0, 2.1), values(1.5, 1.58))
+    assert (v.n_seeds, v.reason, v.verdict, v.interval) == (2, "", "supported", "paired t")
+    assert v.ci_low < 0.5 < v.ci_high
     one = decide(hypothesis(), values(2.0), values(1.5))
     assert one.p_value == 1.0 and decide(hypothesis("equal", 0.1), values(2.0), values(2.0)).p_value == 1.0
 
@@ -518,3 +525,20 @@ def test_a_side_by_side_contrast_is_neither_a_fact_nor_counted(test):
     with pytest.raises(ValueError, match=rf"H1: a side-by-side contrast is measured, not a {test}$"):
         Hypothesis(id="H1", statement="s", metric="plateau" if test == "counts" else "bench_x", treatment="t",
                    control="c", direction="higher", min_effect=0.0, test=test, side_by_side=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("direction", "test", "min_effect", "treatment", "verdict"),
+    [
+        ("lower", "superiority", 0.1, (1.5, 1.6, 1.7), "supported"),  # 0.5 lower at every seed
+        ("lower", "superiority", 0.6, (1.5, 1.6, 1.7), "refuted"),
+        ("lower", "non_inferiority", 0.1, (2.05, 2.15, 2.25), "supported"),  # 0.05 worse, inside the margin
+        ("equal", "equivalence", 0.1, (2.2, 2.3, 2.4), "refuted"),
+    ],
+)
+def test_a_difference_that_no_seed_changes_is_compared_exactly_and_leaves_the_family(
+    direction, test, min_effect, treatment, verdict
+):
+    v = decide(hypothesis(direction, min_effect, test=test), values(2.0, 2.1, 2.2), values(*treatment))
+    assert (v.verdict, v.interval, v.ci_low, v.ci_high) == (verdict, "fact", v.effect, v.effect)
+    assert math.isnan(v.p_value) and math.isnan(v.ci_level)

@@ -128,15 +128,38 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
         return text + f"Raw verdict {v.verdict}, shown and not counted: {v.awaiting}."
     if v.verdict == "not decided":
         return text + f"Not decided: {v.reason}."
-    if v.verdict == "inconclusive":
+    if v.interval == "fact" and v.test != "fact":
+        text += (
+            "Every seed gives the same difference (the quantity does not vary by seed), so it is compared "
+            f"exactly with the margin and stays outside the family of tests: {v.verdict}{refuted_because(v)}."
+        )
+    elif v.verdict == "inconclusive":
         text += "Neither side of the test is reached: inconclusive."
     else:
-        text += f"{OUTCOMES[(v.test, v.verdict)]}: {v.verdict}."
+        text += f"{OUTCOMES[(v.test, v.verdict)]}: {v.verdict}{refuted_because(v)}."
     if v.verdict_adjusted != v.verdict:
         text += f" After the false-discovery adjustment over the report's tests: {v.verdict_adjusted}."
     if v.verdict_adjusted == "refuted" and h.from_document:
-        text += f" The document's claim ({h.source}) does not hold at this model size and budget."
+        text += (f" The document's statement ({h.source}), as {h.id} tests it on {v.metric}, is refuted at this model "
+                 "size and budget.")  # fmt: skip
     return text
+
+
+def refuted_because(v: pd.Series) -> str:
+    """What a refutation found, which the word alone hides: a real effect smaller than the minimum, none, the
+    opposite one, or (equivalence) a difference beyond the margin and on which side."""
+    if v.verdict != "refuted" or pd.isna(v.ci_low):
+        return ""
+    if v.test == "equivalence":
+        side = "higher" if v.effect > 0 else "lower"
+        return f" ({v.treatment}'s {v.metric} is {side} than {v.control}'s by more than the margin)"
+    if v.test == "non_inferiority":
+        return f" ({v.treatment} is worse than {v.control} by more than the margin)"
+    if v.test == "superiority" and v.ci_low > 0:
+        return " (an effect in the predicted direction is shown, but smaller than the minimum effect)"
+    if v.ci_high < 0:
+        return " (the effect goes against the predicted direction)"
+    return " (the interval holds 0: no effect of the required size is shown)"
 
 
 def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
@@ -167,8 +190,8 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
         sentences.append(text + ".")
         if h.from_document and (refuted := [c for c, v in by_corpus.items() if v == "refuted"]):
             sentences.append(
-                f"The handbook's statement behind {h.id} ({h.source}) does not hold on {', '.join(refuted)} at this "
-                "model size and budget."
+                f"The handbook's statement behind {h.id} ({h.source}), as {h.id} tests it on {h.metric}, is refuted on "
+                f"{', '.join(refuted)} at this model size and budget."
             )
     return " ".join(sentences)
 
@@ -280,6 +303,7 @@ def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
             "direction": h.direction,
             "test": h.test.replace("_", "-"),
             "superseded": spec.superseded(h.id),
+            "added": spec.added(h.id),
             "arms": f"{h.treatment} vs {h.control}",
             "min_effect": f"{h.min_effect:g}",
             "literature": h.literature,
@@ -544,7 +568,7 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
         rows.append(
             {
                 "experiment": f"{v.experiment_id} {v.experiment}",
-                "hypothesis": f"{v.hypothesis}: "
+                "hypothesis": f"{v.hypothesis}{ADDED_MARK if specs[v.experiment].added(h.id) else ''}: "
                 + (h.statement if statements else f"{v.treatment} vs {v.control}, {v.metric} {v.direction}"),
                 "corpus": v.corpus,
                 "tier": v.tier,
@@ -562,6 +586,12 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
 
 
 VERDICTS = ("supported", "refuted", "inconclusive", "not decided", AWAITING)
+ADDED_MARK = "†"  # a hypothesis an amendment added after runs had been seen: not pre-registered
+
+
+def added_after_data(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> pd.Series:
+    """Per verdict, whether its hypothesis was added by an amendment (after earlier runs had been seen)."""
+    return pd.Series([bool(specs[v.experiment].added(v.hypothesis)) for v in verdicts.itertuples()], verdicts.index)
 
 
 def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> dict:
@@ -574,9 +604,11 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
     rows.sort(key=lambda r: r["experiment"])
     agree = [r["literature"] for r in summary_rows(verdicts, specs)]
     params = runs.n_params.dropna()
+    decided = verdicts.verdict_adjusted.isin(["supported", "refuted"])
     return {
         "rows": rows,
         "total": {v: int((verdicts.verdict_adjusted == v).sum()) for v in VERDICTS},
+        "added_decided": int((decided & added_after_data(verdicts, specs)).sum()),
         "literature": {"agree": agree.count("yes"), "disagree": agree.count("no")},
         "caveats": {
             "params": f"{int(params.min()):,}–{int(params.max()):,}",
@@ -588,19 +620,41 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
     }
 
 
-def trend_rows(trends: pd.DataFrame) -> list[dict]:
-    return [
-        {
+TREND_WORDS = {
+    "strengthens": "rises: toward the prediction",
+    "weakens": "falls: against the prediction",
+    "holds": "no trend detected",
+    "flips": "flips sign",
+}
+
+
+def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
+    """Per scaled hypothesis: the slope against the sign written down before the runs, and the effect and adjusted
+    verdict at each axis value (those verdicts are tests of the report's family too)."""
+    rows = []
+    for t in trends.sort_values(["experiment_id", "hypothesis", "corpus", "tier"], key=numbered).itertuples():
+        at = verdicts[(verdicts.experiment == t.experiment) & (verdicts.hypothesis == t.hypothesis)
+                      & (verdicts.corpus == t.corpus) & (verdicts.tier == t.tier)]  # fmt: skip
+        at = at[at.scale != ""]
+        at = at.assign(value=at.scale.str.partition("=")[2].astype(float)).sort_values("value")
+        effects = [f"{v.value:g}: {fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}] {v.verdict_adjusted}"
+                   for v in at.itertuples()]  # fmt: skip
+        if t.awaiting:
+            matches = "—"
+        elif t.matches:
+            matches = "yes"
+        else:  # a slope whose interval holds 0 neither shows nor contradicts a predicted sign
+            matches = "not shown" if t.trend == "holds" else "no"
+        reason = f" ({t.reason})" if isinstance(t.reason, str) and t.reason else ""
+        rows.append({
             "experiment": f"{t.experiment_id} {t.experiment}", "hypothesis": t.hypothesis, "corpus": t.corpus,
-            "tier": t.tier, "axis": t.axis, "values": t.values,
+            "tier": t.tier, "axis": t.axis, "effects": effects,
             "slope": "—" if pd.isna(t.slope) else f"{fmt(t.slope)} [{fmt(t.slope_low)}, {fmt(t.slope_high)}]",
             "expected": t.expected,
-            "trend": f"awaiting runs ({t.awaiting})" if t.awaiting else
-                     t.trend + (f" ({t.reason})" if isinstance(t.reason, str) and t.reason else ""),
-            "matches": "—" if t.awaiting else "yes" if t.matches else "no",
-        }
-        for t in trends.itertuples()
-    ]  # fmt: skip
+            "trend": f"awaiting runs ({t.awaiting})" if t.awaiting else TREND_WORDS.get(t.trend, t.trend) + reason,
+            "matches": matches,
+        })  # fmt: skip
+    return rows
 
 
 def rerun_rows(changes: pd.DataFrame) -> list[dict]:
@@ -715,6 +769,7 @@ def counts(verdicts: pd.DataFrame) -> dict[str, int]:
     counted = verdicts[verdicts.awaiting == ""]
     return {
         "tests": int(counted.p_value.notna().sum()),
+        "scaled_tests": int((counted.p_value.notna() & counted.treatment.str.contains("@", regex=False)).sum()),
         "not_decided": int((counted.verdict == "not decided").sum()),
         "changed_by_fdr": int((counted.verdict != counted.verdict_adjusted).sum()),
         "awaiting": int((verdicts.awaiting != "").sum()),
@@ -737,7 +792,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "scorecard": scorecard(verdicts, runs, specs),
             "counts": counts(frames["current"]),
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
-            "trends": trend_rows(frames["trends"]),
+            "trends": trend_rows(frames["trends"], frames["current"]),
             "amendments": amendment_rows(specs),
             "reruns": rerun_rows(frames["verdicts_before_rerun"]) if "verdicts_before_rerun" in frames else [],
             "superseded": summary_rows(frames["superseded"], specs, statements=True),

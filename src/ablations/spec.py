@@ -23,13 +23,15 @@ TIERS = tuple(sorted(path.stem for path in (ROOT / "conf" / "tier").glob("*.yaml
 
 @dataclass(frozen=True)
 class Amendment:
-    """A design change made after data was seen: when, what, why, and the hypotheses it supersedes (whose
-    verdicts stay in results/, marked superseded)."""
+    """A design change made after data was seen: when, what, why, the hypotheses it supersedes (whose verdicts
+    stay in results/, marked superseded) and those it adds (not pre-registered: written after earlier runs of the
+    experiment had been seen, and marked so wherever their verdicts appear)."""
 
     date: str
     change: str
     reason: str
     supersedes: list[str] = field(default_factory=list)
+    adds: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         try:
@@ -150,6 +152,9 @@ class ExperimentSpec:
             if unknown := set(amendment.supersedes) - ids:
                 raise ValueError(f"the amendment of {amendment.date} in {self.name} supersedes {sorted(unknown)}, "
                                  "which it does not define")  # fmt: skip
+            if unknown := set(amendment.adds) - ids:
+                raise ValueError(f"the amendment of {amendment.date} in {self.name} adds {sorted(unknown)}, "
+                                 "which it does not define")  # fmt: skip
         arms = self.arms_for("full")
         if self.from_scratch and (self.base is None or not set(self.from_scratch) <= set(arms) - {BASE}):
             raise ValueError(f"from_scratch of {self.name} must name second-stage arms of a two-stage experiment")
@@ -185,6 +190,10 @@ class ExperimentSpec:
     def superseded(self, hypothesis: str) -> str:
         """The date of the amendment that superseded a hypothesis, or ""."""
         return next((a.date for a in self.amendments if hypothesis in a.supersedes), "")
+
+    def added(self, hypothesis: str) -> str:
+        """The date of the amendment that added a hypothesis after runs had been seen, or "" (pre-registered)."""
+        return next((a.date for a in self.amendments if hypothesis in a.adds), "")
 
     def scale_arms(self, tier: str, tier_value: float) -> dict[str, dict[str, Any]]:
         """The arms of the scaled hypotheses at every other value of the scale axis at this tier."""

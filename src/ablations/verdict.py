@@ -271,6 +271,8 @@ def _base(h: Hypothesis, control: Arm, treatment: Arm) -> dict:
 def _measured(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     sign = -1 if h.direction == "lower" else 1
     estimate = _estimate(control.values, treatment.values, sign)
+    if estimate.n >= 2 and estimate.se <= 1e-12 * max(1.0, abs(estimate.mean)):  # no spread beyond rounding
+        return _exact(h, control, treatment, estimate.mean)
     if h.test == "equivalence":
         level, (verdict, p) = 1 - 2 * ALPHA, _equivalence(estimate, h.min_effect)
     else:
@@ -284,6 +286,24 @@ def _measured(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
         effect=estimate.mean, ci_low=low, ci_high=high, ci_level=level, p_value=p,
         verdict=verdict, interval=estimate.interval,
         reason="one seed gives no interval" if estimate.n < 2 else "",
+    )  # fmt: skip
+
+
+def _exact(h: Hypothesis, control: Arm, treatment: Arm, effect: float) -> Verdict:
+    """Every seed gives the same difference (a padding fraction, a byte count): the quantity does not vary by seed,
+    so it is compared exactly with the margin, as a fact is, and leaves the family of tests, where a t test with no
+    variance would enter with p = 0."""
+    if h.test == "equivalence":  # on the edge of the margin: neither side
+        verdict = SUPPORTED if abs(effect) < h.min_effect else REFUTED if abs(effect) > h.min_effect else INCONCLUSIVE
+    else:
+        threshold = h.min_effect if h.test == "superiority" else -h.min_effect
+        verdict = SUPPORTED if effect > threshold else REFUTED if effect < threshold else INCONCLUSIVE
+    return Verdict(
+        **_base(h, control, treatment),
+        control_mean=float(np.mean(list(control.values.values()))),
+        treatment_mean=float(np.mean(list(treatment.values.values()))),
+        effect=effect, ci_low=effect, ci_high=effect, ci_level=math.nan, p_value=math.nan,
+        verdict=verdict, interval=FACT,
     )  # fmt: skip
 
 
