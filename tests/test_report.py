@@ -393,3 +393,9 @@ def test_a_hypothesis_an_amendment_added_is_marked_in_the_summary_and_its_sectio
     text = flat(" ".join(pages(pdf)))
     assert "H4†: h8 vs h1" in text  # E01's H4 replaced H3 after the runs had been seen
     assert "H4† (" in text and "added by the amendment of 2026-12-02, after earlier runs had been seen" in text
+
+
+def test_arms_no_better_than_the_bigram_baseline_are_named_with_both_losses():
+    group = pd.DataFrame({"arm": ["a", "a", "b"], "status": ["finished"] * 3, "final_val_loss": [2.60, 2.62, 2.1],
+                          "baseline_bigram": [2.6, 2.6, 2.6]})  # fmt: skip
+    assert report.bigram_level("quick", "prose", group) == ["a (prose, quick): 2.610 nats against the bigram's 2.600"]

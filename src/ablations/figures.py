@@ -7,6 +7,7 @@ assembles a report.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,22 +42,50 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def draw_reference_lines(ax: plt.Axes, lines: dict[str, float] | None) -> None:
-    """Horizontal reference lines (e.g. a corpus's unigram baseline). A line far above or below the data would
-    squash it flat, so such a line is named in a corner note instead of drawn."""
+def draw_reference_lines(ax: plt.Axes, lines: dict[str, float] | None) -> list[Line2D]:
+    """Horizontal reference lines (e.g. a corpus's unigram baseline; dotted: a bigram baseline). A line far above or
+    below the data would squash it flat, so such a line is named in the legend, "(off the plot)", instead: a note in
+    the axes' corner was struck through by the lines drawn there. Returns the legend entries of the lines and notes
+    (a legend made afterwards from the axes' labels shows them too)."""
     low, high = ax.get_ylim()
     margin = 0.5 * (high - low)
-    off_plot = []
+    entries = []
     for name, value in (lines or {}).items():
         if low - margin <= value <= high + margin:
-            ax.axhline(value, color="black", linestyle="--", linewidth=0.9, label=name)
+            style = ":" if "bigram" in name else "--"
+            entries.append(ax.axhline(value, color="black", linestyle=style, linewidth=0.9, label=name))
             low, high = min(low, value), max(high, value)
-        else:
-            off_plot.append(f"{name} {value:.3g}")
+        else:  # an empty line: a legend entry with a blank handle
+            entries += ax.plot([], [], linestyle="none", label=f"{name} {value:.3g} (off the plot)")
     ax.set_ylim(low - 0.02 * (high - low), high + 0.02 * (high - low))
-    if off_plot:
-        note = ", ".join(off_plot) + (" (off the plot)")
-        ax.annotate(note, (0.01, 0.99), xycoords="axes fraction", va="top", fontsize=7, color="dimgrey")
+    return entries
+
+
+def fit_titles(fig: plt.Figure) -> None:
+    """Wrap each axes title and x label that would run past the figure's edge (a long hypothesis title was cut off
+    there) at word boundaries, narrow enough to fit centred where it stands; the layout then makes room for its
+    lines."""
+    titles = [text for ax in fig.axes for text in (ax.title, ax.xaxis.label) if text.get_text()]
+    width_pt = fig.get_figwidth() * 72
+    if all(len(t.get_text()) * 0.6 * t.get_fontsize() < 0.5 * width_pt for t in titles):
+        return  # short titles always fit: spare the layout pass
+    fig.draw_without_rendering()  # the constrained layout: the titles' final places
+    renderer = fig.canvas.get_renderer()
+    for title in titles:
+        box = title.get_window_extent(renderer)
+        centre = (box.x0 + box.x1) / 2
+        room = 2 * min(centre - fig.bbox.x0, fig.bbox.x1 - centre)
+        if box.width > 0.98 * room:
+            text = title.get_text()
+            title.set_text(textwrap.fill(text, max(12, int(0.92 * len(text) * room / box.width))))
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Every figure ends here: titles fitted to the figure, written, closed."""
+    fit_titles(fig)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
+    return path
 
 
 def arm_comparison_figure(
@@ -85,9 +114,7 @@ def arm_comparison_figure(
     ax.legend(title="seed", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside
     if len(order) > 4:  # slanted names end under their own arm
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def grid_figure(
@@ -119,9 +146,7 @@ def grid_figure(
     draw_reference_lines(ax, lines)
     ax.set_title(title)
     ax.legend(title=", ".join(hue_axes), fontsize=8, title_fontsize=8)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, float, float]], path: Path) -> Path:
@@ -136,9 +161,7 @@ def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, floa
         ax.annotate(arm, (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_title(title)
     ax.legend(title="arm (mean)", fontsize=8, title_fontsize=8)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def figure_from_spec(
@@ -173,30 +196,57 @@ def figure_from_spec(
     )
 
 
+CURVE_METRICS = ("val_loss", "train_loss")
+# The corpus's baselines are values of the validation loss: a training objective (label smoothing's, say) can sit
+# on the plateau line while the model learns, so only these panels draw them.
+BASELINE_METRICS = ("val_loss", "final_val_loss")
+
+
+def padded(low: float, high: float, share: float = 0.04) -> tuple[float, float]:
+    """Limits a share of the span beyond low and high (a span of 0, one value, gets a share of the value)."""
+    span = high - low if high > low else abs(high) or 1.0
+    return low - share * span, high + share * span
+
+
 def curves_figure(
     curves: pd.DataFrame, arms: list[str], title: str, path: Path, baselines: dict[str, float] | None = None
 ) -> Path:
-    """Validation and training loss per step: the arm mean, a band from the lowest to the highest seed, and the
-    corpus's unigram and bigram baselines (validation split) with the plateau line 10 % below unigram."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
-    for ax, metric in zip(axes, ("val_loss", "train_loss"), strict=True):
+    """Validation and training loss per step: the arm mean and a band from the lowest to the highest seed; on the
+    validation panel only, the corpus's unigram and bigram baselines (validation split) with the plateau line 10 %
+    below unigram (`baselines`, as draw_reference_lines draws them). Arms without values are left out, legend
+    included; an arm keeps the colour its place in `arms` gives it."""
+    # Only the arms asked for: the others' values (an experiment's scaled arms) set limits for lines never drawn.
+    curves = curves[curves.metric.isin(CURVE_METRICS) & curves.arm.isin(arms)]
+    present = [arm for arm in arms if arm in set(curves.arm)]
+    # seaborn's own choice for this many hues (beyond the colour cycle, husl: no two arms share a colour)
+    colours = sns.color_palette(None if len(arms) <= len(sns.color_palette()) else "husl", len(arms))
+    palette = dict(zip(arms, colours, strict=True))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained", sharex=True)  # one step axis for both
+    entries = []
+    for ax, metric in zip(axes, CURVE_METRICS, strict=True):
         frame = curves[curves.metric == metric]
-        sns.lineplot(
-            frame, x="step", y="value", hue="arm", hue_order=arms, errorbar=("pi", 100), ax=ax, legend=ax is axes[1]
-        )
-        # The first tenth of training is a steep drop that would flatten everything after it.
+        ax.set(title=f"{metric} ({title})", ylabel=metric)
+        if frame.empty:
+            ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", color="dimgrey")
+            continue
+        # A line needs two steps: evaluations, and any arm with few steps, are drawn as points too (an arm evaluated
+        # once was an empty panel).
+        fewest = frame.groupby("arm").step.nunique().min()  # a band one step wide is invisible: bars then
+        sns.lineplot(frame, x="step", y="value", hue="arm", hue_order=[a for a in present if a in set(frame.arm)],
+                     palette=palette, errorbar=("pi", 100), err_style="bars" if fewest < 2 else "band",
+                     marker="o" if metric == "val_loss" or fewest < 3 else None, markersize=3, markeredgewidth=0,
+                     ax=ax, legend=False)  # fmt: skip
+        # The first tenth of training is a steep drop that would flatten everything after it; each run's last value
+        # is always inside (a run that ended early lies wholly in that tenth).
         later = frame[frame.step >= frame.step.max() * 0.1].value
-        top = later.max()
-        for name, value in (baselines or {}).items():
-            ax.axhline(value, color="black", linestyle=":" if "bigram" in name else "--", linewidth=0.9, label=name)
-            top = max(top, value)
-        ax.set(title=f"{metric} ({title})", ylabel=metric, ylim=(later.min() * 0.98, top * 1.02))
-    sns.move_legend(
-        axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title_fontsize=8, ncols=1 + len(arms) // 10
-    )
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+        last = frame.sort_values("step").groupby(["arm", "seed"]).value.last()
+        ax.set_ylim(*padded(min(later.min(), last.min()), max(later.max(), last.max())))
+        if metric in BASELINE_METRICS:
+            entries += draw_reference_lines(ax, baselines)
+    handles = [Line2D([], [], color=palette[arm], label=arm) for arm in present]
+    fig.legend(handles=handles + entries, title="arm", loc="outside right upper", fontsize=7, title_fontsize=8,
+               ncols=1 + len(handles) // 10)  # fmt: skip
+    return save_figure(fig, path)
 
 
 def reliability_figure(curves: pd.DataFrame, arms: list[str], title: str, path: Path) -> Path:
@@ -213,9 +263,7 @@ def reliability_figure(curves: pd.DataFrame, arms: list[str], title: str, path: 
         ax.plot(rows.confidence_sum / rows.reliability_count, rows.hits / rows.reliability_count, "o-", label=arm)
     ax.set(xlabel="confidence (bin mean)", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def tails_figure(curves: pd.DataFrame, quantiles: Sequence[float], title: str, path: Path) -> Path:
@@ -233,18 +281,35 @@ def tails_figure(curves: pd.DataFrame, quantiles: Sequence[float], title: str, p
     ax.set(xticks=range(len(labels)), xticklabels=labels, yscale="log", xlabel="quantile of |x - mean|",
            ylabel="multiples of the std", title=f"Tails of the Linear weights and inputs ({title})")  # fmt: skip
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 VERDICT_COLOURS = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
 
 
+def shown_verdicts(verdicts: pd.DataFrame) -> pd.Series:
+    """The verdict a figure colours each row by: the one after the false-discovery adjustment (verdict_adjusted), as
+    the summary and the badges read it; the raw verdict where no adjusted one applies (a row awaiting runs is outside
+    every family) or the frame has none."""
+    if "verdict_adjusted" not in verdicts:
+        return verdicts.verdict
+    adjusted = verdicts.verdict_adjusted
+    return adjusted.where(adjusted.isin(list(VERDICT_COLOURS)), verdicts.verdict)
+
+
+def verdict_legend_title(verdicts: pd.DataFrame) -> str:
+    """The title of a legend of shown_verdicts's colours: which verdict they are."""
+    if "verdict_adjusted" not in verdicts:
+        return "verdict"
+    waiting = "awaiting" in verdicts and (verdicts.awaiting.fillna("") != "").any()
+    return "verdict after the false-discovery adjustment" + ("; hollow: awaiting runs, raw verdict" if waiting else "")
+
+
 def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
-    """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect."""
-    colours = VERDICT_COLOURS
+    """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect.
+    Colour: the adjusted verdict (shown_verdicts)."""
     verdicts = verdicts[verdicts.ci_low.notna()]  # counts and facts have no interval
+    verdicts = verdicts.assign(shown=shown_verdicts(verdicts))
     hypotheses = list(dict.fromkeys(verdicts.hypothesis))
     fig, axes = plt.subplots(
         len(hypotheses),
@@ -257,9 +322,10 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
         rows = verdicts[verdicts.hypothesis == hypothesis]
         for i, v in enumerate(rows.itertuples()):
             low, high = (v.ci_low, v.ci_high) if math.isfinite(v.ci_low) else (v.effect, v.effect)
-            ax.plot([low, high], [i, i], color=colours[v.verdict], linewidth=3, solid_capstyle="butt")
+            colour = VERDICT_COLOURS[v.shown]
+            ax.plot([low, high], [i, i], color=colour, linewidth=3, solid_capstyle="butt")
             waiting = v.awaiting != ""  # hollow: decided on runs of an older design, or on missing seeds
-            ax.plot(v.effect, i, "o", color=colours[v.verdict], fillstyle="none" if waiting else "full")
+            ax.plot(v.effect, i, "o", color=colour, fillstyle="none" if waiting else "full")
         threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
         ax.axvline(threshold, color="black", linewidth=1.5)
         if rows.test.iloc[0] == "equivalence":
@@ -273,28 +339,29 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
         shown = "exact value" if pd.isna(level) else f"effect and {level:.0%} CI"  # a fact has no interval
         ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), {shown}",
                      fontsize=9)  # fmt: skip
-    present = [v for v in colours if v in set(verdicts.verdict)]
+    present = [v for v in VERDICT_COLOURS if v in set(verdicts.shown)]
     handles = [Line2D([], [], color="black", linewidth=1.5, label="margin of the test")]
-    handles += [Line2D([], [], color=colours[v], linewidth=3, marker="o", label=v) for v in present]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles))  # never over the data
+    handles += [Line2D([], [], color=VERDICT_COLOURS[v], linewidth=3, marker="o", label=v) for v in present]
+    # below the panels: never over the data
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles),
+               title=verdict_legend_title(verdicts), title_fontsize=7)  # fmt: skip
     axes[-1, 0].set_xlabel("effect (+ = as predicted; equivalence: treatment − control)")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def literature_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
     """Our effect with its interval beside the published effect of the same comparison, one row per hypothesis and
     corpus, in two panels: each in its own units (a byte-level loss and a paper's word-piece PPL do not share a
-    scale), so what compares is the sign and the order of the rows."""
-    colours = VERDICT_COLOURS
+    scale), so what compares is the sign and the order of the rows. Colour: the adjusted verdict (shown_verdicts)."""
+    rows = rows.assign(shown=shown_verdicts(rows))
     labels = [f"{r.hypothesis} {r.corpus}{' (awaiting runs)' * (r.awaiting != '')}" for r in rows.itertuples()]
     fig, (ours, paper) = plt.subplots(1, 2, sharey=True, figsize=(7.5, 0.9 + 0.32 * len(rows)), layout="constrained")
     for i, r in enumerate(rows.itertuples()):
         low, high = (r.ci_low, r.ci_high) if math.isfinite(r.ci_low) else (r.effect, r.effect)
-        ours.plot([low, high], [i, i], color=colours[r.verdict], linewidth=3, solid_capstyle="butt")
-        ours.plot(r.effect, i, "o", color=colours[r.verdict])
+        colour = VERDICT_COLOURS[r.shown]
+        ours.plot([low, high], [i, i], color=colour, linewidth=3, solid_capstyle="butt")
+        ours.plot(r.effect, i, "o", color=colour, fillstyle="none" if r.awaiting != "" else "full")
         paper.plot(r.literature_effect, i, "*", color="black", markersize=9)
     for ax, label in ((ours, f"this suite: {rows.metric.iloc[0]} effect, 95% CI"),
                       (paper, f"published: {rows.literature_units.iloc[0]}")):  # fmt: skip
@@ -303,49 +370,88 @@ def literature_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ours.set_yticks(range(len(rows)), labels, fontsize=7)
     ours.set_ylim(len(rows) - 0.5, -0.5)
-    present = [v for v in colours if v in set(rows.verdict)]
-    handles = [Line2D([], [], color=colours[v], linewidth=3, marker="o", label=v) for v in present]
+    present = [v for v in VERDICT_COLOURS if v in set(rows.shown)]
+    handles = [Line2D([], [], color=VERDICT_COLOURS[v], linewidth=3, marker="o", label=v) for v in present]
     handles += [Line2D([], [], color="black", linestyle="none", marker="*", markersize=9, label="published")]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles))
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles),
+               title=verdict_legend_title(rows), title_fontsize=7)  # fmt: skip
     fig.suptitle(f"{title} (+ = as the hypothesis predicts)", fontsize=10)
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 TEST_MARKERS = {"superiority": "o", "non_inferiority": "s", "equivalence": "D"}
 
 
+def equivalence_distance(effect: float, ci_low: float, ci_high: float, margin: float) -> tuple[float, float, float]:
+    """An equivalence effect as the overview draws it: |effect| / margin and the range of distances its interval
+    spans ((0, the farther end) when it holds 0), so that within 1 is as predicted whichever arm is higher."""
+    ends = sorted((abs(ci_low), abs(ci_high)))
+    low = 0.0 if ci_low <= 0 <= ci_high else ends[0]
+    return abs(effect) / margin, low / margin, ends[1] / margin
+
+
+def pad_limits(ax: plt.Axes, low: float, high: float, share: float = 0.04) -> None:
+    """x limits a share of the axis, as drawn (symlog: in its own scale), beyond low and high: a marker at the end
+    of the data was cut in half by the edge."""
+    transform = ax.xaxis.get_transform()
+    (start,), (end,) = transform.transform([[low], [high]])
+    (left,), (right,) = transform.inverted().transform([[start - share * (end - start)], [end + share * (end - start)]])
+    ax.set_xlim(left, right)
+
+
 def margins_figure(verdicts: pd.DataFrame, path: Path) -> Path:
-    """Every measured hypothesis at a glance: its effect and interval in units of its own minimum effect, so that
-    one axis holds them all: superiority is decided against +1, non-inferiority against -1, equivalence against
-    the band (-1, 1). Colour: the adjusted verdict; marker: the test."""
+    """Every measured hypothesis at a glance, in units of its own minimum effect m so that one axis holds them all.
+
+    Upper panel, superiority and non-inferiority: effect / m, + = as the hypothesis predicts; superiority is decided
+    against +1, non-inferiority against -1. Lower panel, equivalence: |treatment - control| / m with the distances its
+    90 % interval spans, decided against 1 (within = as predicted): its effect has no predicted sign, so it is not
+    drawn on a side of the upper axis. Colour: the adjusted verdict (shown_verdicts); marker: the test."""
     rows = verdicts[verdicts.test.isin(list(TEST_MARKERS)) & verdicts.ci_low.notna()].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(7.2, 0.9 + 0.17 * len(rows)), layout="constrained")
-    for i, v in enumerate(rows.itertuples()):
-        colour = VERDICT_COLOURS[v.verdict_adjusted]
-        ax.plot([v.ci_low / v.min_effect, v.ci_high / v.min_effect], [i, i], color=colour, linewidth=2.5)
-        ax.plot(v.effect / v.min_effect, i, TEST_MARKERS[v.test], color=colour, markersize=4)
-    for x, style in ((-1, "-"), (0, ":"), (1, "-")):
-        ax.axvline(x, color="black" if x else "grey", linewidth=1 if x else 0.8, linestyle=style)
-    labels = [f"{v.experiment_id} {v.hypothesis} · {v.corpus} · {v.tier}" for v in rows.itertuples()]
-    ax.set_yticks(range(len(rows)), labels, fontsize=6.5)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xscale("symlog", linthresh=3)  # most intervals lie within a few margins; a few lie far out
-    ticks = [t for t in (-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
-    ax.set_xticks(ticks, [f"{t:+d}" if t else "0" for t in ticks], fontsize=7)
-    ax.set_xlabel("effect / minimum effect (+ = as the hypothesis predicts)", fontsize=8)
+    rows = rows.assign(shown=shown_verdicts(rows))
+    panels = [part for part in (rows[rows.test != "equivalence"], rows[rows.test == "equivalence"]) if not part.empty]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(7.2, 0.9 + 0.17 * len(rows) + 0.7 * (len(panels) - 1)),
+        height_ratios=[len(part) + 3 for part in panels],  # + the title and the axis label
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, part in zip(axes[:, 0], panels, strict=True):
+        equivalence = part.test.iloc[0] == "equivalence"
+        if equivalence:
+            drawn = [equivalence_distance(v.effect, v.ci_low, v.ci_high, v.min_effect) for v in part.itertuples()]
+        else:
+            drawn = [(v.effect / v.min_effect, v.ci_low / v.min_effect, v.ci_high / v.min_effect)
+                     for v in part.itertuples()]  # fmt: skip
+        for i, (v, (x, low, high)) in enumerate(zip(part.itertuples(), drawn, strict=True)):
+            colour = VERDICT_COLOURS[v.shown]
+            ax.plot([low, high], [i, i], color=colour, linewidth=2.5)
+            ax.plot(x, i, TEST_MARKERS[v.test], color=colour, markersize=4)
+        for x in (0, 1) if equivalence else (-1, 0, 1):
+            ax.axvline(x, color="black" if x else "grey", linewidth=1 if x else 0.8, linestyle="-" if x else ":")
+        labels = [f"{v.experiment_id} {v.hypothesis} · {v.corpus} · {v.tier}" for v in part.itertuples()]
+        ax.set_yticks(range(len(part)), labels, fontsize=6.5)
+        ax.set_ylim(len(part) - 0.5, -0.5)
+        ax.set_xscale("symlog", linthresh=3)  # most intervals lie within a few margins; a few lie far out
+        ends = [end for _, low, high in drawn for end in (low, high)]
+        pad_limits(ax, min(*ends, 0 if equivalence else -1.5), max(*ends, 1.5))  # the margins always in view
+        ticks = [t for t in (-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        ax.set_xticks(ticks, [f"{t:+d}" if t and not equivalence else f"{t:d}" for t in ticks], fontsize=7)
+        if equivalence:
+            ax.set_title("equivalence: how far apart the arms are, in margins (within 1 = as predicted)", fontsize=8)
+            ax.set_xlabel("|treatment − control| / margin m, with the distances its 90% interval spans", fontsize=8)
+        else:
+            ax.set_title("superiority (decided against +1) and non-inferiority (against −1)", fontsize=8)
+            ax.set_xlabel("effect / minimum effect m (+ = as the hypothesis predicts)", fontsize=8)
     handles = [
-        Line2D([], [], color=c, linewidth=2.5, label=v)
-        for v, c in VERDICT_COLOURS.items()
-        if v in set(rows.verdict_adjusted)
+        Line2D([], [], color=c, linewidth=2.5, label=v) for v, c in VERDICT_COLOURS.items() if v in set(rows.shown)
     ]
     handles += [
         Line2D([], [], color="black", marker=m, linestyle="", label=t.replace("_", "-"))
         for t, m in TEST_MARKERS.items()
         if t in set(rows.test)
     ]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles))
-    fig.savefig(path, dpi=FIGURE_DPI)
-    plt.close(fig)
-    return path
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=len(handles),
+               title=f"colour: {verdict_legend_title(rows)}; marker: test", title_fontsize=7)  # fmt: skip
+    return save_figure(fig, path)

@@ -78,6 +78,11 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}g}".replace("-", "−")
 
 
+def num(x: float) -> str:
+    """A measured value in four significant digits, with a typographic minus."""
+    return f"{x:.4g}".replace("-", "−")
+
+
 def fmt_p(p: float) -> str:
     """An adjusted p value, or — for a verdict outside every family (superseded, awaiting runs)."""
     return "—" if pd.isna(p) else f"{p:.2g}"
@@ -114,13 +119,14 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
         numbers = f"{v.treatment} against {v.control} timed side by side in each {v.treatment} run"
     elif h.fit_arms:
         fit = f"the exponent k of {v.metric} ∝ {h.fit_size}^-k fitted per seed over {len(h.fit_arms)} arms"
-        numbers = f"{fit}, {v.treatment_mean:.4g} on average, against the constant {v.control} = {h.reference:g}"
+        numbers = f"{fit}, {num(v.treatment_mean)} on average, against the constant {v.control} = {num(h.reference)}"
     elif h.reference is not None:
-        numbers = f"{v.treatment} {v.treatment_mean:.4g} against the constant {v.control} = {h.reference:g}"
+        numbers = f"{v.treatment} {num(v.treatment_mean)} against the constant {v.control} = {num(h.reference)}"
     else:
-        numbers = f"{v.control} {v.control_mean:.4g}, {v.treatment} {v.treatment_mean:.4g}"
+        numbers = f"{v.control} {num(v.control_mean)}, {v.treatment} {num(v.treatment_mean)}"
     interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}] ({v.ci_level:.0%})"
-    text = f"{h.id} ({v.test}, {v.metric}: {rule}): effect {fmt(v.effect)}{interval} over {v.n_seeds} seeds ({numbers})"
+    test = v.test.replace("_", "-")
+    text = f"{h.id} ({test}, {v.metric}: {rule}): effect {fmt(v.effect)}{interval} over {v.n_seeds} seeds ({numbers})"
     text += "" if pd.isna(v.p_value) else f", p = {v.p_value:.3g}"
     text += "" if pd.isna(v.p_adjusted) else f", adjusted {v.p_adjusted:.3g}"
     text += ". "
@@ -213,12 +219,22 @@ def spread(values: pd.Series) -> str:
     return f"{unique[0]:g}–{unique[-1]:g}"
 
 
+PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16 autocast"}
+
+
 def setup_line(group: pd.DataFrame) -> str:
-    """The model and budget of a tier x corpus: each setting's value, or its range over the arms."""
+    """The model and budget of a tier x corpus: each setting's value or its range over the experiment's own arms,
+    then the range along the scale axis in brackets where the scaled arms (arm@axis=value) reach further."""
     if "model.n_layer" not in group:
         return ""
-    fields = [f"{label} {spread(group[column])}" for column, label in SETUP_FIELDS if column in group]
-    return ", ".join(fields + [str(group.iloc[0]["trainer.precision"])])
+    own = group[~group.arm.str.contains("@", regex=False)]
+    fields = []
+    for column, label in SETUP_FIELDS:
+        if column in group:
+            main, everything = spread(own[column]), spread(group[column])
+            fields.append(f"{label} {main}" + (f" (scale axis {everything})" if everything != main else ""))
+    precision = str(group.iloc[0]["trainer.precision"])
+    return ", ".join(fields + [PRECISIONS.get(precision, precision)])
 
 
 def ran(arm_runs: pd.DataFrame) -> str:
@@ -229,8 +245,8 @@ def ran(arm_runs: pd.DataFrame) -> str:
     shape = f"L{first['model.n_layer']} d{first['model.d_model']}"
     batch = f"batch {first['data.batch_size']}"
     if first.get("data.packing") in ("buckets", "sorted"):  # token-budget batches: data.batch_size is not used
-        batch = f"batches of at most {first['data.max_tokens']} padded tokens"
-    budget = f"{first['optim.max_steps']} steps, {batch}, lr {first['optim.lr']:g}"
+        batch = f"batches of at most {int(first['data.max_tokens']):,} padded tokens"
+    budget = f"{int(first['optim.max_steps']):,} steps, {batch}, lr {first['optim.lr']:g}"
     return f"ran: {shape}, {budget}, {int(first.train_tokens):,} tokens"
 
 
@@ -264,7 +280,9 @@ def experiment_section(
         "settings": [settings_row(tier, corpus, group) for (tier, corpus), group in groups],
         "tables": [arm_table(spec, tier, corpus, group) for (tier, corpus), group in groups],
         "still_learning": [line for (tier, corpus), group in groups for line in still_learning(tier, corpus, group)],
+        "bigram_level": [line for (tier, corpus), group in groups for line in bigram_level(tier, corpus, group)],
         "learning_max_drop": f"{spec.learning_check['max_drop']:g}" if spec.learning_check else "",
+        "budget_axis": spec.scale is not None and spec.scale.axis.startswith("optim.max_"),
         "verdicts": verdict_rows(spec, exp_verdicts),
         "awaiting": awaiting_groups(exp_verdicts),
         "meaning": meaning(spec, exp_verdicts),
@@ -290,6 +308,20 @@ def still_learning(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
             lines.append(
                 f"{arm} ({corpus}, {tier}): {len(failed)} of {len(runs)} runs, dropping {drop:.3f} nats on average"
             )
+    return lines
+
+
+def bigram_level(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
+    """The arms of a tier x corpus whose mean final validation loss is not below the corpus's bigram baseline: they
+    learned more than token frequencies, but no more than what the previous token alone predicts."""
+    if "baseline_bigram" not in group or "final_val_loss" not in group:
+        return []
+    finished = group[group.status == "finished"]
+    lines = []
+    for arm, runs in finished.groupby("arm", sort=True):
+        loss, bigram = runs.final_val_loss.mean(), runs.baseline_bigram.mean()
+        if loss >= bigram:
+            lines.append(f"{arm} ({corpus}, {tier}): {loss:.3f} nats against the bigram's {bigram:.3f}")
     return lines
 
 
@@ -368,8 +400,8 @@ def arm_rows(spec: ExperimentSpec, tier: str, group: pd.DataFrame, metric: str) 
                 "arm": arm,
                 "overrides": [f"{k}={v}" for k, v in overrides.items()] + [ran(arm_runs)],
                 "n": len(arm_runs),
-                "mean": f"{mean:.4f}",
-                "ci": f"[{low:.4f}, {high:.4f}]",
+                "mean": f"{mean:.4f}".replace("-", "−"),
+                "ci": f"[{low:.4f}, {high:.4f}]".replace("-", "−"),
                 "params": f"{int(arm_runs.n_params.iloc[0]):,}",
                 "tok_s": "—" if math.isnan(speed) else f"{speed:,.0f}",  # evaluation-only arms do not train
                 "health": ", ".join(f"{n} {h}" for h, n in arm_runs.health.value_counts().items())
@@ -387,14 +419,15 @@ def measure_rows(spec: ExperimentSpec, tier: str, group: pd.DataFrame) -> list[d
         arm_runs = group[group.arm == arm]
         if not arm_runs.empty:
             means = [arm_runs[m].mean() if m in arm_runs else math.nan for m in spec.report_metrics]
-            rows.append({"arm": arm, "values": ["—" if math.isnan(x) else f"{x:.4g}" for x in means]})
+            rows.append({"arm": arm, "values": ["—" if math.isnan(x) else num(x) for x in means]})
     return rows
 
 
 CURVES_CAPTION = (
     "Loss per step: arm mean and the band from the lowest to the highest seed (validation on a fixed subset of "
-    f"windows). Dashed: the unigram baseline and the plateau line {PLATEAU_MARGIN:.0%} below it (a run ending above it "
-    "did not learn); dotted: the bigram baseline."
+    "windows; points mark the evaluations). On the validation panel only (a smoothed training objective has other "
+    f"baselines): dashed, the unigram baseline and the plateau line {PLATEAU_MARGIN:.0%} below it (a run ending above "
+    "it did not learn); dotted, the bigram baseline; a baseline far from the data is named in the legend."
 )
 TAILS_CAPTION = (
     "How long-tailed the trained model's Linear weights and inputs are: |x - mean| / std at each quantile (each layer "
@@ -446,7 +479,10 @@ def group_figures(
     for i, spec_figure in enumerate(spec.figures):
         if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}{FIGURE}")) is not None:
             title = spec_figure.get("title", spec_figure["y"])
-            entries.append(figure_entry(path, f"{title}; {corpus}, {tier} tier (mean and 95% t interval over seeds)."))
+            caption = f"{title}; {corpus}, {tier} tier (mean and 95% t interval over seeds)."
+            if retired := superseded_users(spec, spec_figure["y"]):
+                caption = f"The measure of superseded {retired} (see the appendix). {caption}"
+            entries.append(figure_entry(path, caption))
     if not (tails := run_curves[run_curves.metric.str.endswith("_tail")]).empty:
         entries.append(
             figure_entry(tails_figure(tails, TAIL_QUANTILES, where, work / f"{tag}-tails{FIGURE}"), TAILS_CAPTION)
@@ -455,6 +491,12 @@ def group_figures(
         path = reliability_figure(reliability, list(spec.arms_for(tier)), where, work / f"{tag}-reliability{FIGURE}")
         entries.append(figure_entry(path, RELIABILITY_CAPTION))
     return entries
+
+
+def superseded_users(spec: ExperimentSpec, metric: str) -> str:
+    """The hypotheses that measure a metric when all of them are superseded ("H2, H3"), else ""."""
+    users = [h.id for h in spec.hypotheses if metric in h.metrics]
+    return ", ".join(users) if users and all(spec.superseded(i) for i in users) else ""
 
 
 def arms_figure(
@@ -471,19 +513,21 @@ def arms_figure(
     ]
     lines = loss_lines if primary == "final_val_loss" else {}
     caption = (
-        f"{primary} per seed (dots) and arm mean with its 95% t interval, as in the tables; {corpus}, {tier} tier. "
-        "For the validation loss: the corpus's unigram baseline and the plateau line (dashed, or named in the corner "
-        "when far off the plot)."
+        f"{primary} per seed (dots) and arm mean with its 95% t interval, as in the tables; {corpus}, {tier} tier."
     )
+    if lines:
+        caption += (" Dashed: the corpus's unigram baseline and the plateau line (named in the legend when far off the "
+                    "plot).")  # fmt: skip
     return figure_entry(arm_comparison_figure(f"{spec.id} [{tier}, {corpus}]", primary, values, path, lines), caption)
 
 
 OVERVIEW_CAPTION = (
     "Every measured hypothesis (rows: experiment, hypothesis, corpus, tier) with its effect and interval divided by "
-    "its own minimum effect m. Superiority is supported right of +1 and refuted left of it; non-inferiority is "
-    "decided against -1; equivalence needs the whole interval (90 %) inside (-1, 1). Colour: the verdict after the "
-    "false-discovery adjustment (grey: an arm did not learn). Counts and facts have no interval and are left out, "
-    "and so are the verdicts awaiting runs. "
+    "its own minimum effect m. Upper panel: superiority is supported right of +1 and refuted left of it; "
+    "non-inferiority is decided against -1 (positive: as the hypothesis predicts). Lower panel: equivalence, drawn as "
+    "the distance |treatment - control| / m with the distances its 90 % interval covers; supported when the whole "
+    "interval lies left of 1. Colour: the verdict after the false-discovery adjustment (grey: an arm did not learn). "
+    "Counts and facts have no interval and are left out, and so are the verdicts awaiting runs. "
     "The axis is linear within ±3 margins and logarithmic beyond."
 )
 
@@ -503,9 +547,9 @@ def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path
         return []
     path = effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects{FIGURE}")
     caption = (
-        "Effect of each hypothesis with its interval (colour = raw verdict; grey: not decided, an arm did not learn) "
-        'and the threshold of its test; a hollow dot and "awaiting runs": decided on runs that predate the rerun or '
-        "lack seeds, counted nowhere."
+        "Effect of each hypothesis with its interval (colour = verdict after the false-discovery adjustment; grey: not "
+        'decided, an arm did not learn) and the threshold of its test; a hollow dot and "awaiting runs": its raw '
+        "verdict, decided on runs that predate the rerun or lack seeds, counted nowhere."
     )
     return [figure_entry(path, caption)]
 
@@ -523,7 +567,7 @@ def literature_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: P
         rows, f"{spec.id}: our effects and the published ones", work / f"{spec.name}-literature{FIGURE}"
     )
     caption = (
-        "Each hypothesis's effect here (left, colour = raw verdict) beside the published effect of the same "
+        "Each hypothesis's effect here (left, colour = adjusted verdict) beside the published effect of the same "
         "comparison (right, in the paper's units): the signs and the order compare, the sizes do not."
     )
     return [figure_entry(path, caption)]
@@ -569,7 +613,9 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
             {
                 "experiment": f"{v.experiment_id} {v.experiment}",
                 "hypothesis": f"{v.hypothesis}{ADDED_MARK if specs[v.experiment].added(h.id) else ''}: "
-                + (h.statement if statements else f"{v.treatment} vs {v.control}, {v.metric} {v.direction}"),
+                + (h.statement if statements else f"{v.treatment} vs {v.control},"),
+                "metric": "" if statements else f"{v.metric}",
+                "direction": "" if statements else v.direction,
                 "corpus": v.corpus,
                 "tier": v.tier,
                 "test": v.test.replace("_", "-"),
@@ -718,7 +764,7 @@ def environment(runs: pd.DataFrame) -> dict:
         "run_commits": sorted(set(runs.git_commit)) if not runs.empty else [],
         "report_commit": tracking.git_commit(),
         "versions": f"Python {tracking.platform.python_version()}, torch {torch.__version__}, "
-        f"Lightning {pytorch_lightning.__version__}, MLflow {mlflow.__version__}, Typst (typst-py) {typst.__version__}",
+        f"Lightning {pytorch_lightning.__version__}, MLflow {mlflow.__version__}, typst-py {typst.__version__}",
     }
 
 

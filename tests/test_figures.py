@@ -1,0 +1,188 @@
+"""The report's figures drawn from small frames: what each draws, where, and in which colour (no PDF, no runs)."""
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+
+from ablations import figures
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the functions draw, kept open to inspect (they close what they save)."""
+    kept = []
+    close = plt.close
+    monkeypatch.setattr(figures.plt, "close", kept.append)
+    yield kept
+    for fig in kept:
+        close(fig)
+
+
+def verdict(**fields) -> dict:
+    row = {"experiment_id": "E01", "hypothesis": "H1", "corpus": "stdlib_prose", "tier": "quick",
+           "test": "superiority", "metric": "final_val_loss", "direction": "lower", "effect": 0.1, "ci_low": 0.05,
+           "ci_high": 0.15, "ci_level": 0.95, "min_effect": 0.02, "verdict": "supported",
+           "verdict_adjusted": "supported", "awaiting": ""}  # fmt: skip
+    return row | fields
+
+
+def axes_fraction(ax, x: float, y: float) -> tuple[float, float]:
+    fx, fy = ax.transAxes.inverted().transform(ax.transData.transform((x, y)))
+    return float(fx), float(fy)
+
+
+def interval_colours(ax) -> list[str]:
+    """The colours of the intervals (thick lines) of an effects panel, top row first."""
+    return [to_hex(line.get_color()) for line in ax.lines if line.get_linewidth() >= 2.5]
+
+
+def test_the_overview_draws_equivalence_as_a_distance_in_its_own_panel_and_every_marker_inside(drawn, tmp_path):
+    """An equivalence effect is treatment - control: its sign predicts nothing, so a far one must not sit on the
+    'as predicted' side of the axis; 46 margins out, a marker was cut in half by the edge."""
+    verdicts = pd.DataFrame([
+        verdict(effect=0.93, ci_low=0.92, ci_high=0.95),  # 46 margins: the right edge
+        verdict(hypothesis="H2", test="non_inferiority", effect=-0.5, ci_low=-0.55, ci_high=-0.45,
+                verdict="refuted", verdict_adjusted="refuted"),  # -25 margins: the left edge
+        verdict(hypothesis="H4", test="equivalence", direction="equal", effect=0.93, ci_low=0.92, ci_high=0.946,
+                verdict="refuted", verdict_adjusted="refuted"),
+        verdict(hypothesis="H8", test="equivalence", direction="equal", effect=-0.01, ci_low=-0.03, ci_high=0.012,
+                verdict="inconclusive", verdict_adjusted="inconclusive"),
+    ])  # fmt: skip
+    figures.margins_figure(verdicts, tmp_path / "overview.svg")
+    directional, equivalence = drawn[0].axes
+    assert [t.get_text() for t in directional.get_yticklabels()] == ["E01 H1 · stdlib_prose · quick",
+                                                                    "E01 H2 · stdlib_prose · quick"]  # fmt: skip
+    assert [t.get_text() for t in equivalence.get_yticklabels()] == ["E01 H4 · stdlib_prose · quick",
+                                                                    "E01 H8 · stdlib_prose · quick"]  # fmt: skip
+    assert "as the hypothesis predicts" in directional.get_xlabel()
+    assert "|treatment − control| / margin" in equivalence.get_xlabel()
+    assert "within 1 = as predicted" in equivalence.get_title()
+    markers = [line for line in equivalence.lines if line.get_marker() == "D"]
+    assert [line.get_xdata()[0] for line in markers] == pytest.approx([0.93 / 0.02, 0.01 / 0.02])
+    intervals = [line.get_xdata() for line in equivalence.lines if line.get_linewidth() == 2.5]
+    assert list(intervals[1]) == pytest.approx([0, 0.03 / 0.02])  # it holds 0: from no distance to the farther end
+    for ax in (directional, equivalence):
+        for line in ax.lines:
+            if line.get_linewidth() == 2.5 or line.get_marker() in "osD":  # intervals and markers, not margins
+                for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True):
+                    assert 0.02 < axes_fraction(ax, x, y)[0] < 0.98, (ax.get_title(), x)
+
+
+def test_an_equivalence_distance_is_the_range_of_distances_its_interval_spans():
+    assert figures.equivalence_distance(-0.12, -0.13, -0.11, 0.02) == pytest.approx((6.0, 5.5, 6.5))
+    assert figures.equivalence_distance(0.01, -0.03, 0.02, 0.02) == pytest.approx((0.5, 0.0, 1.5))
+
+
+def curves(arm: str, metric: str, steps: list[int], values: list[float], seeds=(0, 1, 2)) -> list[dict]:
+    return [
+        {"arm": arm, "seed": seed, "metric": metric, "step": step, "value": value + 0.01 * seed}
+        for seed in seeds
+        for step, value in zip(steps, values, strict=True)
+    ]
+
+
+BASELINES = {"unigram baseline": 3.35, "plateau line (10% below)": 3.01, "bigram baseline": 2.47}
+
+
+def test_the_curves_show_an_arm_evaluated_once_inside_the_limits_and_list_only_arms_with_data(drawn, tmp_path):
+    """E07 on tinyshakespeare: one evaluation per run was an empty panel whose limits the baselines set, and the
+    legend named an arm without runs there."""
+    train_steps = list(range(10, 200, 10))
+    train = [3.6 - 1.5 * step / 190 for step in train_steps]
+    frame = pd.DataFrame(
+        curves("fixed", "val_loss", [100], [2.40])
+        + curves("buckets", "val_loss", [100], [2.43])
+        + curves("fixed", "train_loss", train_steps, train)
+        + curves("buckets", "train_loss", train_steps, train)
+        + curves("fixed@d_model=64", "val_loss", [100], [1.0])  # an arm not asked for: neither drawn nor limiting
+    )
+    arms = ["fixed", "buckets", "buckets_equal_updates"]
+    figures.curves_figure(frame, arms, "tinyshakespeare, quick", tmp_path / "curves.svg", BASELINES)
+    fig = drawn[0]
+    val, train_ax = fig.axes[:2]
+    low, high = val.get_ylim()
+    assert low < 2.40 and 2.45 < high and low > 2.0  # the data inside, and not squashed by a far baseline
+    assert all(line.get_marker() == "o" for line in val.lines if line.get_label() in arms)  # a point, not no line
+    assert val.get_xlim() == train_ax.get_xlim()  # one step axis: the evaluation sits where it was in training
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["fixed", "buckets", "unigram baseline 3.35 (off the plot)",
+                      "plateau line (10% below) 3.01 (off the plot)", "bigram baseline"]  # fmt: skip
+    assert not val.texts  # no note inside the axes for a line to strike through
+
+
+def test_the_baselines_are_drawn_on_the_validation_panel_only(drawn, tmp_path):
+    """A smoothed training objective sits near the plateau line while the model learns (E05, label smoothing)."""
+    steps = list(range(100, 2100, 100))
+    falling = [2.8 - step / 2000 for step in steps]
+    frame = pd.DataFrame(
+        curves("ls0", "val_loss", steps, falling)
+        + curves("ls0", "train_loss", steps, falling)
+        + curves("ls02", "val_loss", steps, falling)
+        + curves("ls02", "train_loss", steps, [loss + 1.0 for loss in falling])  # the smoothed objective: higher
+    )
+    near = {"unigram baseline": 3.0, "plateau line (10% below)": 2.7, "bigram baseline": 2.2}
+    figures.curves_figure(frame, ["ls0", "ls02"], "stdlib_prose, quick", tmp_path / "curves.svg", near)
+    val, train = drawn[0].axes[:2]
+    assert {line.get_label() for line in val.lines} >= set(near)
+    assert not {line.get_label() for line in train.lines} & set(near)
+    assert not any("off the plot" in line.get_label() for line in train.lines)
+
+
+def test_a_reference_line_far_off_the_data_is_named_in_the_legend_not_in_the_corner(drawn, tmp_path):
+    values = [(arm, seed, 1.7 + 0.02 * seed + 0.2 * i) for i, arm in enumerate(["a", "b"]) for seed in range(3)]
+    lines = {"unigram baseline": 3.3, "plateau line (10% below)": 2.0}
+    figures.arm_comparison_figure("E02 [quick, stdlib_prose]", "final_val_loss", values, tmp_path / "a.svg", lines)
+    ax = drawn[0].axes[0]
+    assert not ax.texts
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "unigram baseline 3.3 (off the plot)" in legend and "plateau line (10% below)" in legend
+    assert ax.get_ylim()[1] > 2.0  # the near line is drawn, inside the limits
+
+
+def test_a_long_panel_title_is_wrapped_to_fit_the_figure(drawn, tmp_path):
+    """'…jacobian_norm (lower), effect and 9' was cut off at the figure's edge."""
+    verdicts = pd.DataFrame([
+        verdict(corpus="tinyshakespeare", awaiting="its runs are of an older version"),
+        verdict(hypothesis="H7", metric="final_log10_softmax_jacobian_norm_of_every_layer_and_head_pooled"),
+    ])  # fmt: skip
+    figures.effects_figure(verdicts, "E02: effects", tmp_path / "effects.svg")
+    fig = drawn[0]
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        for text in (ax.title, ax.xaxis.label):
+            box = text.get_window_extent(renderer)
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, text.get_text()
+    assert "\n" in fig.axes[1].get_title() and "\n" not in fig.axes[0].get_title()
+
+
+def test_the_verdict_figures_colour_by_the_adjusted_verdict_and_say_so(drawn, tmp_path):
+    rows = pd.DataFrame([
+        verdict(verdict="supported", verdict_adjusted="inconclusive"),  # the adjustment changed it: orange
+        verdict(corpus="tinyshakespeare", verdict="refuted", verdict_adjusted="awaiting runs",
+                awaiting="its runs are of an older version"),  # outside every family: its raw verdict, hollow
+    ])  # fmt: skip
+    expected = [to_hex(figures.VERDICT_COLOURS[v]) for v in ("inconclusive", "refuted")]
+    figures.effects_figure(rows, "E01: effects", tmp_path / "effects.svg")
+    assert interval_colours(drawn[-1].axes[0]) == expected
+    published = rows.assign(literature_effect=0.2, literature_units="PPL")
+    figures.literature_figure(published, "E01: published", tmp_path / "literature.svg")
+    assert interval_colours(drawn[-1].axes[0]) == expected
+    figures.margins_figure(rows.iloc[:1], tmp_path / "overview.svg")
+    assert interval_colours(drawn[-1].axes[0]) == expected[:1]
+    for fig in drawn:
+        title = fig.legends[0].get_title().get_text()
+        assert "verdict after the false-discovery adjustment" in title, title
+    assert "hollow: awaiting runs" in drawn[0].legends[0].get_title().get_text()
+    raw = figures.shown_verdicts(rows.drop(columns="verdict_adjusted"))
+    assert list(raw) == ["supported", "refuted"]  # a frame without adjusted verdicts: the raw ones
+
+
+def test_every_arm_of_a_large_experiment_has_its_own_colour(drawn, tmp_path):
+    """Beyond the ten colours of the cycle, the eleventh arm took the first one's colour."""
+    arms = [f"arm{i}" for i in range(11)]
+    frame = pd.DataFrame([row for arm in arms for row in curves(arm, "val_loss", [100, 200], [2.5, 2.4])])
+    figures.curves_figure(frame, arms, "stdlib_prose, quick", tmp_path / "curves.svg")
+    colours = [to_hex(handle.get_color()) for handle in drawn[0].legends[0].legend_handles]
+    assert len(set(colours)) == len(arms)
