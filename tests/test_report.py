@@ -399,3 +399,8 @@ def test_arms_no_better_than_the_bigram_baseline_are_named_with_both_losses():
     group = pd.DataFrame({"arm": ["a", "a", "b"], "status": ["finished"] * 3, "final_val_loss": [2.60, 2.62, 2.1],
                           "baseline_bigram": [2.6, 2.6, 2.6]})  # fmt: skip
     assert report.bigram_level("quick", "prose", group) == ["a (prose, quick): 2.610 nats against the bigram's 2.600"]
+
+
+def test_arms_whose_learning_check_could_not_be_made_are_named():
+    group = pd.DataFrame({"arm": ["a", "a", "b"], "learning_check": ["unknown", "unknown", "passed"]})
+    assert report.unchecked("quick", "prose", group) == ["a (prose, quick): 2 runs"]

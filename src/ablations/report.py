@@ -280,6 +280,7 @@ def experiment_section(
         "settings": [settings_row(tier, corpus, group) for (tier, corpus), group in groups],
         "tables": [arm_table(spec, tier, corpus, group) for (tier, corpus), group in groups],
         "still_learning": [line for (tier, corpus), group in groups for line in still_learning(tier, corpus, group)],
+        "unchecked": [line for (tier, corpus), group in groups for line in unchecked(tier, corpus, group)],
         "bigram_level": [line for (tier, corpus), group in groups for line in bigram_level(tier, corpus, group)],
         "learning_max_drop": f"{spec.learning_check['max_drop']:g}" if spec.learning_check else "",
         "budget_axis": spec.scale is not None and spec.scale.axis.startswith("optim.max_"),
@@ -309,6 +310,13 @@ def still_learning(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
                 f"{arm} ({corpus}, {tier}): {len(failed)} of {len(runs)} runs, dropping {drop:.3f} nats on average"
             )
     return lines
+
+
+def unchecked(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
+    """The checked arms of a tier x corpus whose learning check could not be made: fewer than two periodic
+    evaluations in the last quarter of training (a short run evaluated rarely)."""
+    missing = group[group.learning_check == "unknown"]
+    return [f"{arm} ({corpus}, {tier}): {len(runs)} runs" for arm, runs in missing.groupby("arm", sort=True)]
 
 
 def bigram_level(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
@@ -662,6 +670,7 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
             "hardware": "; ".join(sorted(set(runs.hardware.dropna()))),
             "seeds": spread(runs.groupby(["experiment", "tier", "corpus", "arm"]).seed.nunique()),
             "still_learning": sorted(specs[n].id for n in set(runs[runs.learning_check == "failed"].experiment)),
+            "unchecked": sorted(specs[n].id for n in set(runs[runs.learning_check == "unknown"].experiment)),
         },
     }
 
