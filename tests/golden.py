@@ -50,6 +50,11 @@ SEED = 3
 # so those are compared absolutely there. Across CPUs the test therefore catches changes of the code that move a
 # number by more than 0.5 %; on the recording CPU, any change.
 SAME_CPU, ACROSS_CPUS = (1e-6, 1e-9), (5e-3, 1e-5)
+# Numbers left out across CPUs. LoRA's adapters start with B = 0, so the first gradients of A are near zero and
+# Adam scales them to full-size steps whose direction comes from last-bit noise: another CPU's kernels change it.
+# Measured on an Intel Xeon (AVX-512) against the AMD EPYC numbers: the adapters' gradient norm 1 % off at step 10
+# and 15 % at step 14, while every loss agreed within 0.5 %. On the recording CPU they are compared like the rest.
+UNSTABLE_ACROSS_CPUS = {"lora_all": "grad_norm@", "lora_qv": "grad_norm@"}
 
 
 def cpu_signature() -> str:
@@ -292,14 +297,19 @@ def compute(cases: list[str] | None = None) -> dict[str, dict[str, float]]:
 
 
 def differences(
-    found: dict[str, dict[str, float]], golden: dict[str, dict[str, float]], tolerance: tuple[float, float] = SAME_CPU
+    found: dict[str, dict[str, float]],
+    golden: dict[str, dict[str, float]],
+    tolerance: tuple[float, float] = SAME_CPU,
+    unstable: dict[str, str] | None = None,
 ) -> list[str]:
-    """Every number that is missing, new, or beyond the tolerance, as 'case: metric golden -> found'."""
+    """Every number that is missing, new, or beyond the tolerance, as 'case: metric golden -> found'; `unstable`
+    (case -> metric prefix) names numbers left out (see UNSTABLE_ACROSS_CPUS)."""
     rtol, atol = tolerance
     lines = []
     for case in sorted(set(found) | set(golden)):
         new, old = found.get(case, {}), golden.get(case, {})
-        for key in sorted(set(new) | set(old)):
+        skipped = (unstable or {}).get(case)
+        for key in sorted(k for k in set(new) | set(old) if not (skipped and k.startswith(skipped))):
             a, b = old.get(key, math.nan), new.get(key, math.nan)
             same = (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
             if not same:
@@ -310,6 +320,11 @@ def differences(
 def tolerance(recorded: dict) -> tuple[float, float]:
     """The tolerance for comparing with the recorded numbers here: exact on the CPU that recorded them."""
     return SAME_CPU if recorded.get("cpu") == cpu_signature() else ACROSS_CPUS
+
+
+def unstable(recorded: dict) -> dict[str, str]:
+    """The numbers not compared here: none on the CPU that recorded them."""
+    return {} if recorded.get("cpu") == cpu_signature() else UNSTABLE_ACROSS_CPUS
 
 
 def write(cases: dict[str, dict[str, float]]) -> None:
@@ -327,7 +342,7 @@ def add(names: list[str]) -> None:
     found = compute(names)
     before = {case: recorded["cases"].get(case, {}) for case in names}
     again = {case: {k: found[case].get(k, math.nan) for k in before[case]} for case in names}
-    if changed := differences(again, before, tolerance(recorded)):
+    if changed := differences(again, before, tolerance(recorded), unstable(recorded)):
         sys.exit(f"recorded numbers changed ({changed[:3]}): bump NUMERICS_VERSION and regenerate with --write")
     write(recorded["cases"] | {case: before[case] | found[case] for case in names})
 

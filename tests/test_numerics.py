@@ -20,7 +20,7 @@ def recorded():
 
 def test_the_numbers_of_every_switch_are_the_golden_ones(recorded):
     found = golden.compute()
-    changed = golden.differences(found, recorded["cases"], golden.tolerance(recorded))
+    changed = golden.differences(found, recorded["cases"], golden.tolerance(recorded), golden.unstable(recorded))
     assert not changed, (
         f"{len(changed)} numbers changed (tolerance {golden.tolerance(recorded)}, numbers recorded on "
         f"{recorded.get('cpu')}, this is {golden.cpu_signature()}), first: {changed[:5]}. If the change is meant, bump "
@@ -73,6 +73,16 @@ def test_a_change_to_the_numbers_fails_the_golden_test(monkeypatch, module, old,
     unchanged = golden.compute([case])
     mutate(monkeypatch, module, old, new)
     assert golden.differences(golden.compute([case]), unchanged)
+
+
+def test_only_the_named_unstable_numbers_of_a_case_are_left_out():
+    recorded = {"lora_all": {"grad_norm@2": 0.2, "train_loss@2": 5.0}, "base": {"grad_norm@2": 0.2}}
+    found = {"lora_all": {"grad_norm@2": 0.3, "train_loss@2": 5.0}, "base": {"grad_norm@2": 0.3}}
+    assert golden.differences(found, recorded, golden.ACROSS_CPUS, golden.UNSTABLE_ACROSS_CPUS) == [
+        "base: grad_norm@2 0.2 -> 0.3"
+    ]
+    found["lora_all"]["train_loss@2"] = 5.1
+    assert len(golden.differences(found, recorded, golden.ACROSS_CPUS, golden.UNSTABLE_ACROSS_CPUS)) == 2
 
 
 def test_a_refactor_that_keeps_the_numbers_passes(monkeypatch):
