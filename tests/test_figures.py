@@ -186,3 +186,12 @@ def test_every_arm_of_a_large_experiment_has_its_own_colour(drawn, tmp_path):
     figures.curves_figure(frame, arms, "stdlib_prose, quick", tmp_path / "curves.svg")
     colours = [to_hex(handle.get_color()) for handle in drawn[0].legends[0].legend_handles]
     assert len(set(colours)) == len(arms)
+
+
+def test_the_scatter_figures_legend_lies_outside_the_axes(tmp_path, drawn):
+    points = [(arm, seed, 1.0 + i + 0.01 * seed, 2.0 - i) for i, arm in enumerate("abc") for seed in range(2)]
+    figures.scatter_figure("t", "x", "y", points, tmp_path / "s.svg")
+    (fig,) = drawn
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1

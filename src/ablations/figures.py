@@ -160,7 +160,8 @@ def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, floa
     for arm, row in means.iterrows():
         ax.annotate(arm, (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_title(title)
-    ax.legend(title="arm (mean)", fontsize=8, title_fontsize=8)
+    # every arm is labelled beside its marker; the legend goes outside, where it covers no point
+    ax.legend(title="arm (mean)", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return save_figure(fig, path)
 
 
