@@ -1,5 +1,6 @@
 """The evidence report, built from a small fixture of real smoke-tier results (tests/fixtures/smoke_results)."""
 
+import json
 import math
 import os
 import shutil
@@ -280,6 +281,21 @@ def test_the_rerun_appendix_marks_the_verdicts_a_rerun_changed():
     assert [(r["hypothesis"], r["before"], r["after"], r["changed"]) for r in rows] == [
         ("H1", "refuted", "refuted", ""), ("H4", "refuted", "inconclusive", "yes")]  # fmt: skip
     assert rows[1]["effect_before"] == "−0.03 [−0.06, −0.001], 3 seeds"
+
+
+def test_a_rerun_of_an_experiment_without_a_scale_axis_reads_its_blank_scale_as_text(tmp_path, results_dir):
+    """An experiment without a scale axis (E06) leaves the rerun table's scale blank: it reads as "", not NaN, which
+    the report's JSON cannot hold (it once stopped typst with a parse error)."""
+    out = shutil.copytree(results_dir, tmp_path / "results")
+    sides = {"verdict_adjusted": "refuted", "effect": -0.9, "ci_low": -1.0, "ci_high": -0.8, "n_seeds": 5,
+             "superseded": ""}  # fmt: skip
+    row = {"experiment": "attention_heads", "experiment_id": "E01", "tier": "smoke", "corpus": "stdlib_prose",
+           "hypothesis": "H1", "scale": "", "code_version_before": "7e3"}  # fmt: skip
+    row |= {f"{k}_{when}": v for k, v in sides.items() for when in ("before", "after")}
+    pd.DataFrame([row]).to_csv(out / "verdicts_before_rerun.csv", index=False)
+    rows = report.rerun_rows(report.read_results(out, ("smoke",))["verdicts_before_rerun"])
+    assert (rows[0]["scale"], rows[0]["version"]) == ("", "7e3")
+    json.dumps(rows, allow_nan=False)
 
 
 def test_verdicts_awaiting_their_rerun_are_shown_in_their_section_and_counted_apart(tmp_path, results_dir):

@@ -782,6 +782,11 @@ def numbered(column: pd.Series) -> pd.Series:
     return column.str[1:].astype(int) if column.name == "hypothesis" else column
 
 
+def blanks_as_text(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Text columns with "" for a blank: pandas reads a blank as NaN, which is not text (nor valid JSON)."""
+    return frame.assign(**{c: frame[c].astype(object).where(frame[c].notna(), "") for c in columns})
+
+
 def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """results/*.csv limited to the tiers; verdicts split into current and superseded, blanks as ""."""
     names = ["runs", "verdicts", "trends", "curves"]
@@ -794,12 +799,12 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
         raise SystemExit(
             f"error: {results_dir}/runs.csv has no runs of the tiers {', '.join(tiers)}; nothing to report"
         )
+    text_columns = {"verdicts": ("reason", "superseded", "scale", "awaiting"), "trends": ("awaiting",),
+                    "verdicts_before_rerun": ("scale", "superseded_before", "superseded_after")}  # fmt: skip
+    for name, columns in text_columns.items():
+        if name in frames:
+            frames[name] = blanks_as_text(frames[name], columns)
     verdicts = frames["verdicts"]
-    for column in ("reason", "superseded", "scale", "awaiting"):  # all blank reads as a float column
-        verdicts[column] = verdicts[column].astype(object).where(verdicts[column].notna(), "")
-    frames["trends"]["awaiting"] = (
-        frames["trends"]["awaiting"].astype(object).where(frames["trends"]["awaiting"].notna(), "")
-    )
     frames["superseded"] = verdicts[verdicts.superseded != ""]
     frames["current"] = current = verdicts[verdicts.superseded == ""]
     own_scale = current[~current.treatment.str.contains("@", regex=False)]  # the scaled arms: the trend table
@@ -859,7 +864,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "compute": compute_rows(runs),
             "commands": commands(runs),
         }
-        (work / "report.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
+        (work / "report.json").write_text(json.dumps(data, ensure_ascii=False, indent=1, allow_nan=False))
         shutil.copy(TEMPLATE, work / "report.typ")
         pdf = typst.compile(str(work / "report.typ"), root=str(work), font_paths=list(CJK_FONT_DIRS))
         atomic_write(out, pdf)
