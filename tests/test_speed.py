@@ -159,3 +159,10 @@ def test_length_scaling_counts_the_quadratic_share_exactly_and_fits_exponents(mo
     assert 1 < metrics["bench_attention_flops_exponent"] < 2
     assert all(math.isfinite(v) for v in metrics.values())
     assert speed.log_log_slope([10, 100, 1000], [3, 300, 30000]) == pytest.approx(2.0)
+    d = 16  # each length's FLOPs: 4 n² d + 8 n d², and the exponent is their slope over the three longest
+    assert [metrics[f"bench_attention_flops_n{n}"] for n in (16, 32, 64, 128)] == [
+        4 * n * n * d + 8 * n * d * d for n in (16, 32, 64, 128)
+    ]
+    slope = speed.log_log_slope([32, 64, 128], [metrics[f"bench_blocks_seconds_n{n}"] for n in (32, 64, 128)])
+    assert metrics["bench_blocks_time_exponent"] == slope
+    assert all(metrics[f"bench_{what}_seconds_n{n}"] > 0 for what in speed.SCALING_COSTS for n in (16, 32, 64, 128))

@@ -285,6 +285,41 @@ def tails_figure(curves: pd.DataFrame, quantiles: Sequence[float], title: str, p
     return save_figure(fig, path)
 
 
+def length_scaling_figure(points: pd.DataFrame, exponents: pd.DataFrame, title: str, path: Path) -> Path:
+    """Cost against sequence length on log-log axes, one panel per unit (`points`: unit, cost, seed, n, value):
+    every seed as a faint dot, the geometric mean over seeds joined, and over the three longest lengths the line of
+    the mean fitted exponent (`exponents`: unit, cost, seed, k, the logged ones the hypotheses test), its 95% t
+    interval over seeds in the legend; dotted guides of slope 1 and 2 through the first cost's mean."""
+    units = list(dict.fromkeys(points.unit))
+    fig, axes = plt.subplots(1, len(units), figsize=(4.2 * len(units), 3.9), layout="constrained", squeeze=False)
+    for ax, unit in zip(axes[0], units, strict=True):
+        frame = points[points.unit == unit]
+        lengths = sorted(frame.n.unique())
+        fitted = lengths[-3:]
+        ax.axvspan(fitted[0], fitted[-1], color="0.93", zorder=0)
+        groups = frame.groupby("cost", sort=False)
+        for colour, (cost, rows) in zip(sns.color_palette(n_colors=groups.ngroups), groups, strict=True):
+            ks = exponents[(exponents.unit == unit) & (exponents.cost == cost)].k
+            low, high = t_interval(list(ks))
+            k = ks.mean()
+            ax.scatter(rows.n, rows.value, color=colour, alpha=0.3, s=12)
+            means = rows.groupby("n").value.apply(lambda v: math.exp(v.map(math.log).mean()))
+            span = "" if low == high else f" [{low:.2f}, {high:.2f}]"
+            ax.plot(means.index, means.values, "o", color=colour, label=f"{cost}: k = {k:.2f}{span}")
+            middle = math.exp(sum(math.log(means[n]) for n in fitted) / len(fitted))
+            centre = math.exp(sum(math.log(n) for n in fitted) / len(fitted))
+            ax.plot(fitted, [middle * (n / centre) ** k for n in fitted], "-", color=colour)
+        anchor = frame[frame.cost == frame.cost.iloc[0]].groupby("n").value.median()
+        for slope, style, law in ((1, ":", "n"), (2, "--", "n²")):
+            ax.plot(lengths, [anchor[lengths[0]] * (n / lengths[0]) ** slope for n in lengths], style, color="0.45",
+                    linewidth=1, label=f"∝ {law} (guide)")  # fmt: skip
+        ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=unit, title=f"{unit} ({title})")
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.minorticks_off()
+        ax.legend(fontsize=7, title="fitted over the shaded lengths", title_fontsize=7)
+    return save_figure(fig, path)
+
+
 VERDICT_COLOURS = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange", "not decided": "grey"}
 
 

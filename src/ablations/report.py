@@ -34,6 +34,7 @@ from ablations.figures import (
     curves_figure,
     effects_figure,
     figure_from_spec,
+    length_scaling_figure,
     literature_figure,
     margins_figure,
     reliability_figure,
@@ -442,6 +443,12 @@ TAILS_CAPTION = (
     "normalized by its own std, layers pooled), per seed, against a Gaussian. Outliers far beyond the Gaussian line "
     "are what INT8 calibration must handle."
 )
+LENGTH_SCALING_CAPTION = (
+    "Cost against sequence length on log-log axes (the length_scaling benchmark on the trained model): each seed's "
+    "median over the timed rounds (faint), the geometric mean over seeds (dots), and over the shaded lengths the "
+    "line of the mean fitted exponent k, the value the hypotheses test, with its 95% t interval over seeds. The "
+    "grey guides have slopes 1 and 2. FLOPs are counted on the attention sublayer (written-out attention)."
+)
 RELIABILITY_CAPTION = "Reliability diagram: validation accuracy against confidence in 15 bins, seeds pooled."
 
 
@@ -491,6 +498,9 @@ def group_figures(
             if retired := superseded_users(spec, spec_figure["y"]):
                 caption = f"The measure of superseded {retired} (see the appendix). {caption}"
             entries.append(figure_entry(path, caption))
+    if not (scaling := length_scaling_points(rows)).empty:
+        path = length_scaling_figure(*scaling, where, work / f"{tag}-length{FIGURE}")
+        entries.append(figure_entry(path, LENGTH_SCALING_CAPTION))
     if not (tails := run_curves[run_curves.metric.str.endswith("_tail")]).empty:
         entries.append(
             figure_entry(tails_figure(tails, TAIL_QUANTILES, where, work / f"{tag}-tails{FIGURE}"), TAILS_CAPTION)
@@ -499,6 +509,32 @@ def group_figures(
         path = reliability_figure(reliability, list(spec.arms_for(tier)), where, work / f"{tag}-reliability{FIGURE}")
         entries.append(figure_entry(path, RELIABILITY_CAPTION))
     return entries
+
+
+SCALING_METRIC = re.compile(r"bench_(?P<cost>\w+?)_(?P<unit>seconds|flops)_n(?P<n>\d+)")
+# a unit's per-length metrics, their exponent's name, the panel's label (in this order)
+SCALING_UNITS = {"seconds": ("time", "median seconds per call"), "flops": ("flops", "counted FLOPs")}
+
+
+def length_scaling_points(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame] | pd.DataFrame:
+    """The length_scaling benchmark of the finished runs: per-length costs (unit, cost, seed, n, value) and the
+    logged exponents the hypotheses test (unit, cost, seed, k); an empty frame when no run has them."""
+    points, exponents = [], []
+    for row in (r for r in rows if r["status"] == "finished"):
+        measured = _metrics_of(row)
+        for name, value in measured.items():
+            if match := SCALING_METRIC.fullmatch(name):
+                points.append({"unit": match["unit"], "cost": match["cost"], "seed": row["seed"],
+                               "n": int(match["n"]), "value": value})  # fmt: skip
+        for unit, cost in {(p["unit"], p["cost"]) for p in points if p["seed"] == row["seed"]}:
+            if (k := measured.get(f"bench_{cost}_{SCALING_UNITS[unit][0]}_exponent")) is not None:
+                exponents.append({"unit": unit, "cost": cost, "seed": row["seed"], "k": k})
+    if not points:
+        return pd.DataFrame()
+    order = {unit: i for i, unit in enumerate(SCALING_UNITS)}
+    frames = [pd.DataFrame(points).sort_values(["unit", "cost", "n"], key=lambda c: c.map(order) if c.name == "unit"
+                                               else c), pd.DataFrame(exponents)]  # fmt: skip
+    return tuple(f.assign(unit=f.unit.map(lambda u: SCALING_UNITS[u][1])) for f in frames)
 
 
 def superseded_users(spec: ExperimentSpec, metric: str) -> str:

@@ -224,6 +224,7 @@ def decoding(
 
 
 SCALING_LENGTHS = (128, 256, 512, 1024, 2048)  # sequence lengths timed; exponents from the three longest
+SCALING_COSTS = ("attention", "blocks", "decode")  # what length_scaling times at each length
 
 
 def log_log_slope(lengths: Sequence[int], costs: Sequence[float]) -> float:
@@ -277,16 +278,25 @@ def length_scaling(
     with torch.no_grad(), precision():
         seconds = {name: statistics.median(t) for name, t in alternate(contenders, cfg.repeats).items()}
     longest = SCALING_LENGTHS[-3:]
-    metrics = {
-        f"bench_{what}_time_exponent": log_log_slope(longest, [seconds[f"{what}{n}"] for n in longest])
-        for what in ("attention", "blocks", "decode")
-    }
-    flops = [attention_flops(model, hidden[n])[0] for n in longest]
+    flops = {n: attention_flops(model, hidden[n])[0] for n in SCALING_LENGTHS}
     total, quadratic = attention_flops(model, torch.randn(1, model.cfg.block_size, d, generator=generator))
-    return metrics | {
-        "bench_attention_flops_exponent": log_log_slope(longest, flops),
-        "bench_attention_quadratic_flops_share": quadratic / total,
+    exponents = {
+        f"bench_{what}_time_exponent": log_log_slope(longest, [seconds[f"{what}{n}"] for n in longest])
+        for what in SCALING_COSTS
     }
+    # every length's own value too, for the report's log-log figure
+    per_length = {
+        f"bench_{what}_seconds_n{n}": seconds[f"{what}{n}"] for what in SCALING_COSTS for n in SCALING_LENGTHS
+    }
+    return (
+        exponents
+        | per_length
+        | {f"bench_attention_flops_n{n}": flops[n] for n in SCALING_LENGTHS}
+        | {
+            "bench_attention_flops_exponent": log_log_slope(longest, [flops[n] for n in longest]),
+            "bench_attention_quadratic_flops_share": quadratic / total,
+        }
+    )
 
 
 BENCHMARKS = {
