@@ -414,7 +414,8 @@ def test_a_hypothesis_an_amendment_added_is_marked_in_the_summary_and_its_sectio
 def test_arms_no_better_than_the_bigram_baseline_are_named_with_both_losses():
     group = pd.DataFrame({"arm": ["a", "a", "b"], "status": ["finished"] * 3, "final_val_loss": [2.60, 2.62, 2.1],
                           "baseline_bigram": [2.6, 2.6, 2.6]})  # fmt: skip
-    assert report.bigram_level("quick", "prose", group) == ["a (prose, quick): 2.610 nats against the bigram's 2.600"]
+    assert report.bigram_level("quick", "prose", group) == [
+        {"arm": "a", "corpus": "prose", "tier": "quick", "loss": "2.610", "bigram": "2.600"}]  # fmt: skip
 
 
 def test_arms_whose_learning_check_could_not_be_made_are_named():

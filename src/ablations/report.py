@@ -320,18 +320,18 @@ def unchecked(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
     return [f"{arm} ({corpus}, {tier}): {len(runs)} runs" for arm, runs in missing.groupby("arm", sort=True)]
 
 
-def bigram_level(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
+def bigram_level(tier: str, corpus: str, group: pd.DataFrame) -> list[dict]:
     """The arms of a tier x corpus whose mean final validation loss is not below the corpus's bigram baseline: they
     learned more than token frequencies, but no more than what the previous token alone predicts."""
     if "baseline_bigram" not in group or "final_val_loss" not in group:
         return []
     finished = group[group.status == "finished"]
-    lines = []
+    rows = []
     for arm, runs in finished.groupby("arm", sort=True):
         loss, bigram = runs.final_val_loss.mean(), runs.baseline_bigram.mean()
         if loss >= bigram:
-            lines.append(f"{arm} ({corpus}, {tier}): {loss:.3f} nats against the bigram's {bigram:.3f}")
-    return lines
+            rows.append({"arm": arm, "corpus": corpus, "tier": tier, "loss": f"{loss:.3f}", "bigram": f"{bigram:.3f}"})
+    return rows
 
 
 def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
