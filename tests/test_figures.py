@@ -213,6 +213,7 @@ def test_cost_against_length_is_read_from_the_runs_and_drawn_with_the_logged_exp
         rows.append(row)
     rows.append({"arm": "model", "seed": 2, "status": "diverged", "bench_attention_seconds_n128": 9.0})
     points, exponents = report.length_scaling_points(rows)
+    assert report.length_scaling_points(rows[2:]) is None  # no finished run: no figure
     assert len(points) == 2 * 3 * len(lengths) and set(points.seed) == {0, 1}  # the diverged run is left out
     assert list(dict.fromkeys(points.unit)) == ["median seconds per call", "counted FLOPs"]
     figures.length_scaling_figure(points, exponents, "stdlib_prose, quick", tmp_path / "length.png")

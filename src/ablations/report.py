@@ -498,7 +498,7 @@ def group_figures(
             if retired := superseded_users(spec, spec_figure["y"]):
                 caption = f"The measure of superseded {retired} (see the appendix). {caption}"
             entries.append(figure_entry(path, caption))
-    if not (scaling := length_scaling_points(rows)).empty:
+    if (scaling := length_scaling_points(rows)) is not None:
         path = length_scaling_figure(*scaling, where, work / f"{tag}-length{FIGURE}")
         entries.append(figure_entry(path, LENGTH_SCALING_CAPTION))
     if not (tails := run_curves[run_curves.metric.str.endswith("_tail")]).empty:
@@ -516,9 +516,9 @@ SCALING_METRIC = re.compile(r"bench_(?P<cost>\w+?)_(?P<unit>seconds|flops)_n(?P<
 SCALING_UNITS = {"seconds": ("time", "median seconds per call"), "flops": ("flops", "counted FLOPs")}
 
 
-def length_scaling_points(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame] | pd.DataFrame:
+def length_scaling_points(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """The length_scaling benchmark of the finished runs: per-length costs (unit, cost, seed, n, value) and the
-    logged exponents the hypotheses test (unit, cost, seed, k); an empty frame when no run has them."""
+    logged exponents the hypotheses test (unit, cost, seed, k); None when no run has them."""
     points, exponents = [], []
     for row in (r for r in rows if r["status"] == "finished"):
         measured = _metrics_of(row)
@@ -530,7 +530,7 @@ def length_scaling_points(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]
             if (k := measured.get(f"bench_{cost}_{SCALING_UNITS[unit][0]}_exponent")) is not None:
                 exponents.append({"unit": unit, "cost": cost, "seed": row["seed"], "k": k})
     if not points:
-        return pd.DataFrame()
+        return None
     order = {unit: i for i, unit in enumerate(SCALING_UNITS)}
     frames = [pd.DataFrame(points).sort_values(["unit", "cost", "n"], key=lambda c: c.map(order) if c.name == "unit"
                                                else c), pd.DataFrame(exponents)]  # fmt: skip
