@@ -225,3 +225,13 @@ def test_cost_against_length_is_read_from_the_runs_and_drawn_with_the_logged_exp
     (x0, x1), (y0, y1) = fitted.get_xdata()[[0, -1]], fitted.get_ydata()[[0, -1]]
     assert math.log(y1 / y0) / math.log(x1 / x0) == pytest.approx(2.0)
     assert seconds.get_xscale() == "log" and seconds.get_yscale() == "log"
+
+
+def test_the_overview_leaves_out_a_hypothesis_without_a_minimum_effect_and_the_caption_names_it(drawn, tmp_path):
+    """A direction-only hypothesis (m = 0: E27's Table 3 rows) has no unit in Figure 1; dividing by it once stopped
+    the report with a ZeroDivisionError."""
+    rows = pd.DataFrame([verdict(), verdict(experiment_id="E27", min_effect=0.0)])
+    figures.margins_figure(rows, tmp_path / "overview.png")
+    assert [t.get_text() for t in drawn[0].axes[0].get_yticklabels()] == ["E01 H1 · stdlib_prose · quick"]
+    entry = report.overview_figure(rows, tmp_path)
+    assert "without a minimum effect (E27 H1; 1 row): there is no m to divide by" in entry["caption"]

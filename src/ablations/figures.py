@@ -441,8 +441,10 @@ def margins_figure(verdicts: pd.DataFrame, path: Path) -> Path:
     Upper panel, superiority and non-inferiority: effect / m, + = as the hypothesis predicts; superiority is decided
     against +1, non-inferiority against -1. Lower panel, equivalence: |treatment - control| / m with the distances its
     90 % interval spans, decided against 1 (within = as predicted): its effect has no predicted sign, so it is not
-    drawn on a side of the upper axis. Colour: the adjusted verdict (shown_verdicts); marker: the test."""
-    rows = verdicts[verdicts.test.isin(list(TEST_MARKERS)) & verdicts.ci_low.notna()].reset_index(drop=True)
+    drawn on a side of the upper axis. Colour: the adjusted verdict (shown_verdicts); marker: the test. A hypothesis
+    without a minimum effect (m = 0: the direction alone) has no unit here and is left out."""
+    drawable = verdicts.test.isin(list(TEST_MARKERS)) & verdicts.ci_low.notna() & (verdicts.min_effect > 0)
+    rows = verdicts[drawable].reset_index(drop=True)
     rows = rows.assign(shown=shown_verdicts(rows))
     panels = [part for part in (rows[rows.test != "equivalence"], rows[rows.test == "equivalence"]) if not part.empty]
     fig, axes = plt.subplots(

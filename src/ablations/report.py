@@ -580,9 +580,17 @@ def overview_figure(verdicts: pd.DataFrame, work: Path) -> dict | None:
     """The findings at a glance, before the summary table (None when nothing was measured)."""
     counted = verdicts[verdicts.awaiting == ""]
     measured = counted[counted.test.isin(["superiority", "non_inferiority", "equivalence"]) & counted.ci_low.notna()]
-    if measured.empty:
+    if (measured.min_effect > 0).sum() == 0:
         return None
-    return figure_entry(margins_figure(counted, work / f"overview{FIGURE}"), OVERVIEW_CAPTION)
+    caption = OVERVIEW_CAPTION
+    if len(unitless := measured[measured.min_effect == 0]):
+        named = ", ".join(dict.fromkeys(f"{v.experiment_id} {v.hypothesis}" for v in unitless.itertuples()))
+        caption += (
+            " Left out too: the verdicts of hypotheses that predict a direction without a minimum effect "
+            f"({named}; {len(unitless)} row{'s' * (len(unitless) != 1)}): there is no m to divide by; their "
+            "sections show them."
+        )
+    return figure_entry(margins_figure(counted, work / f"overview{FIGURE}"), caption)
 
 
 def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path) -> list[dict]:
