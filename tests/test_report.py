@@ -189,6 +189,25 @@ def test_the_per_arm_figure_draws_a_diverged_run_at_the_registrys_value(monkeypa
     assert [arm for arm, _, _ in drawn] == ["h1", "h1", "h8", "h8", "h32", "h32"]  # the experiment file's order
 
 
+def test_the_results_table_scores_a_diverged_run_by_the_registry_and_shows_an_unmeasured_metric_as_a_dash():
+    """A diverged run's loss counts as ln V; a metric an arm does not measure (E18's trainer arm has no generation
+    metric) is "—", where the table once printed "nan [nan, nan]" (and a run that did not finish scored ln V on any
+    metric)."""
+    spec = report.load_spec("attention_heads")
+    runs = pd.read_csv(FIXTURE / "runs.csv")
+    runs = runs[runs.arm.isin(["h1", "h8"])].reset_index(drop=True)
+    runs.loc[runs.arm == "h1", "status"] = "diverged"
+    rows = {r["arm"]: r for r in report.arm_rows(spec, "smoke", runs, "final_val_loss")}
+    assert (
+        rows["h1"]["mean"] == f"{math.log(256):.4f}"
+        and rows["h1"]["ci"] == f"[{math.log(256):.4f}, {math.log(256):.4f}]"
+    )
+    runs["gen_distinct_2"] = [math.nan if arm == "h8" else 0.5 for arm in runs.arm]
+    rows = {r["arm"]: r for r in report.arm_rows(spec, "smoke", runs, "gen_distinct_2")}
+    assert (rows["h8"]["mean"], rows["h8"]["ci"]) == ("—", "—")
+    assert rows["h1"]["mean"] == "0.5000"  # a non-loss metric a diverged run did measure stays its own
+
+
 def test_figures_draw_without_the_report_the_runner_or_torch_mlflow_lightning():
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, ablations.figures; print(' '.join(sys.modules))"],

@@ -393,24 +393,33 @@ def arm_table(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame)
     }
 
 
+def arm_value(row: dict, metric: str) -> float:
+    """A runs.csv row's value of a metric: a finished run's own (NaN if it did not measure it), else the registry's
+    rule for a run that did not finish (ablations.metrics.value_of)."""
+    if row["status"] == "finished":
+        return float(row.get(metric, math.nan))
+    return value_of("diverged", _metrics_of(row) | {"vocab_size": float(row["vocab_size"])}, metric)
+
+
 def arm_rows(spec: ExperimentSpec, tier: str, group: pd.DataFrame, metric: str) -> list[dict]:
-    """Per arm: its overrides, the metric's mean and 95% interval over seeds (a run that did not finish counts as the
-    uniform prediction, ln V), size, speed and health."""
-    uniform, rows = math.log(group.iloc[0].vocab_size), []
+    """Per arm: its overrides, the metric's mean and 95% interval over seeds (a run that did not finish scores by the
+    registry's rule: a loss as the uniform prediction, ln V; "—" for an arm that does not measure the metric),
+    size, speed and health."""
+    rows = []
     for arm, overrides in spec.arms_for(tier).items():
         arm_runs = group[group.arm == arm]
         if arm_runs.empty:
             continue
-        values = arm_runs[metric].where(arm_runs.status == "finished", uniform)
-        mean, low, high = mean_interval(values)
+        values = pd.Series([arm_value(r, metric) for r in arm_runs.to_dict("records")], dtype=float)
+        mean, low, high = mean_interval(values.dropna()) if values.notna().any() else (math.nan,) * 3
         speed = arm_runs["train_tokens_per_sec"].mean() if "train_tokens_per_sec" in arm_runs else math.nan
         rows.append(
             {
                 "arm": arm,
                 "overrides": [f"{k}={v}" for k, v in overrides.items()] + [ran(arm_runs)],
                 "n": len(arm_runs),
-                "mean": f"{mean:.4f}".replace("-", "−"),
-                "ci": f"[{low:.4f}, {high:.4f}]".replace("-", "−"),
+                "mean": "—" if math.isnan(mean) else f"{mean:.4f}".replace("-", "−"),
+                "ci": "—" if math.isnan(mean) else f"[{low:.4f}, {high:.4f}]".replace("-", "−"),
                 "params": f"{int(arm_runs.n_params.iloc[0]):,}",
                 "tok_s": "—" if math.isnan(speed) else f"{speed:,.0f}",  # evaluation-only arms do not train
                 "health": ", ".join(f"{n} {h}" for h, n in arm_runs.health.value_counts().items())
