@@ -13,7 +13,7 @@ from omegaconf import open_dict
 from scipy import stats
 
 from ablations import results, tracking
-from ablations.decisions import ArmRun, verdicts_for
+from ablations.decisions import ArmRun, unmeasured, verdicts_for
 from ablations.numerics import NUMERICS_VERSION
 from ablations.plan import arm_config
 from ablations.run import arm_run_key
@@ -130,6 +130,17 @@ def test_a_hypothesis_on_a_metric_its_runs_never_measured_is_named_and_left_out(
         "(runs made before the hypothesis was added): H3 (n_params), H4 (n_params)"
     ]
     assert list(table.hypothesis) == ["H1", "H2", "H5", "H6"]
+
+
+def test_the_runner_leaves_out_a_hypothesis_whose_reused_runs_lack_its_metric():
+    """A run reused from before its benchmark logged a metric (E19's long-range exponent) once stopped the runner,
+    after training, with a KeyError reported as bad input; now that hypothesis is named and left undecided."""
+    spec = load_spec("attention_cost_vs_length")
+    runs = [ArmRun("model", s, f"r{s}", "finished", {"bench_attention_time_exponent": 1.3}, True) for s in range(3)]
+    lacking = unmeasured(list(spec.hypotheses), runs)
+    assert list(lacking) == ["H2", "H3", "H4", "H5"] and lacking["H4"] == "bench_attention_time_exponent_long"
+    decided = verdicts_for([h for h in spec.hypotheses if h.id not in lacking], runs)
+    assert [v.hypothesis for v in decided] == ["H1"]
 
 
 def test_the_export_keeps_the_latest_finished_run_of_each_arm_and_seed():

@@ -201,12 +201,14 @@ def test_the_scatter_figures_legend_lies_outside_the_axes(tmp_path, drawn):
 
 def test_cost_against_length_is_read_from_the_runs_and_drawn_with_the_logged_exponents(drawn, tmp_path):
     """Per-length seconds and FLOPs of the length_scaling benchmark become two log-log panels; each cost's legend
-    gives the mean of its logged exponents over seeds with their t interval, and its fitted line has that slope."""
-    lengths = (128, 256, 512, 1024, 2048)
+    gives, per fitted range, the mean of its logged exponents over seeds with their t interval, and its fitted line
+    has that slope."""
+    lengths = (128, 256, 512, 1024, 2048, 4096, 8192)
     rows = []
     for seed, (k_attention, k_decode) in enumerate(((1.9, 1.1), (2.1, 0.9))):
         row = {"arm": "model", "seed": seed, "status": "finished", "bench_attention_time_exponent": k_attention,
-               "bench_decode_time_exponent": k_decode, "bench_attention_flops_exponent": 1.8}  # fmt: skip
+               "bench_attention_time_exponent_long": 1.95, "bench_decode_time_exponent": k_decode,
+               "bench_attention_flops_exponent": 1.8}  # fmt: skip
         for n in lengths:
             row |= {f"bench_attention_seconds_n{n}": 1e-7 * n**k_attention, f"bench_decode_seconds_n{n}": 1e-5 * n,
                     f"bench_attention_flops_n{n}": 4.0 * n * n * 128 + 8.0 * n * 128**2}  # fmt: skip
@@ -219,9 +221,12 @@ def test_cost_against_length_is_read_from_the_runs_and_drawn_with_the_logged_exp
     figures.length_scaling_figure(points, exponents, "stdlib_prose, quick", tmp_path / "length.png")
     seconds, flops = drawn[0].axes
     labels = [t.get_text() for t in seconds.get_legend().get_texts()]
-    assert labels[0].startswith("attention: k = 2.00 [") and labels[1].startswith("decode: k = 1.00 [")
-    assert [t.get_text() for t in flops.get_legend().get_texts()][0] == "attention: k = 1.80"  # no spread
+    assert labels[0].startswith("attention, 512-2,048: k = 2.00 [")
+    assert labels[1] == "attention, 2,048-8,192: k = 1.95"  # no spread over seeds: no interval
+    assert labels[2].startswith("decode, 512-2,048: k = 1.00 [")
+    assert [t.get_text() for t in flops.get_legend().get_texts()][0] == "attention, 512-2,048: k = 1.80"
     fitted = [line for line in seconds.lines if line.get_linestyle() == "-"][0]
+    assert list(fitted.get_xdata()) == [512, 1024, 2048]
     (x0, x1), (y0, y1) = fitted.get_xdata()[[0, -1]], fitted.get_ydata()[[0, -1]]
     assert math.log(y1 / y0) / math.log(x1 / x0) == pytest.approx(2.0)
     assert seconds.get_xscale() == "log" and seconds.get_yscale() == "log"

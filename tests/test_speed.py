@@ -154,6 +154,7 @@ def test_length_scaling_counts_the_quadratic_share_exactly_and_fits_exponents(mo
     task = LanguageModelTask(ModelConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, d_model=16),
                              OptimConfig(max_steps=1, warmup_steps=0))  # fmt: skip
     monkeypatch.setattr(speed, "SCALING_LENGTHS", (16, 32, 64, 128))
+    monkeypatch.setattr(speed, "SCALING_FITS", {"": (32, 64, 128), "_long": (16, 32)})
     metrics = speed.length_scaling(task, None, BenchmarkConfig("length_scaling", repeats=2), contextlib.nullcontext)
     assert metrics["bench_attention_quadratic_flops_share"] == pytest.approx(16 / (16 + 2 * 16))
     assert 1 < metrics["bench_attention_flops_exponent"] < 2
@@ -165,4 +166,6 @@ def test_length_scaling_counts_the_quadratic_share_exactly_and_fits_exponents(mo
     ]
     slope = speed.log_log_slope([32, 64, 128], [metrics[f"bench_blocks_seconds_n{n}"] for n in (32, 64, 128)])
     assert metrics["bench_blocks_time_exponent"] == slope
+    assert metrics["bench_attention_flops_exponent_long"] == speed.log_log_slope(
+        [16, 32], [metrics[f"bench_attention_flops_n{n}"] for n in (16, 32)])  # fmt: skip
     assert all(metrics[f"bench_{what}_seconds_n{n}"] > 0 for what in speed.SCALING_COSTS for n in (16, 32, 64, 128))

@@ -92,6 +92,13 @@ def exponent_sample(h: Hypothesis, runs: list[ArmRun]) -> Arm:
     return Arm(values, health)
 
 
+def unmeasured(hypotheses: list[Hypothesis], runs: list[ArmRun]) -> dict[str, str]:
+    """id -> the metrics it lacks, for the hypotheses some run of their arms did not measure: runs reused from
+    before a hypothesis was added (an amendment) or before its benchmark logged the metric. Deciding them would fail;
+    they wait for runs at a new code version."""
+    return {h.id: ", ".join(h.metrics) for h in hypotheses if not measured(h, runs)}
+
+
 def verdicts_for(hypotheses: list[Hypothesis], runs: list[ArmRun]) -> list[Verdict]:
     """The decision rule of every hypothesis, on the per-seed values of its two arms."""
     return [decide(h, arm_sample(h, h.control, runs), arm_sample(h, h.treatment, runs)) for h in hypotheses]

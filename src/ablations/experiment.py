@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ablations import tracking
-from ablations.decisions import ArmRun, Trend, trends, verdicts_for
+from ablations.decisions import ArmRun, Trend, trends, unmeasured, verdicts_for
 from ablations.health import PLATEAU_MARGIN
 from ablations.metrics import value_of
 from ablations.parent_run import EVIDENCE_TAG, NOTE_TAG, ParentRun, is_evidence, log_summary, note, where_to_look
@@ -54,7 +54,9 @@ def run_experiment(
     try:
         runs = train_runs(job, mlflow_client, exp_id, tags, parent, on_run)
         parent.settle([r.key for r in runs])
-        verdicts = [] if shard is not None else verdicts_for(job.spec.hypotheses, runs)
+        lacking = unmeasured(job.spec.hypotheses, runs)
+        decidable = [h for h in job.spec.hypotheses if h.id not in lacking]
+        verdicts = [] if shard is not None else verdicts_for(decidable, runs)
         if shard is None and not parent.reused:
             log_summary(mlflow_client, parent.id(), job.spec, runs, verdicts, time.perf_counter() - started)
             mlflow_client.set_tag(parent.id(), NOTE_TAG, note(job.spec, cfg.tier, cfg.data.corpus, verdicts))
@@ -64,6 +66,9 @@ def run_experiment(
         raise
     if shard is None:
         print_verdicts(job.spec, verdicts, evidence)
+        if lacking:
+            console.print(f"not decided, their runs lack the metric (made before it was logged): "
+                          f"{'; '.join(f'{h} ({m})' for h, m in lacking.items())}", highlight=False)  # fmt: skip
         print_trends(job.spec, trends(job.spec, cfg.tier, scale_value(job.spec, cfg), runs))
         for line in where_to_look(exp_id, parent.id(), parent.reused):
             console.print(line, highlight=False)

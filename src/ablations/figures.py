@@ -287,28 +287,30 @@ def tails_figure(curves: pd.DataFrame, quantiles: Sequence[float], title: str, p
 
 def length_scaling_figure(points: pd.DataFrame, exponents: pd.DataFrame, title: str, path: Path) -> Path:
     """Cost against sequence length on log-log axes, one panel per unit (`points`: unit, cost, seed, n, value):
-    every seed as a faint dot, the geometric mean over seeds joined, and over the three longest lengths the line of
-    the mean fitted exponent (`exponents`: unit, cost, seed, k, the logged ones the hypotheses test), its 95% t
-    interval over seeds in the legend; dotted guides of slope 1 and 2 through the first cost's mean."""
+    every seed as a faint dot, the geometric mean over seeds as a dot, and over each shaded range of lengths the line
+    of the mean fitted exponent (`exponents`: unit, cost, seed, k, fit_low, fit_high: the logged exponents the
+    hypotheses test), its 95% t interval over seeds in the legend; grey guides of slope 1 and 2."""
     units = list(dict.fromkeys(points.unit))
-    fig, axes = plt.subplots(1, len(units), figsize=(4.2 * len(units), 3.9), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(1, len(units), figsize=(5.4 * len(units), 4.4), layout="constrained", squeeze=False)
     for ax, unit in zip(axes[0], units, strict=True):
-        frame = points[points.unit == unit]
+        frame, fits = points[points.unit == unit], exponents[exponents.unit == unit]
         lengths = sorted(frame.n.unique())
-        fitted = lengths[-3:]
-        ax.axvspan(fitted[0], fitted[-1], color="0.93", zorder=0)
+        ranges = sorted(set(zip(fits.fit_low, fits.fit_high, strict=True)))
+        for i, (low_n, high_n) in enumerate(ranges):  # alternate greys, so that ranges that meet stay apart
+            ax.axvspan(low_n, high_n, color=("0.95", "0.88")[i % 2], zorder=0)
         groups = frame.groupby("cost", sort=False)
         for colour, (cost, rows) in zip(sns.color_palette(n_colors=groups.ngroups), groups, strict=True):
-            ks = exponents[(exponents.unit == unit) & (exponents.cost == cost)].k
-            low, high = t_interval(list(ks))
-            k = ks.mean()
             ax.scatter(rows.n, rows.value, color=colour, alpha=0.3, s=12)
             means = rows.groupby("n").value.apply(lambda v: math.exp(v.map(math.log).mean()))
-            span = "" if low == high else f" [{low:.2f}, {high:.2f}]"
-            ax.plot(means.index, means.values, "o", color=colour, label=f"{cost}: k = {k:.2f}{span}")
-            middle = math.exp(sum(math.log(means[n]) for n in fitted) / len(fitted))
-            centre = math.exp(sum(math.log(n) for n in fitted) / len(fitted))
-            ax.plot(fitted, [middle * (n / centre) ** k for n in fitted], "-", color=colour)
+            ax.plot(means.index, means.values, "o", color=colour)
+            for (low_n, high_n), fit in fits[fits.cost == cost].groupby(["fit_low", "fit_high"]):
+                fitted = [n for n in lengths if low_n <= n <= high_n]
+                k, (low, high) = fit.k.mean(), t_interval(list(fit.k))
+                span = "" if low == high else f" [{low:.2f}, {high:.2f}]"
+                middle = math.exp(sum(math.log(means[n]) for n in fitted) / len(fitted))
+                centre = math.exp(sum(math.log(n) for n in fitted) / len(fitted))
+                ax.plot(fitted, [middle * (n / centre) ** k for n in fitted], "-", color=colour,
+                        label=f"{cost}, {low_n:,}-{high_n:,}: k = {k:.2f}{span}")  # fmt: skip
         anchor = frame[frame.cost == frame.cost.iloc[0]].groupby("n").value.median()
         for slope, style, law in ((1, ":", "n"), (2, "--", "n²")):
             ax.plot(lengths, [anchor[lengths[0]] * (n / lengths[0]) ** slope for n in lengths], style, color="0.45",
@@ -316,7 +318,7 @@ def length_scaling_figure(points: pd.DataFrame, exponents: pd.DataFrame, title: 
         ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=unit, title=f"{unit} ({title})")
         ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.minorticks_off()
-        ax.legend(fontsize=7, title="fitted over the shaded lengths", title_fontsize=7)
+        ax.legend(fontsize=6.5, title="k fitted over each shaded range", title_fontsize=7)
     return save_figure(fig, path)
 
 

@@ -47,6 +47,7 @@ from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
 from ablations.spec import ExperimentSpec, load_spec
+from ablations.speed import SCALING_FITS
 
 TEMPLATE = Path(__file__).with_name("report.typ")
 # Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
@@ -454,8 +455,8 @@ TAILS_CAPTION = (
 )
 LENGTH_SCALING_CAPTION = (
     "Cost against sequence length on log-log axes (the length_scaling benchmark on the trained model): each seed's "
-    "median over the timed rounds (faint), the geometric mean over seeds (dots), and over the shaded lengths the "
-    "line of the mean fitted exponent k, the value the hypotheses test, with its 95% t interval over seeds. The "
+    "median over the timed rounds (faint), the geometric mean over seeds (dots), and over each shaded range of lengths "
+    "the line of the mean fitted exponent k, the value the hypotheses test, with its 95% t interval over seeds. The "
     "grey guides have slopes 1 and 2. FLOPs are counted on the attention sublayer (written-out attention)."
 )
 RELIABILITY_CAPTION = "Reliability diagram: validation accuracy against confidence in 15 bins, seeds pooled."
@@ -527,7 +528,8 @@ SCALING_UNITS = {"seconds": ("time", "median seconds per call"), "flops": ("flop
 
 def length_scaling_points(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """The length_scaling benchmark of the finished runs: per-length costs (unit, cost, seed, n, value) and the
-    logged exponents the hypotheses test (unit, cost, seed, k); None when no run has them."""
+    logged exponents the hypotheses test (unit, cost, seed, k, and the lengths fit_low to fit_high they are fitted
+    over); None when no run has them."""
     points, exponents = [], []
     for row in (r for r in rows if r["status"] == "finished"):
         measured = _metrics_of(row)
@@ -536,8 +538,10 @@ def length_scaling_points(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]
                 points.append({"unit": match["unit"], "cost": match["cost"], "seed": row["seed"],
                                "n": int(match["n"]), "value": value})  # fmt: skip
         for unit, cost in {(p["unit"], p["cost"]) for p in points if p["seed"] == row["seed"]}:
-            if (k := measured.get(f"bench_{cost}_{SCALING_UNITS[unit][0]}_exponent")) is not None:
-                exponents.append({"unit": unit, "cost": cost, "seed": row["seed"], "k": k})
+            for suffix, fitted in SCALING_FITS.items():
+                if (k := measured.get(f"bench_{cost}_{SCALING_UNITS[unit][0]}_exponent{suffix}")) is not None:
+                    exponents.append({"unit": unit, "cost": cost, "seed": row["seed"], "k": k,
+                                      "fit_low": fitted[0], "fit_high": fitted[-1]})  # fmt: skip
     if not points:
         return None
     order = {unit: i for i, unit in enumerate(SCALING_UNITS)}

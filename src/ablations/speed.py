@@ -223,7 +223,10 @@ def decoding(
     return metrics
 
 
-SCALING_LENGTHS = (128, 256, 512, 1024, 2048)  # sequence lengths timed; exponents from the three longest
+SCALING_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)  # the sequence lengths timed
+# each exponent's name suffix and the lengths it is fitted over: E19's registered range, and the long range where at
+# d_model 128 the n² d terms hold 89-97 % of the attention sublayer's FLOPs (its amendment of 2026-12-03)
+SCALING_FITS = {"": (512, 1024, 2048), "_long": (2048, 4096, 8192)}
 SCALING_COSTS = ("attention", "blocks", "decode")  # what length_scaling times at each length
 
 
@@ -253,8 +256,8 @@ def length_scaling(
     """How cost grows with the sequence length L, on the trained model (a random hidden state of L positions, so
     that the position encoding does not limit L): in turns, the time of the first block's attention sublayer, of all
     blocks, and of one decoding step with a KV cache of L tokens; and the attention sublayer's counted FLOPs. Each
-    exponent is the log-log slope over the three longest lengths; the quadratic FLOP share is at the model's own
-    context (the n² d terms over all of the sublayer's FLOPs)."""
+    exponent is the log-log slope over the lengths of one range of SCALING_FITS; the quadratic FLOP share is at the
+    model's own context (the n² d terms over all of the sublayer's FLOPs)."""
     model, d = task.model.eval(), task.model.cfg.d_model
     generator = torch.Generator().manual_seed(0)
     hidden = {n: torch.randn(1, n, d, generator=generator) for n in SCALING_LENGTHS}
@@ -277,13 +280,15 @@ def length_scaling(
         contenders[f"decode{n}"] = partial(decode, n)
     with torch.no_grad(), precision():
         seconds = {name: statistics.median(t) for name, t in alternate(contenders, cfg.repeats).items()}
-    longest = SCALING_LENGTHS[-3:]
     flops = {n: attention_flops(model, hidden[n])[0] for n in SCALING_LENGTHS}
     total, quadratic = attention_flops(model, torch.randn(1, model.cfg.block_size, d, generator=generator))
-    exponents = {
-        f"bench_{what}_time_exponent": log_log_slope(longest, [seconds[f"{what}{n}"] for n in longest])
-        for what in SCALING_COSTS
-    }
+    exponents = {}
+    for suffix, fitted in SCALING_FITS.items():
+        exponents |= {
+            f"bench_{what}_time_exponent{suffix}": log_log_slope(fitted, [seconds[f"{what}{n}"] for n in fitted])
+            for what in SCALING_COSTS
+        }
+        exponents[f"bench_attention_flops_exponent{suffix}"] = log_log_slope(fitted, [flops[n] for n in fitted])
     # every length's own value too, for the report's log-log figure
     per_length = {
         f"bench_{what}_seconds_n{n}": seconds[f"{what}{n}"] for what in SCALING_COSTS for n in SCALING_LENGTHS
@@ -292,10 +297,7 @@ def length_scaling(
         exponents
         | per_length
         | {f"bench_attention_flops_n{n}": flops[n] for n in SCALING_LENGTHS}
-        | {
-            "bench_attention_flops_exponent": log_log_slope(longest, [flops[n] for n in longest]),
-            "bench_attention_quadratic_flops_share": quadratic / total,
-        }
+        | {"bench_attention_quadratic_flops_share": quadratic / total}
     )
 
 
