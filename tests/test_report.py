@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -355,6 +356,27 @@ def test_what_it_means_names_the_corpora_decided_and_those_awaiting_runs():
                          "awaiting": ["", "", "its runs are of numerics version 0"]})  # fmt: skip
     assert report.meaning(spec, rows).startswith("H1 is supported on a, b (awaiting runs on c)")
     assert report.meaning(spec, rows[rows.corpus != "c"]).startswith("H1 is supported on every corpus")
+
+
+def test_a_hypothesis_stating_the_documents_opposite_contradicts_it_when_supported_and_never_refutes_it():
+    """E10 H1 tests "order comes only from the encoding" as "without any, no worse": supported, it contradicts the
+    handbook; refuted, it is no refutation of the handbook (it once read "the document's statement is refuted")."""
+    spec = report.load_spec("positional_encoding")
+    h1 = next(h for h in spec.hypotheses if h.id == "H1")
+    assert h1.opposes_document
+    supported = report.document_sentence(h1, "supported", "final_val_loss")
+    assert "H1 states the opposite of the document's statement" in supported and "contradicts" in supported
+    refuted = report.document_sentence(h1, "refuted", "final_val_loss")
+    assert refuted.endswith("its refutation is no refutation of the document.") and "is refuted at" not in refuted
+    rows = pd.DataFrame({"hypothesis": ["H1"] * 2, "corpus": ["a", "b"], "verdict_adjusted": ["supported", "refuted"],
+                         "awaiting": ["", ""]})  # fmt: skip
+    assert "H1 (document, lines 499 and 2719" in report.meaning(spec, rows)
+    assert "is contradicted on a at this model size and budget (H1 states its opposite)." in report.meaning(spec, rows)
+    own = next(h for h in report.load_spec("attention_heads").hypotheses if h.id == "H1")
+    assert report.document_sentence(own, "refuted", "final_val_loss").endswith("at this model size and budget.")
+    assert report.document_sentence(own, "supported", "final_val_loss") == ""
+    with pytest.raises(ValueError, match="opposes_document needs a source that starts with 'document'"):
+        replace(own, source="Vaswani et al. 2017", opposes_document=True)
 
 
 def test_a_group_trained_on_several_machines_names_each_with_its_run_count():

@@ -21,6 +21,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# length_scaling's exponents (bench_*_exponent<suffix>): each name suffix and the lengths it is fitted over, E19's
+# registered range and the long range where at d_model 128 the n² d terms hold 89-97 % of the attention sublayer's
+# FLOPs (its amendment of 2026-12-03)
+SCALING_FITS = {"": (512, 1024, 2048), "_long": (2048, 4096, 8192)}
 KINDS = ("loss", "quality", "probe", "cost", "size", "speed", "count", "baseline", "training")
 AT_DIVERGENCE = ("uniform_loss", "uniform_ppl", "missing")
 

@@ -42,12 +42,12 @@ from ablations.figures import (
 )
 from ablations.files import atomic_write
 from ablations.health import LAST_QUARTER_DROP, PLATEAU_MARGIN, reference_lines
-from ablations.metrics import value_of
+from ablations.metrics import SCALING_FITS, value_of
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
 from ablations.spec import ExperimentSpec, load_spec
-from ablations.speed import SCALING_FITS
+from ablations.verdict import Hypothesis
 
 TEMPLATE = Path(__file__).with_name("report.typ")
 # Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
@@ -147,10 +147,24 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
         text += f"{OUTCOMES[(v.test, v.verdict)]}: {v.verdict}{refuted_because(v)}."
     if v.verdict_adjusted != v.verdict:
         text += f" After the false-discovery adjustment over the report's tests: {v.verdict_adjusted}."
-    if v.verdict_adjusted == "refuted" and h.from_document:
-        text += (f" The document's statement ({h.source}), as {h.id} tests it on {v.metric}, is refuted at this model "
-                 "size and budget.")  # fmt: skip
-    return text
+    return text + document_sentence(h, v.verdict_adjusted, v.metric)
+
+
+def document_sentence(h: Hypothesis, verdict: str, metric: str) -> str:
+    """What a decided verdict says about the handbook: a refuted statement of its own is refuted; a supported
+    statement of the opposite contradicts it; a refuted opposite does not refute it."""
+    if not h.from_document:
+        return ""
+    if not h.opposes_document:
+        return (f" The document's statement ({h.source}), as {h.id} tests it on {metric}, is refuted at this model "
+                "size and budget.") if verdict == "refuted" else ""  # fmt: skip
+    if verdict == "supported":
+        return (f" {h.id} states the opposite of the document's statement ({h.source}): supported, it contradicts that "
+                f"statement on {metric} at this model size and budget.")  # fmt: skip
+    if verdict == "refuted":
+        return (f" {h.id} states the opposite of the document's statement ({h.source}): its refutation is no "
+                "refutation of the document.")  # fmt: skip
+    return ""
 
 
 def refuted_because(v: pd.Series) -> str:
@@ -196,10 +210,13 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
                 "; this agrees with the literature" if agree else f"; the literature expected {h.literature_expects}"
             )
         sentences.append(text + ".")
-        if h.from_document and (refuted := [c for c, v in by_corpus.items() if v == "refuted"]):
+        against = "supported" if h.opposes_document else "refuted"
+        if h.from_document and (where := [c for c, v in by_corpus.items() if v == against]):
+            how = "contradicted" if h.opposes_document else "refuted"
             sentences.append(
-                f"The handbook's statement behind {h.id} ({h.source}), as {h.id} tests it on {h.metric}, is refuted on "
-                f"{', '.join(refuted)} at this model size and budget."
+                f"The handbook's statement behind {h.id} ({h.source}), as {h.id} tests it on {h.metric}, is {how} on "
+                f"{', '.join(where)} at this model size and budget"
+                + (f" ({h.id} states its opposite)." if h.opposes_document else ".")
             )
     return " ".join(sentences)
 
@@ -339,7 +356,7 @@ def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
     return [
         {
             "id": h.id,
-            "source": h.source,
+            "source": h.source + ("; the hypothesis states the opposite" if h.opposes_document else ""),
             "statement": h.statement,
             "metric": h.metric,
             "direction": h.direction,

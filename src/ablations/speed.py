@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ablations.data import TextDataModule, evaluation_windows, pad_batch
 from ablations.generation import DecodingConfig, generate
+from ablations.metrics import SCALING_FITS
 from ablations.model import GPT
 from ablations.timing import alternate, median_log_ratio
 from ablations.training import LanguageModelTask, make_optimizer
@@ -224,9 +225,6 @@ def decoding(
 
 
 SCALING_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192)  # the sequence lengths timed
-# each exponent's name suffix and the lengths it is fitted over: E19's registered range, and the long range where at
-# d_model 128 the n² d terms hold 89-97 % of the attention sublayer's FLOPs (its amendment of 2026-12-03)
-SCALING_FITS = {"": (512, 1024, 2048), "_long": (2048, 4096, 8192)}
 SCALING_COSTS = ("attention", "blocks", "decode")  # what length_scaling times at each length
 
 

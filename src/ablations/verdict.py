@@ -75,6 +75,9 @@ class Hypothesis:
     min_effect: float
     test: str = ""  # one of TESTS; "" takes superiority for lower/higher, equivalence for equal
     source: str = ""  # "document, line N" for the handbook's own claims, else the paper it comes from
+    # The statement is the opposite of the document's (the natural test of "X is needed" is "without X, as good"):
+    # a supported verdict then contradicts the document, and a refuted one does not refute it.
+    opposes_document: bool = False
     literature: str = ""  # what published work found
     literature_expects: str = ""  # the verdict the literature predicts: supported | refuted
     # the published effect of the same comparison, oriented as this one (+ = as predicted), in its own units
@@ -120,6 +123,8 @@ class Hypothesis:
             raise ValueError(f"hypothesis {self.id}: test {self.test!r} must be one of {TESTS}")
         if self.min_effect < 0:
             raise ValueError(f"hypothesis {self.id}: min_effect must be non-negative")
+        if self.opposes_document and not self.from_document:
+            raise ValueError(f"hypothesis {self.id}: opposes_document needs a source that starts with 'document'")
         if self.test != "fact" and (self.direction == "equal") != (self.test == "equivalence"):
             needed = "equal" if self.test == "equivalence" else "lower or higher"
             raise ValueError(f"hypothesis {self.id}: the {self.test} test needs direction {needed}")
