@@ -13,6 +13,7 @@ from experiments/*.yaml. Python computes everything and writes it to JSON; the T
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import math
 import re
@@ -539,7 +540,7 @@ def group_figures(
 
 
 SCALING_METRIC = re.compile(r"bench_(?P<cost>\w+?)_(?P<unit>seconds|flops)_n(?P<n>\d+)")
-# a unit's per-length metrics, their exponent's name, the panel's label (in this order)
+# a unit of the per-length metrics: its exponents' name, its panel's label (panels in this order)
 SCALING_UNITS = {"seconds": ("time", "median seconds per call"), "flops": ("flops", "counted FLOPs")}
 
 
@@ -549,22 +550,25 @@ def length_scaling_points(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]
     over); None when no run has them."""
     points, exponents = [], []
     for row in (r for r in rows if r["status"] == "finished"):
-        measured = _metrics_of(row)
+        measured, found = _metrics_of(row), set()
         for name, value in measured.items():
             if match := SCALING_METRIC.fullmatch(name):
+                found.add((match["unit"], match["cost"]))
                 points.append({"unit": match["unit"], "cost": match["cost"], "seed": row["seed"],
                                "n": int(match["n"]), "value": value})  # fmt: skip
-        for unit, cost in {(p["unit"], p["cost"]) for p in points if p["seed"] == row["seed"]}:
-            for suffix, fitted in SCALING_FITS.items():
-                if (k := measured.get(f"bench_{cost}_{SCALING_UNITS[unit][0]}_exponent{suffix}")) is not None:
-                    exponents.append({"unit": unit, "cost": cost, "seed": row["seed"], "k": k,
-                                      "fit_low": fitted[0], "fit_high": fitted[-1]})  # fmt: skip
+        for (unit, cost), (suffix, fitted) in itertools.product(found, SCALING_FITS.items()):
+            if (k := measured.get(f"bench_{cost}_{SCALING_UNITS[unit][0]}_exponent{suffix}")) is not None:
+                exponents.append({"unit": unit, "cost": cost, "seed": row["seed"], "k": k,
+                                  "fit_low": fitted[0], "fit_high": fitted[-1]})  # fmt: skip
     if not points:
         return None
-    order = {unit: i for i, unit in enumerate(SCALING_UNITS)}
-    frames = [pd.DataFrame(points).sort_values(["unit", "cost", "n"], key=lambda c: c.map(order) if c.name == "unit"
-                                               else c), pd.DataFrame(exponents)]  # fmt: skip
-    return tuple(f.assign(unit=f.unit.map(lambda u: SCALING_UNITS[u][1])) for f in frames)
+    order = list(SCALING_UNITS)
+    points.sort(key=lambda p: (order.index(p["unit"]), p["cost"], p["n"]))
+    label = {unit: names[1] for unit, names in SCALING_UNITS.items()}
+    columns = ["unit", "cost", "seed", "k", "fit_low", "fit_high"]
+    return tuple(
+        f.assign(unit=f.unit.map(label)) for f in (pd.DataFrame(points), pd.DataFrame(exponents, columns=columns))
+    )
 
 
 def superseded_users(spec: ExperimentSpec, metric: str) -> str:
@@ -610,7 +614,7 @@ def overview_figure(verdicts: pd.DataFrame, work: Path) -> dict | None:
     """The findings at a glance, before the summary table (None when nothing was measured)."""
     counted = verdicts[verdicts.awaiting == ""]
     measured = counted[counted.test.isin(["superiority", "non_inferiority", "equivalence"]) & counted.ci_low.notna()]
-    if (measured.min_effect > 0).sum() == 0:
+    if not (measured.min_effect > 0).any():
         return None
     caption = OVERVIEW_CAPTION
     if len(unitless := measured[measured.min_effect == 0]):
