@@ -328,6 +328,9 @@ def test_a_second_stage_can_start_from_scratch_or_adapt_with_lora(cache_dir):
     fractions = {arm: e17[arm].data.metrics["trainable_fraction"] for arm in ("lora_r4", "lora_r8", "lora_r32")}
     assert fractions["lora_r4"] < fractions["lora_r8"] < fractions["lora_r32"] < 1
     assert e17["lora_r8_qv"].data.metrics["trainable_params"] < e17["lora_r8"].data.metrics["trainable_params"]
+    # alpha scales the adapters' output, not their size: H7's equal-scale arm counts as r = 32 does.
+    assert e17["lora_r32_a64"].data.params["finetune.lora_alpha"] == "64"
+    assert e17["lora_r32_a64"].data.metrics["trainable_params"] == e17["lora_r32"].data.metrics["trainable_params"]
 
 
 def test_a_run_finished_in_another_experiment_is_copied_whole_not_trained_again(cache_dir, tmp_path, monkeypatch):
