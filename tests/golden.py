@@ -33,11 +33,10 @@ from pytorch_lightning.loggers import CSVLogger
 
 from ablations.adaptation import FinetuneConfig, PruneConfig, adapt
 from ablations.data import TextDataModule, evaluation_windows
-from ablations.health import baselines
 from ablations.model import ModelConfig
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import QuantizeConfig, quantized_evaluation
-from ablations.run import budget, domain_baselines, further_evaluation, trainer_options
+from ablations.run import budget, domain_baselines, further_evaluation, task_baselines, trainer_options
 from ablations.speed import BenchmarkConfig, run_benchmark
 from ablations.training import LanguageModelTask, derived_metrics
 
@@ -269,7 +268,8 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
     trainer.test(task, datamodule=data, verbose=False)
     numbers |= further_evaluation(data, config["evaluation"], task, nullcontext)
     logger.save()
-    numbers |= task.final_metrics | baselines(tokens.train, tokens.val, tokens.vocab_size) | domain_baselines(data)
+    numbers |= task.final_metrics | task_baselines(config["train"].get("target", "next_token"), tokens, block_size)
+    numbers |= domain_baselines(data)
     counts = {"n_params": task.model.num_params(), "train_tokens": int(task.train_tokens), "train_seconds": 1.0}
     numbers |= counts | derived_metrics(counts, task.trained_steps, task.train_slots)
     numbers["trained_steps"] = task.trained_steps

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ablations.health import baselines, last_quarter_drop, learning_check, run_health
+from ablations.health import baselines, last_quarter_drop, learning_check, position_baselines, run_health
 
 
 def test_baselines_are_add_one_counts_of_the_training_split_scored_on_validation():
@@ -23,6 +23,17 @@ def test_an_unseen_token_costs_a_finite_amount():
     assert out["baseline_unigram"] == pytest.approx((math.log(7) + math.log(7 / 4)) / 2)
     assert out["baseline_bigram"] == pytest.approx(-math.log(1 / 3))  # row 2 is all add-one: 1/3 each
     assert out["baseline_uniform"] == pytest.approx(math.log(3))
+
+
+def test_on_the_order_task_a_run_learned_only_well_below_chance_not_below_the_corpus_unigram():
+    """Context 64: chance is ln 64 = 4.16 and the plateau line 3.74; a loss of 3.5 learned some positions, although
+    it is above a byte corpus's unigram line (about 3.0), and ln 64 itself is a model that learned nothing."""
+    chance = position_baselines(64)
+    assert chance == pytest.approx(
+        dict.fromkeys(("baseline_uniform", "baseline_unigram", "baseline_bigram"), math.log(64))
+    )
+    assert run_health("finished", {"final_val_loss": 3.5} | chance) == "learned"
+    assert run_health("finished", {"final_val_loss": math.log(64)} | chance) == "plateau"
 
 
 @pytest.mark.parametrize(

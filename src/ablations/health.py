@@ -7,6 +7,8 @@ uniform   ln V, every token equally likely
 unigram   each token by its frequency
 bigram    each token by its frequency after the token before it
 
+On the order task (E10: each token predicts its own position in the window) all three are chance, ln block_size.
+
 A run's health:
 
 diverged  its loss became non-finite and training stopped
@@ -47,6 +49,14 @@ def baselines(train: np.ndarray, val: np.ndarray, vocab_size: int) -> dict[str, 
         "baseline_unigram": float(-np.log(unigram[val] / unigram.sum()).mean()),
         "baseline_bigram": float(-np.log(pairs[val[:-1], val[1:]] / after[val[:-1]]).mean()),
     }
+
+
+def position_baselines(block_size: int) -> dict[str, float]:
+    """The order task's baselines (train.target=position, E10): every position is equally frequent in a window, and
+    a token's identity, alone or after the one before it, says nothing of where the window cut it; so every
+    counting model scores chance, ln block_size, and `plateau` means no better than 10 % below chance."""
+    chance = math.log(block_size)
+    return {"baseline_uniform": chance, "baseline_unigram": chance, "baseline_bigram": chance}
 
 
 def run_health(status: str, metrics: Mapping[str, float]) -> str:

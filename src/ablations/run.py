@@ -39,7 +39,14 @@ from ablations.adaptation import FinetuneConfig, PruneConfig, adapt
 from ablations.data import TextDataModule, TokenizedCorpus, evaluation_windows
 from ablations.decisions import ArmRun
 from ablations.generation import DecodingConfig, decoding_metrics
-from ablations.health import HEALTH_TAG, LAST_QUARTER_DROP, baselines, last_quarter_drop, run_health
+from ablations.health import (
+    HEALTH_TAG,
+    LAST_QUARTER_DROP,
+    baselines,
+    last_quarter_drop,
+    position_baselines,
+    run_health,
+)
 from ablations.model import ModelConfig
 from ablations.numerics import ADDED_SETTINGS
 from ablations.quantization import QuantizeConfig, quantized_evaluation
@@ -317,6 +324,13 @@ def further_evaluation(
 # --- record ---------------------------------------------------------------------------------------------
 
 
+def task_baselines(target: str, tokens: TokenizedCorpus, block_size: int) -> dict[str, float]:
+    """The trivial baselines of what the run predicts: the corpus's next tokens, or positions (the order task)."""
+    if target == "position":
+        return position_baselines(block_size)
+    return baselines(tokens.train, tokens.val, tokens.vocab_size)
+
+
 def domain_baselines(data: TextDataModule) -> dict[str, float]:
     """The domain corpus's baselines (its whole training split: a property of the corpus), if there is one."""
     domain = data.domain_tokens
@@ -333,7 +347,7 @@ def run_metrics(run: Resolved, task: LanguageModelTask, curve: list[tuple[int, f
     tokens = run.tokens
     metrics = (
         task.final_metrics
-        | baselines(tokens.train, tokens.val, tokens.vocab_size)
+        | task_baselines(run.cfg.train.target, tokens, run.cfg.model.block_size)
         | domain_baselines(run.data)
         | {LAST_QUARTER_DROP: last_quarter_drop(curve)}
         | {
