@@ -240,3 +240,19 @@ def test_the_overview_leaves_out_a_hypothesis_without_a_minimum_effect_and_the_c
     assert [t.get_text() for t in drawn[0].axes[0].get_yticklabels()] == ["E01 H1 · stdlib_prose · quick"]
     entry = report.overview_figure(rows, tmp_path)
     assert "without a minimum effect (E27 H1; 1 row): there is no m to divide by" in entry["caption"]
+
+
+def test_a_layers_figure_draws_each_arms_per_block_metric_in_order_and_stops_where_the_blocks_do(drawn, tmp_path):
+    """Arms of different depths share the panel; each line has a point per block, at the mean of log10 over seeds;
+    a run that did not finish draws nothing."""
+    runs = [("deep", seed, "finished", {f"g_layer{i}": 10.0 ** (i + seed) for i in range(4)}) for seed in (0, 1)]
+    runs += [("shallow", 0, "finished", {"g_layer0": 1.0, "g_layer1": 1.0, "g_layer2": math.nan})]
+    runs += [("broken", 0, "diverged", {"g_layer0": 5.0})]
+    points = figures.layer_points(["g_layer"], runs)
+    assert {arm for arm, *_ in points} == {"deep", "shallow"}
+    figures.layers_figure("t", points, tmp_path / "layers.svg")
+    ax = drawn[0].axes[0]
+    deep = ax.get_lines()[0]
+    assert list(deep.get_xdata()) == [1, 2, 3, 4]
+    assert list(deep.get_ydata()) == pytest.approx([0.5, 1.5, 2.5, 3.5])  # log10 of 10^i and 10^(i + 1)
+    assert list(ax.get_lines()[1].get_xdata()) == [1, 2]

@@ -80,8 +80,13 @@ def test_every_experiment_names_registered_metrics_only():
         ({"hypotheses": [{"metric": "final_val_los"}]}, "unknown metric 'final_val_los'"),
         ({"report_metrics": ["final_ec"]}, "unknown metric 'final_ec'"),
         ({"figures": [{"x": "scale", "y": "init_attn_entropie"}]}, "unknown metric 'init_attn_entropie'"),
+        (
+            {"figures": [{"kind": "layers", "metrics": ["init_grad_norm_layr"]}]},
+            "unknown metric 'init_grad_norm_layr0'",
+        ),
+        ({"figures": [{"kind": "layers"}]}, "layers figure of attention_scaling needs metrics"),
     ],
-    ids=["hypothesis", "report table", "figure"],
+    ids=["hypothesis", "report table", "figure", "layers figure", "layers figure without metrics"],
 )
 def test_an_experiment_naming_an_unknown_metric_is_refused_when_loaded(change, message):
     raw = OmegaConf.to_container(OmegaConf.load(Path(ROOT / "experiments" / "attention_scaling.yaml")).experiment)

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -165,11 +166,49 @@ def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, floa
     return save_figure(fig, path)
 
 
+def layers_figure(title: str, points: list[tuple[str, int, str, int, float]], path: Path) -> Path:
+    """A per-block metric against the block's depth, a panel per metric, a line per arm (mean of log10 over seeds,
+    95% t band): how a gradient falls, or not, from the output down to the first block."""
+    frame = pd.DataFrame(points, columns=["arm", "seed", "metric", "block", "value"])
+    frame["log10 value"] = np.log10(frame["value"])
+    panels = list(dict.fromkeys(frame.metric))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels) + 1.6, 3.8), layout="constrained", squeeze=False
+    )
+    for ax, metric in zip(axes[0], panels, strict=True):
+        sns.lineplot(frame[frame.metric == metric], x="block", y="log10 value", hue="arm", errorbar=t_interval,
+                     marker="o", markersize=4, ax=ax, legend=ax is axes[0][-1])  # fmt: skip
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("block (1 = next to the embeddings)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][-1].legend(title="arm", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def layer_points(
+    prefixes: Sequence[str], runs: Sequence[tuple[str, int, str, Mapping[str, float]]]
+) -> list[tuple[str, int, str, int, float]]:
+    """(arm, seed, prefix, block from 1, value) of every finished run's `prefix0`, `prefix1`, ... while they last."""
+    points = []
+    for arm, seed, status, metrics in runs:
+        for prefix in prefixes if status == "finished" else ():
+            block = 0
+            while math.isfinite(metrics.get(f"{prefix}{block}", math.nan)) and metrics[f"{prefix}{block}"] > 0:
+                points.append((arm, seed, prefix, block + 1, metrics[f"{prefix}{block}"]))
+                block += 1
+    return points
+
+
 def figure_from_spec(
     spec: ExperimentSpec, figure: dict[str, Any], runs: Sequence[tuple[str, int, str, Mapping[str, float]]], path: Path
 ) -> Path | None:
     """Draw one of the experiment file's `figures` from (arm, seed, status, metrics) of its runs; None when no run
     has the values it plots."""
+    if figure.get("kind") == "layers":
+        title = figure.get("title", f"{spec.id}: {', '.join(figure['metrics'])} by block")
+        points = layer_points(figure["metrics"], runs)
+        return layers_figure(title, points, path) if points else None
     if figure.get("kind") == "scatter":
         points = [
             (arm, seed, metrics[figure["x"]], metrics[figure["y"]])

@@ -159,8 +159,8 @@ def log_summary(
             reference_lines(metric, [r.metrics for r in runs]),
         )
         mlflow_client.log_artifact(parent_id, str(figure))
-        for spec_figure in spec.figures:
-            path = Path(tmp) / f"{spec.name}-{spec_figure['y']}-vs-{spec_figure['x']}.png"
+        for i, spec_figure in enumerate(spec.figures):
+            path = Path(tmp) / f"{spec.name}-figure{i + 1}.png"
             figure_from_spec(spec, spec_figure, [(r.arm, r.seed, r.status, r.metrics) for r in runs], path)
             mlflow_client.log_artifact(parent_id, str(path))
 

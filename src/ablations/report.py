@@ -521,9 +521,9 @@ def group_figures(
         entries.append(figure_entry(path, CURVES_CAPTION))
     for i, spec_figure in enumerate(spec.figures):
         if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}{FIGURE}")) is not None:
-            title = spec_figure.get("title", spec_figure["y"])
+            title = spec_figure.get("title", spec_figure.get("y", ", ".join(spec_figure.get("metrics", []))))
             caption = f"{title}; {corpus}, {tier} tier (mean and 95% t interval over seeds)."
-            if retired := superseded_users(spec, spec_figure["y"]):
+            if "y" in spec_figure and (retired := superseded_users(spec, spec_figure["y"])):
                 caption = f"The measure of superseded {retired} (see the appendix). {caption}"
             entries.append(figure_entry(path, caption))
     if (scaling := length_scaling_points(rows)) is not None:

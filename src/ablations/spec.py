@@ -94,7 +94,9 @@ class ExperimentSpec:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
-    figures: list[dict[str, Any]] = field(default_factory=list)  # {x, hue, y, title}: axes of the grid, a metric
+    # {x, hue, y, title}: a metric against axes of the grid; {kind: scatter, x, y}: two metrics; {kind: layers,
+    # metrics}: per-block metrics (prefix0, prefix1, ...) against the block
+    figures: list[dict[str, Any]] = field(default_factory=list)
     all_tiers: dict[str, Any] = field(default_factory=dict)  # overrides of every arm at every tier
     tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm there
     # tier -> axis -> label -> overrides merged into that grid option for that tier (e.g. the smoke tier's budgets,
@@ -132,6 +134,10 @@ class ExperimentSpec:
                     raise ValueError(f"tier_grid.{tier}.{axis} of {spec.name} names options {sorted(unknown)} "
                                      "that its grid does not define")  # fmt: skip
         for figure in spec.figures:
+            if figure.get("kind") == "layers":
+                if not figure.get("metrics"):
+                    raise ValueError(f"layers figure of {spec.name} needs metrics: the per-block prefixes it draws")
+                continue
             if figure.get("kind") == "scatter":
                 if not {"x", "y"} <= set(figure):
                     raise ValueError(f"scatter figure of {spec.name} needs the metrics x and y")
@@ -175,7 +181,9 @@ class ExperimentSpec:
     def _check_metrics(self) -> None:
         """Every metric the file names is one the registry knows (ablations.metrics); config keys (dotted) pass."""
         named = [m for h in self.hypotheses if h.test != "counts" for m in h.metrics]
-        named += [f[axis] for f in self.figures for axis in ("x", "y") if f.get("kind") == "scatter" or axis == "y"]
+        for figure in self.figures:  # a grid figure's x is a grid axis, a scatter's a metric; layers have neither
+            named += [figure[axis] for axis in ("x", "y") if axis in figure and (axis == "y" or "kind" in figure)]
+        named += [f"{prefix}0" for f in self.figures for prefix in f.get("metrics", [])]  # a layers figure's blocks
         named += [m for m in self.report_metrics if "." not in m]
         for name in named:
             try:
