@@ -250,9 +250,23 @@ def test_a_layers_figure_draws_each_arms_per_block_metric_in_order_and_stops_whe
     runs += [("broken", 0, "diverged", {"g_layer0": 5.0})]
     points = figures.layer_points(["g_layer"], runs)
     assert {arm for arm, *_ in points} == {"deep", "shallow"}
-    figures.layers_figure("t", points, tmp_path / "layers.svg")
+    figures.lines_figure("t", points, "block", tmp_path / "layers.svg", log10=True)
     ax = drawn[0].axes[0]
     deep = ax.get_lines()[0]
     assert list(deep.get_xdata()) == [1, 2, 3, 4]
     assert list(deep.get_ydata()) == pytest.approx([0.5, 1.5, 2.5, 3.5])  # log10 of 10^i and 10^(i + 1)
     assert list(ax.get_lines()[1].get_xdata()) == [1, 2]
+
+
+def test_a_series_figure_puts_each_metric_at_its_x_and_leaves_out_what_a_run_did_not_measure(drawn, tmp_path):
+    """E10's loss by evaluation length: learned positions have no 2x or 4x loss, so their line is one point."""
+    figure = {"kind": "series", "metrics": ["l1", "l2", "l4"], "x": "context", "x_values": [64, 128, 256]}
+    runs = [("rope", seed, "finished", {"l1": 2.0 + seed, "l2": 2.1 + seed, "l4": 2.3 + seed}) for seed in (0, 1)]
+    runs += [("learned", 0, "finished", {"l1": 1.9})]
+    points = figures.series_points(figure, runs)
+    figures.lines_figure("t", points, "context", tmp_path / "series.svg")
+    rope, learned = drawn[0].axes[0].get_lines()[:2]
+    assert list(rope.get_xdata()) == [64, 128, 256]
+    assert list(rope.get_ydata()) == pytest.approx([2.5, 2.6, 2.8])
+    assert list(learned.get_xdata()) == [64]
+    assert {arm for arm, *_ in figures.series_points(figure | {"arms": ["learned"]}, runs)} == {"learned"}

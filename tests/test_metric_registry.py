@@ -85,8 +85,18 @@ def test_every_experiment_names_registered_metrics_only():
             "unknown metric 'init_grad_norm_layr0'",
         ),
         ({"figures": [{"kind": "layers"}]}, "layers figure of attention_scaling needs metrics"),
+        ({"figures": [{"kind": "series", "metrics": ["final_val_loss"], "x": "n"}]}, "and as many x_values"),
+        ({"figures": [{"kind": "series", "metrics": ["final_val_los"], "x": "n", "x_values": [1]}]}, "'final_val_los'"),
     ],
-    ids=["hypothesis", "report table", "figure", "layers figure", "layers figure without metrics"],
+    ids=[
+        "hypothesis",
+        "report table",
+        "figure",
+        "layers figure",
+        "layers figure without metrics",
+        "series figure without x_values",
+        "series figure",
+    ],  # fmt: skip
 )
 def test_an_experiment_naming_an_unknown_metric_is_refused_when_loaded(change, message):
     raw = OmegaConf.to_container(OmegaConf.load(Path(ROOT / "experiments" / "attention_scaling.yaml")).experiment)

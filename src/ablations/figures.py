@@ -166,21 +166,30 @@ def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, floa
     return save_figure(fig, path)
 
 
-def layers_figure(title: str, points: list[tuple[str, int, str, int, float]], path: Path) -> Path:
-    """A per-block metric against the block's depth, a panel per metric, a line per arm (mean of log10 over seeds,
-    95% t band): how a gradient falls, or not, from the output down to the first block."""
-    frame = pd.DataFrame(points, columns=["arm", "seed", "metric", "block", "value"])
-    frame["log10 value"] = np.log10(frame["value"])
-    panels = list(dict.fromkeys(frame.metric))
+def lines_figure(title: str, points: list[tuple[str, int, str, float, float]], x_label: str, path: Path,
+                 log10: bool = False) -> Path:  # fmt: skip
+    """Values against x, a panel per panel name, a line per arm (the mean over seeds, or of log10 with `log10`,
+    and its 95% t band). points: (arm, seed, panel, x, value); a lone panel's name labels its y axis."""
+    frame = pd.DataFrame(points, columns=["arm", "seed", "panel", "x", "value"])
+    y = "log10 of the value" if log10 else "value"
+    frame[y] = np.log10(frame["value"]) if log10 else frame["value"]
+    panels = list(dict.fromkeys(frame.panel))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels) + 1.6, 3.8), layout="constrained", squeeze=False
     )
-    for ax, metric in zip(axes[0], panels, strict=True):
-        sns.lineplot(frame[frame.metric == metric], x="block", y="log10 value", hue="arm", errorbar=t_interval,
-                     marker="o", markersize=4, ax=ax, legend=ax is axes[0][-1])  # fmt: skip
-        ax.set_title(metric, fontsize=9)
-        ax.set_xlabel("block (1 = next to the embeddings)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax, panel in zip(axes[0], panels, strict=True):
+        sns.lineplot(frame[frame.panel == panel], x="x", y=y, hue="arm", errorbar=t_interval, marker="o",
+                     markersize=4, ax=ax, legend=ax is axes[0][-1])  # fmt: skip
+        if len(panels) > 1:
+            ax.set_title(panel, fontsize=9)
+        else:
+            ax.set_ylabel(f"log10 of {panel}" if log10 else panel)
+        ax.set_xlabel(x_label)
+        xs = sorted(frame.x.unique())
+        if len(xs) <= 12:  # every x a tick (the evaluation lengths, a shallow stack's blocks)
+            ax.set_xticks(xs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][-1].legend(title="arm", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(title)
     return save_figure(fig, path)
@@ -188,7 +197,7 @@ def layers_figure(title: str, points: list[tuple[str, int, str, int, float]], pa
 
 def layer_points(
     prefixes: Sequence[str], runs: Sequence[tuple[str, int, str, Mapping[str, float]]]
-) -> list[tuple[str, int, str, int, float]]:
+) -> list[tuple[str, int, str, float, float]]:
     """(arm, seed, prefix, block from 1, value) of every finished run's `prefix0`, `prefix1`, ... while they last."""
     points = []
     for arm, seed, status, metrics in runs:
@@ -200,6 +209,20 @@ def layer_points(
     return points
 
 
+def series_points(
+    figure: Mapping[str, Any], runs: Sequence[tuple[str, int, str, Mapping[str, float]]]
+) -> list[tuple[str, int, str, float, float]]:
+    """(arm, seed, the y label, x, value) for each of a series figure's metrics a finished run has, at its x; of
+    the figure's `arms` only, when it names them."""
+    pairs = list(zip(figure["metrics"], figure["x_values"], strict=True))
+    return [
+        (arm, seed, figure.get("y_label", "value"), x, metrics[metric])
+        for arm, seed, status, metrics in runs
+        for metric, x in pairs
+        if status == "finished" and math.isfinite(metrics.get(metric, math.nan)) and arm in figure.get("arms", [arm])
+    ]
+
+
 def figure_from_spec(
     spec: ExperimentSpec, figure: dict[str, Any], runs: Sequence[tuple[str, int, str, Mapping[str, float]]], path: Path
 ) -> Path | None:
@@ -208,7 +231,11 @@ def figure_from_spec(
     if figure.get("kind") == "layers":
         title = figure.get("title", f"{spec.id}: {', '.join(figure['metrics'])} by block")
         points = layer_points(figure["metrics"], runs)
-        return layers_figure(title, points, path) if points else None
+        return lines_figure(title, points, "block (1 = next to the embeddings)", path, log10=True) if points else None
+    if figure.get("kind") == "series":
+        title = figure.get("title", f"{spec.id}: {', '.join(figure['metrics'])}")
+        points = series_points(figure, runs)
+        return lines_figure(title, points, figure["x"], path) if points else None
     if figure.get("kind") == "scatter":
         points = [
             (arm, seed, metrics[figure["x"]], metrics[figure["y"]])

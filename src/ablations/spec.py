@@ -95,7 +95,8 @@ class ExperimentSpec:
     grid: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     # {x, hue, y, title}: a metric against axes of the grid; {kind: scatter, x, y}: two metrics; {kind: layers,
-    # metrics}: per-block metrics (prefix0, prefix1, ...) against the block
+    # metrics}: per-block metrics (prefix0, prefix1, ...) against the block; {kind: series, metrics, x, x_values,
+    # y_label, arms}: several metrics as one line per arm (of `arms`, if named), each metric at its x
     figures: list[dict[str, Any]] = field(default_factory=list)
     all_tiers: dict[str, Any] = field(default_factory=dict)  # overrides of every arm at every tier
     tier_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> overrides of every arm there
@@ -137,6 +138,10 @@ class ExperimentSpec:
             if figure.get("kind") == "layers":
                 if not figure.get("metrics"):
                     raise ValueError(f"layers figure of {spec.name} needs metrics: the per-block prefixes it draws")
+                continue
+            if figure.get("kind") == "series":
+                if not figure.get("metrics") or len(figure["metrics"]) != len(figure.get("x_values", [])):
+                    raise ValueError(f"series figure of {spec.name} needs metrics and as many x_values, and x")
                 continue
             if figure.get("kind") == "scatter":
                 if not {"x", "y"} <= set(figure):
@@ -181,9 +186,11 @@ class ExperimentSpec:
     def _check_metrics(self) -> None:
         """Every metric the file names is one the registry knows (ablations.metrics); config keys (dotted) pass."""
         named = [m for h in self.hypotheses if h.test != "counts" for m in h.metrics]
-        for figure in self.figures:  # a grid figure's x is a grid axis, a scatter's a metric; layers have neither
-            named += [figure[axis] for axis in ("x", "y") if axis in figure and (axis == "y" or "kind" in figure)]
-        named += [f"{prefix}0" for f in self.figures for prefix in f.get("metrics", [])]  # a layers figure's blocks
+        # A grid figure's x is a grid axis and a series figure's a label; a layers figure names per-block prefixes.
+        for figure in self.figures:
+            kind = figure.get("kind")
+            named += [figure[axis] for axis in ("x", "y") if axis in figure and (axis == "y" or kind == "scatter")]
+            named += [f"{metric}0" if kind == "layers" else metric for metric in figure.get("metrics", [])]
         named += [m for m in self.report_metrics if "." not in m]
         for name in named:
             try:
