@@ -452,9 +452,11 @@ def test_a_hypothesis_an_amendment_added_is_marked_in_the_summary_and_its_sectio
     assert "H4† (" in text and "added by the amendment of 2026-12-02, after earlier runs had been seen" in text
 
 
-def test_arms_no_better_than_the_bigram_baseline_are_named_with_both_losses():
-    group = pd.DataFrame({"arm": ["a", "a", "b"], "status": ["finished"] * 3, "final_val_loss": [2.60, 2.62, 2.1],
-                          "baseline_bigram": [2.6, 2.6, 2.6]})  # fmt: skip
+def test_arms_that_learned_but_no_better_than_the_bigram_baseline_are_named_with_both_losses():
+    """Arm c sat on the unigram plateau in one run: it did not learn, which its section says otherwise."""
+    group = pd.DataFrame({"arm": ["a", "a", "b", "c", "c"], "status": ["finished"] * 5,
+                          "health": ["learned"] * 4 + ["plateau"], "final_val_loss": [2.60, 2.62, 2.1, 2.7, 3.3],
+                          "baseline_bigram": [2.6] * 5})  # fmt: skip
     assert report.bigram_level("quick", "prose", group) == [
         {"arm": "a", "corpus": "prose", "tier": "quick", "loss": "2.610", "bigram": "2.600"}]  # fmt: skip
 

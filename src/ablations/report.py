@@ -340,15 +340,16 @@ def unchecked(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
 
 
 def bigram_level(tier: str, corpus: str, group: pd.DataFrame) -> list[dict]:
-    """The arms of a tier x corpus whose mean final validation loss is not below the corpus's bigram baseline: they
-    learned more than token frequencies, but no more than what the previous token alone predicts."""
+    """The arms of a tier x corpus whose runs all learned but whose mean final validation loss is not below the
+    corpus's bigram baseline: they learned more than token frequencies, but no more than what the previous token
+    alone predicts. (An arm with a run that did not learn is named as such elsewhere.)"""
     if "baseline_bigram" not in group or "final_val_loss" not in group:
         return []
     finished = group[group.status == "finished"]
     rows = []
     for arm, runs in finished.groupby("arm", sort=True):
         loss, bigram = runs.final_val_loss.mean(), runs.baseline_bigram.mean()
-        if loss >= bigram:
+        if loss >= bigram and runs.health.eq("learned").all():
             rows.append({"arm": arm, "corpus": corpus, "tier": tier, "loss": f"{loss:.3f}", "bigram": f"{bigram:.3f}"})
     return rows
 
