@@ -270,3 +270,18 @@ def test_a_series_figure_puts_each_metric_at_its_x_and_leaves_out_what_a_run_did
     assert list(rope.get_ydata()) == pytest.approx([2.5, 2.6, 2.8])
     assert list(learned.get_xdata()) == [64]
     assert {arm for arm, *_ in figures.series_points(figure | {"arms": ["learned"]}, runs)} == {"learned"}
+
+
+def test_an_arms_figure_with_more_arms_than_fit_across_lists_them_down_the_page(drawn, tmp_path):
+    """E25's 26 arms side by side made a strip that the page shrank to illegible: past 12 arms the arms go on the y
+    axis, the figure grows down, and the baselines become vertical lines."""
+    arms = [f"arm{i}" for i in range(26)]
+    values = [(arm, seed, 1.7 + 0.01 * i + 0.002 * seed) for i, arm in enumerate(arms) for seed in range(2)]
+    lines = {"plateau line (10% below)": 2.0}
+    figures.arm_comparison_figure("E25", "final_val_loss", values, tmp_path / "a.svg", lines)
+    fig = drawn[0]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == arms
+    assert fig.get_figheight() > fig.get_figwidth()
+    (plateau,) = [line for line in ax.lines if line.get_label() == "plateau line (10% below)"]
+    assert list(plateau.get_xdata()) == [2.0, 2.0]

@@ -43,22 +43,25 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def draw_reference_lines(ax: plt.Axes, lines: dict[str, float] | None) -> list[Line2D]:
-    """Horizontal reference lines (e.g. a corpus's unigram baseline; dotted: a bigram baseline). A line far above or
-    below the data would squash it flat, so such a line is named in the legend, "(off the plot)", instead: a note in
-    the axes' corner was struck through by the lines drawn there. Returns the legend entries of the lines and notes
-    (a legend made afterwards from the axes' labels shows them too)."""
-    low, high = ax.get_ylim()
+def draw_reference_lines(ax: plt.Axes, lines: dict[str, float] | None, axis: str = "y") -> list[Line2D]:
+    """Reference lines across the plot at values of `axis` (e.g. a corpus's unigram baseline; dotted: a bigram
+    baseline). A line far beyond the data would squash it flat, so such a line is named in the legend, "(off the
+    plot)", instead: a note in the axes' corner was struck through by the lines drawn there. Returns the legend
+    entries of the lines and notes (a legend made afterwards from the axes' labels shows them too)."""
+    get_limits, set_limits, line_at = (
+        (ax.get_ylim, ax.set_ylim, ax.axhline) if axis == "y" else (ax.get_xlim, ax.set_xlim, ax.axvline)
+    )
+    low, high = get_limits()
     margin = 0.5 * (high - low)
     entries = []
     for name, value in (lines or {}).items():
         if low - margin <= value <= high + margin:
             style = ":" if "bigram" in name else "--"
-            entries.append(ax.axhline(value, color="black", linestyle=style, linewidth=0.9, label=name))
+            entries.append(line_at(value, color="black", linestyle=style, linewidth=0.9, label=name))
             low, high = min(low, value), max(high, value)
         else:  # an empty line: a legend entry with a blank handle
             entries += ax.plot([], [], linestyle="none", label=f"{name} {value:.3g} (off the plot)")
-    ax.set_ylim(low - 0.02 * (high - low), high + 0.02 * (high - low))
+    set_limits(low - 0.02 * (high - low), high + 0.02 * (high - low))
     return entries
 
 
@@ -89,6 +92,9 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+MAX_ARMS_ACROSS = 12  # an arms figure with more arms lists them down the page
+
+
 def arm_comparison_figure(
     title: str, metric: str, values: list[tuple[str, int, float]], path: Path, lines: dict[str, float] | None = None
 ) -> Path:
@@ -96,24 +102,19 @@ def arm_comparison_figure(
     reference values (draw_reference_lines)."""
     frame = pd.DataFrame(values, columns=["arm", "seed", metric])
     order = list(dict.fromkeys(frame.arm))
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.7 * len(order)) + 1.0, 3.5), layout="constrained")  # + the legend
-    sns.pointplot(
-        frame,
-        x="arm",
-        y=metric,
-        order=order,
-        errorbar=t_interval,
-        estimator="mean",
-        color="black",
-        linestyle="none",
-        capsize=0.15,
-        ax=ax,
-    )
-    sns.stripplot(frame, x="arm", y=metric, order=order, hue="seed", palette="deep", size=6, alpha=0.7, ax=ax)
-    draw_reference_lines(ax, lines)
+    # Many arms side by side would make a strip too wide for the page, shrunk to illegible: then they go down the page.
+    across = len(order) <= MAX_ARMS_ACROSS
+    arm_axis, value_axis = ("x", "y") if across else ("y", "x")
+    size = (max(5.5, 0.7 * len(order)) + 1.0, 3.5) if across else (7.5, 0.3 * len(order) + 1.2)  # + the legend
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    placed = {arm_axis: "arm", value_axis: metric, "order": order}
+    sns.pointplot(frame, **placed, errorbar=t_interval, estimator="mean", color="black", linestyle="none",
+                  capsize=0.15, ax=ax)  # fmt: skip
+    sns.stripplot(frame, **placed, hue="seed", palette="deep", size=6, alpha=0.7, ax=ax)
+    draw_reference_lines(ax, lines, value_axis)
     ax.set_title(title)
     ax.legend(title="seed", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside
-    if len(order) > 4:  # slanted names end under their own arm
+    if across and len(order) > 4:  # slanted names end under their own arm
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
     return save_figure(fig, path)
 
