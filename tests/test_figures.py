@@ -285,3 +285,16 @@ def test_an_arms_figure_with_more_arms_than_fit_across_lists_them_down_the_page(
     assert fig.get_figheight() > fig.get_figwidth()
     (plateau,) = [line for line in ax.lines if line.get_label() == "plateau line (10% below)"]
     assert list(plateau.get_xdata()) == [2.0, 2.0]
+
+
+def test_a_domain_corpus_s_validation_loss_gets_a_third_panel_without_the_general_corpus_baselines(drawn, tmp_path):
+    """E24's fine-tuned arms overfit their small target set: only the domain's curve shows it."""
+    rows = curves("ft", "val_loss", [250, 500], [2.3, 2.4]) + curves("ft", "train_loss", [10, 500], [1.8, 1.2])
+    rows += curves("ft", "domain_val_loss", [250, 500], [2.19, 2.23])
+    figures.curves_figure(pd.DataFrame(rows), ["ft"], "stdlib_prose, quick", tmp_path / "c.svg", BASELINES)
+    val, train, domain = drawn[0].axes
+    assert domain.get_title().startswith("domain_val_loss")
+    assert list(domain.lines[0].get_ydata()) == pytest.approx([2.20, 2.24])  # the mean over seeds
+    assert not {line.get_label() for line in domain.lines} & set(BASELINES)
+    figures.curves_figure(pd.DataFrame(rows[:12]), ["ft"], "stdlib_prose, quick", tmp_path / "d.svg", BASELINES)
+    assert len(drawn[1].axes) == 2

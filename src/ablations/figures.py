@@ -265,6 +265,7 @@ def figure_from_spec(
 
 
 CURVE_METRICS = ("val_loss", "train_loss")
+DOMAIN_CURVE_METRIC = "domain_val_loss"  # a second corpus's validation loss (two-stage experiments): its own panel
 # The corpus's baselines are values of the validation loss: a training objective (label smoothing's, say) can sit
 # on the plateau line while the model learns, so only these panels draw them.
 BASELINE_METRICS = ("val_loss", "final_val_loss")
@@ -279,19 +280,21 @@ def padded(low: float, high: float, share: float = 0.04) -> tuple[float, float]:
 def curves_figure(
     curves: pd.DataFrame, arms: list[str], title: str, path: Path, baselines: dict[str, float] | None = None
 ) -> Path:
-    """Validation and training loss per step: the arm mean and a band from the lowest to the highest seed; on the
-    validation panel only, the corpus's unigram and bigram baselines (validation split) with the plateau line 10 %
-    below unigram (`baselines`, as draw_reference_lines draws them). Arms without values are left out, legend
-    included; an arm keeps the colour its place in `arms` gives it."""
+    """Validation and training loss per step, and the domain corpus's validation loss where it was logged: the arm
+    mean and a band from the lowest to the highest seed; on the validation panel only, the corpus's unigram and
+    bigram baselines (validation split) with the plateau line 10 % below unigram (`baselines`, as
+    draw_reference_lines draws them). Arms without values are left out, legend included; an arm keeps the colour
+    its place in `arms` gives it."""
+    shown = [*CURVE_METRICS, *([DOMAIN_CURVE_METRIC] if DOMAIN_CURVE_METRIC in set(curves.metric) else [])]
     # Only the arms asked for: the others' values (an experiment's scaled arms) set limits for lines never drawn.
-    curves = curves[curves.metric.isin(CURVE_METRICS) & curves.arm.isin(arms)]
+    curves = curves[curves.metric.isin(shown) & curves.arm.isin(arms)]
     present = [arm for arm in arms if arm in set(curves.arm)]
     # seaborn's own choice for this many hues (beyond the colour cycle, husl: no two arms share a colour)
     colours = sns.color_palette(None if len(arms) <= len(sns.color_palette()) else "husl", len(arms))
     palette = dict(zip(arms, colours, strict=True))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained", sharex=True)  # one step axis for both
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.4), layout="constrained", sharex=True)
     entries = []
-    for ax, metric in zip(axes, CURVE_METRICS, strict=True):
+    for ax, metric in zip(axes, shown, strict=True):  # one step axis for every panel
         frame = curves[curves.metric == metric]
         ax.set(title=f"{metric} ({title})", ylabel=metric)
         if frame.empty:
@@ -302,7 +305,7 @@ def curves_figure(
         fewest = frame.groupby("arm").step.nunique().min()  # a band one step wide is invisible: bars then
         sns.lineplot(frame, x="step", y="value", hue="arm", hue_order=[a for a in present if a in set(frame.arm)],
                      palette=palette, errorbar=("pi", 100), err_style="bars" if fewest < 2 else "band",
-                     marker="o" if metric == "val_loss" or fewest < 3 else None, markersize=3, markeredgewidth=0,
+                     marker="o" if metric.endswith("val_loss") or fewest < 3 else None, markersize=3, markeredgewidth=0,
                      ax=ax, legend=False)  # fmt: skip
         # The first tenth of training is a steep drop that would flatten everything after it; each run's last value
         # is always inside (a run that ended early lies wholly in that tenth).

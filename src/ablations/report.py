@@ -465,7 +465,8 @@ CURVES_CAPTION = (
     "Loss per step: arm mean and the band from the lowest to the highest seed (validation on a fixed subset of "
     "windows; points mark the evaluations). On the validation panel only (a smoothed training objective has other "
     f"baselines): dashed, the unigram baseline and the plateau line {PLATEAU_MARGIN:.0%} below it (a run ending above "
-    "it did not learn); dotted, the bigram baseline; a baseline far from the data is named in the legend."
+    "it did not learn); dotted, the bigram baseline; a baseline far from the data is named in the legend. With a "
+    "second corpus (a domain), a third panel: the validation loss on it."
 )
 TAILS_CAPTION = (
     "How long-tailed the trained model's Linear weights and inputs are: |x - mean| / std at each quantile (each layer "
