@@ -7,6 +7,7 @@ paragraph with plain log-softmax, never through LanguageModelTask's own loss or 
 import copy
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +20,9 @@ from ablations import tracking
 from ablations.data import TextDataModule
 from ablations.model import ModelConfig
 from ablations.quantization import QuantizeConfig, quantize
-from ablations.run import trainer_options
+from ablations.run import restore_best, trainer_options
 from ablations.run_logger import RunLogger
-from ablations.training import LanguageModelTask, OptimConfig
+from ablations.training import IGNORE, LanguageModelTask, OptimConfig
 
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker
 pytestmark = pytest.mark.xdist_group("trained_state")
@@ -405,3 +406,30 @@ def test_a_position_target_replaces_every_batchs_targets_with_the_positions():
     assert targets[0].tolist() == list(range(8)) and targets[1].tolist() == [0, 1, 2, 3, 4, 5, -100, -100]
     with pytest.raises(ValueError, match="train.target"):
         LanguageModelTask(ModelConfig(vocab_size=4, block_size=8), OptimConfig(), target="position")
+
+
+def test_keep_best_evaluates_the_weights_of_the_lowest_periodic_evaluation(corpus, tmp_path):
+    """Early stopping (train.keep_best, E24's amendment): at lr 0.5 without decay the loss falls and then climbs
+    back, so the lowest of the evaluations every 5 steps is not the last; the weights restored are those that
+    scored it, and the checkpoint's folder is removed."""
+    data = data_module(corpus, tmp_path)
+    task = task_for(data, OptimConfig(max_steps=60, warmup_steps=0, lr=0.5, min_lr=0.5), keep_best="val_loss")
+    client = tracking.client()
+    run_id = client.create_run(tracking.experiment_id(client, "metrics")).info.run_id
+    cfg = {"optim": {"max_steps": 60, "grad_accumulation": 1}, "val_every": 5, "train": {"keep_best": "val_loss"}}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=RunLogger(run_id=run_id,
+                         tracking_uri=client.tracking_uri), **trainer_options(OmegaConf.create(cfg)))  # fmt: skip
+    trainer.fit(task, datamodule=data)
+    trainer.logger.finalize("success")
+    history = client.get_metric_history(run_id, "val_loss")
+    lowest = min(history, key=lambda m: m.value)
+    assert lowest.step < max(m.step for m in history)
+    folder = trainer.checkpoint_callback.dirpath
+    restore_best(task, trainer)
+    assert task.final_metrics["best_step"] == lowest.step
+    assert task.final_metrics["best_eval_loss"] == pytest.approx(lowest.value)
+    task.eval()
+    with torch.no_grad():
+        scored = [(task.loss(batch).item(), int((batch[1] != IGNORE).sum())) for batch in data.val_dataloader()]
+    assert sum(loss * n for loss, n in scored) / sum(n for _, n in scored) == pytest.approx(lowest.value, rel=1e-5)
+    assert not Path(folder).exists()

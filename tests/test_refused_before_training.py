@@ -45,6 +45,14 @@ def unknown_prune_criterion(cfg):
     cfg.prune.criterion = "variance"
 
 
+def keep_best_by_an_unknown_loss(cfg):
+    cfg.train.keep_best = "train_loss"
+
+
+def keep_best_by_a_domain_without_one(cfg):
+    cfg.train.keep_best = "domain_val_loss"  # label_smoothing trains on one corpus
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -55,6 +63,8 @@ def unknown_prune_criterion(cfg):
         (lora_on_fused_qv, "lora_targets=qv needs W_Q and W_V as modules: model.qkv_projection=split"),
         (prune_swiglu, "prune.criterion needs FFNs of two Linear maps around an activation"),
         (unknown_prune_criterion, "prune.criterion='variance' must be one of"),
+        (keep_best_by_an_unknown_loss, "train.keep_best='train_loss' must be one of"),
+        (keep_best_by_a_domain_without_one, "train.keep_best=domain_val_loss needs a domain corpus"),
     ],
     ids=[
         "metric",
@@ -64,6 +74,8 @@ def unknown_prune_criterion(cfg):
         "lora qv fused",
         "prune swiglu",
         "prune criterion",
+        "keep_best unknown loss",
+        "keep_best without a domain",
     ],
 )
 def test_a_broken_experiment_is_refused_before_anything_is_written(cache_dir, tmp_path, monkeypatch, change, message):

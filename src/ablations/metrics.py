@@ -113,6 +113,8 @@ REGISTRY: tuple[MetricSpec, ...] = (
     MetricSpec("vocab_size", "size", "run", "vocabulary size"),
     MetricSpec("non_embedding_params", "size", "run", "parameters of the blocks (Kaplan et al.'s N)"),
     MetricSpec("start_val_loss", "loss", "run", "validation loss of the weights the run starts from (nats/token)"),
+    MetricSpec("best_step", "count", "training", "early stopping (train.keep_best): the step of the weights kept"),
+    MetricSpec("best_eval_loss", "loss", "training", "early stopping: the periodic evaluation's loss there"),
     MetricSpec("trainable_params", "size", "adaptation", "trainable parameters (LoRA: the adapters)"),
     MetricSpec("trainable_fraction", "size", "adaptation", "trainable share of all parameters"),
     MetricSpec("pruned_fraction", "size", "adaptation", "share of the FFN neurons pruned"),

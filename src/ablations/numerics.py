@@ -36,4 +36,5 @@ ADDED_SETTINGS = {
     "data.domain_tokens_limit": ("data.domain_tokens_limit", None),
     "finetune": ("finetune.method", "full"),
     "prune": ("prune.criterion", None),
+    "train.keep_best": ("train.keep_best", None),
 }

@@ -22,7 +22,7 @@ from ablations.probes import PROBES
 from ablations.quantization import QuantizeConfig
 from ablations.spec import ExperimentSpec
 from ablations.speed import BenchmarkConfig
-from ablations.training import OptimConfig
+from ablations.training import KEEP_BEST, OptimConfig
 
 
 def arm_config(cfg: DictConfig, arm: str, overrides: dict[str, Any], seed: int) -> DictConfig:
@@ -57,6 +57,13 @@ def check_config(run_cfg: DictConfig) -> None:
     QuantizeConfig(**run_cfg.quantize)
     BenchmarkConfig(**run_cfg.benchmark)
     check_adaptation(run_cfg)
+    if run_cfg.train.keep_best not in KEEP_BEST:
+        raise ValueError(f"train.keep_best={run_cfg.train.keep_best!r} must be one of {KEEP_BEST}")
+    devices = run_cfg.trainer.get("devices", 1)
+    if run_cfg.train.keep_best is not None and isinstance(devices, int) and devices > 1:
+        raise ValueError("train.keep_best selects among the evaluations of one process: trainer.devices=1")
+    if run_cfg.train.keep_best == "domain_val_loss" and run_cfg.data.domain is None:
+        raise ValueError("train.keep_best=domain_val_loss needs a domain corpus (data.domain)")
     if run_cfg.data.epochs is not None and run_cfg.optim.grad_accumulation > 1:
         raise ValueError("optim.grad_accumulation counts updates in micro-batches: use it with data.epochs=null")
     decoding = dict(run_cfg.evaluation.decoding)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from hydra.utils import instantiate
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ablations import tracking
 from ablations.adaptation import FinetuneConfig, PruneConfig, adapt
@@ -89,7 +91,14 @@ def build_task(run_cfg: DictConfig, vocab_size: int, optim: OptimConfig | None =
 
 
 def trainer_options(run_cfg: DictConfig) -> dict[str, Any]:
-    """What every Trainer of a run gets besides its config group and its logger."""
+    """What every Trainer of a run gets besides its config group and its logger; with train.keep_best, the
+    ModelCheckpoint that keeps the best evaluation's weights (in a temporary folder: restore_best reads it)."""
+    keep_best = OmegaConf.select(run_cfg, "train.keep_best", default=None)
+    best = {}
+    if keep_best is not None:
+        folder = tempfile.mkdtemp(prefix="ablations-best-")
+        checkpoint = ModelCheckpoint(folder, "best", monitor=keep_best, mode="min", save_weights_only=True)
+        best = {"enable_checkpointing": True, "callbacks": [checkpoint]}
     return {
         "max_steps": run_cfg.optim.max_steps,
         "val_check_interval": run_cfg.val_every * run_cfg.optim.grad_accumulation,  # counted in micro-batches
@@ -100,7 +109,22 @@ def trainer_options(run_cfg: DictConfig) -> dict[str, Any]:
         "enable_checkpointing": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
+    } | best
+
+
+def restore_best(task: LanguageModelTask, trainer: pl.Trainer) -> None:
+    """Early stopping (train.keep_best): load the weights of the evaluation where the loss was lowest, record where
+    that was, and remove the checkpoint."""
+    checkpoint = trainer.checkpoint_callback
+    if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
+        return
+    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    task.load_state_dict(saved["state_dict"])
+    task.final_metrics |= {
+        "best_step": float(saved["global_step"]),
+        "best_eval_loss": float(checkpoint.best_model_score),
     }
+    shutil.rmtree(checkpoint.dirpath, ignore_errors=True)
 
 
 # --- resolve --------------------------------------------------------------------------------------------
@@ -250,6 +274,7 @@ def fit(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer, run_id: str
         fit_data_parallel(run.cfg, run_id, task, tracking_uri)
     else:
         trainer.fit(task, datamodule=run.data)
+        restore_best(task, trainer)
 
 
 def fit_data_parallel(run_cfg: DictConfig, run_id: str, task: LanguageModelTask, tracking_uri: str) -> None:

@@ -61,6 +61,7 @@ def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
 
 
 TARGETS = ("next_token", "position")
+KEEP_BEST = (None, "val_loss", "domain_val_loss")  # the periodic evaluation's loss early stopping selects by
 
 
 @dataclass
@@ -137,6 +138,9 @@ class LanguageModelTask(pl.LightningModule):
         equal-width bins, torchmetrics) and the reliability diagram (`reliability_*`, step = bin).
     target: what each position predicts, in training and in every evaluation: "next_token" (a language model) or
         "position" (its own index in the window, a synthetic order task: E10); probes stay on next tokens.
+    keep_best: early stopping by a periodic evaluation's loss ("val_loss" or "domain_val_loss"): the run's
+        ModelCheckpoint (ablations.run.trainer_options) keeps the weights where it was lowest, and those are
+        evaluated at the end.
 
     With a domain corpus (data.domain) every evaluation scores both corpora: `val_loss` and
     `domain_val_loss`. After `evaluate_with(other)`, evaluation runs `other` (e.g. a quantized copy)
@@ -154,8 +158,12 @@ class LanguageModelTask(pl.LightningModule):
         label_smoothing: float = 0.0,
         calibration: bool = False,
         target: str = "next_token",
+        keep_best: str | None = None,
     ):
         super().__init__()
+        if keep_best not in KEEP_BEST:
+            raise ValueError(f"train.keep_best={keep_best!r} must be one of {KEEP_BEST}")
+        self.keep_best = keep_best
         if target not in TARGETS or (target == "position" and model.block_size > model.vocab_size):
             raise ValueError(f"train.target={target!r} must be one of {TARGETS} (position: block_size <= vocab_size)")
         self.target = target
@@ -278,7 +286,10 @@ class LanguageModelTask(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         probed = {f"probe/{k}": v for k, v in self.probe().items()}
-        self.logger.log_metrics(self._eval_losses("") | probed, step=self.global_step)
+        losses = self._eval_losses("")
+        self.logger.log_metrics(losses | probed, step=self.global_step)
+        if self.keep_best is not None:  # for the ModelCheckpoint that keeps the best weights (ablations.run), only
+            self.log(self.keep_best, losses[self.keep_best], logger=False)
         self._clock = time.perf_counter()  # validation time does not count as training time
 
     def on_test_epoch_start(self) -> None:
