@@ -241,3 +241,15 @@ def test_a_rerun_replaces_the_runs_of_the_version_before_and_those_are_kept_apar
     assert set(results.current_numerics(frame).query("experiment == 'e'").code_version) == {"new"}
     previous = results.previous_numerics(frame)
     assert set(zip(previous.experiment, previous.code_version, strict=True)) == {("e", "old")} and len(previous) == 4
+
+
+def test_every_experiments_scale_axis_is_exported_with_its_runs():
+    """The trend reads each run's axis value from runs.csv: E24's data.domain_tokens_limit was not exported, so its
+    trend lost the tier's own value and read as awaiting runs that could never come."""
+    from ablations.results import EXPORTED_PARAMS
+    from ablations.store import ROOT
+
+    axes = {spec.scale.axis for path in sorted((ROOT / "experiments").glob("*.yaml"))
+            if (spec := load_spec(path.stem)).scale is not None}  # fmt: skip
+    assert "data.domain_tokens_limit" in axes
+    assert all(axis.startswith(EXPORTED_PARAMS) for axis in axes), sorted(axes)
