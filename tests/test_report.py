@@ -444,6 +444,8 @@ def test_the_trend_table_gives_each_values_effect_and_does_not_call_an_open_slop
     assert (row["trend"], row["matches"]) == ("no trend detected", "not shown")
     (row,) = report.trend_rows(trends.assign(slope_high=-0.001, trend="weakens"), verdicts)
     assert (row["trend"], row["matches"]) == ("falls: against the prediction", "no")
+    # a superseded hypothesis has no current verdicts: its trend leaves the table (it stopped the report: E24's H1)
+    assert report.trend_rows(trends.assign(hypothesis="H2"), verdicts) == []
 
 
 def test_a_hypothesis_an_amendment_added_is_marked_in_the_summary_and_its_section(pdf):

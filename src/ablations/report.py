@@ -771,6 +771,8 @@ def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
         at = verdicts[(verdicts.experiment == t.experiment) & (verdicts.hypothesis == t.hypothesis)
                       & (verdicts.corpus == t.corpus) & (verdicts.tier == t.tier)]  # fmt: skip
         at = at[at.scale != ""]
+        if at.empty:  # a superseded hypothesis (E24's H1): its verdicts are in the appendix, its trend with them
+            continue
         at = at.assign(value=at.scale.str.partition("=")[2].astype(float)).sort_values("value")
         effects = [f"{v.value:g}: {fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}] {v.verdict_adjusted}"
                    for v in at.itertuples()]  # fmt: skip
