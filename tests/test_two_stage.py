@@ -318,7 +318,9 @@ def test_a_second_stage_can_start_from_scratch_or_adapt_with_lora(cache_dir):
         return {r.data.tags["arm"]: r for r in runs}
 
     e24 = arms("pretrain_then_finetune")
-    assert set(e24) == {"base", "finetuned", "scratch"}
+    assert set(e24) == {"base", "finetuned", "scratch", "finetuned_es", "scratch_es"}
+    assert e24["scratch_es"].data.params["train.keep_best"] == "domain_val_loss"
+    assert e24["scratch_es"].data.params["init_from"] == "None"
     assert e24["finetuned"].data.params["init_from"] == e24["base"].data.tags["ablations.run_key"]
     assert e24["finetuned"].data.metrics["start_val_loss"] == e24["base"].data.metrics["final_val_loss"]
     assert e24["scratch"].data.params["init_from"] == "None" and "start_val_loss" not in e24["scratch"].data.metrics

@@ -116,14 +116,15 @@ def restore_best(task: LanguageModelTask, trainer: pl.Trainer) -> None:
     """Early stopping (train.keep_best): load the weights of the evaluation where the loss was lowest, record where
     that was, and remove the checkpoint."""
     checkpoint = trainer.checkpoint_callback
-    if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
+    if not isinstance(checkpoint, ModelCheckpoint):
         return
-    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-    task.load_state_dict(saved["state_dict"])
-    task.final_metrics |= {
-        "best_step": float(saved["global_step"]),
-        "best_eval_loss": float(checkpoint.best_model_score),
-    }
+    if checkpoint.best_model_path:  # none if no evaluation came before the end: the final weights stay
+        saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+        task.load_state_dict(saved["state_dict"])
+        task.final_metrics |= {
+            "best_step": float(saved["global_step"]),
+            "best_eval_loss": float(checkpoint.best_model_score),
+        }
     shutil.rmtree(checkpoint.dirpath, ignore_errors=True)
 
 
