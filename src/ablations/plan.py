@@ -59,8 +59,7 @@ def check_config(run_cfg: DictConfig) -> None:
     check_adaptation(run_cfg)
     if run_cfg.train.keep_best not in KEEP_BEST:
         raise ValueError(f"train.keep_best={run_cfg.train.keep_best!r} must be one of {KEEP_BEST}")
-    devices = run_cfg.trainer.get("devices", 1)
-    if run_cfg.train.keep_best is not None and isinstance(devices, int) and devices > 1:
+    if run_cfg.train.keep_best is not None and several_devices(run_cfg):
         raise ValueError("train.keep_best selects among the evaluations of one process: trainer.devices=1")
     if run_cfg.train.keep_best == "domain_val_loss" and run_cfg.data.domain is None:
         raise ValueError("train.keep_best=domain_val_loss needs a domain corpus (data.domain)")
@@ -80,13 +79,17 @@ def check_config(run_cfg: DictConfig) -> None:
         raise ValueError("evaluation.context_factors: learned positions have no vector past model.block_size")
 
 
+def several_devices(run_cfg: DictConfig) -> bool:
+    devices = run_cfg.trainer.get("devices", 1)
+    return isinstance(devices, int) and devices > 1
+
+
 def check_adaptation(run_cfg: DictConfig) -> None:
     """LoRA and pruning change the model's modules: they need what they act on, and one process to fit in."""
     finetune, pruning = FinetuneConfig(**run_cfg.finetune), PruneConfig(**run_cfg.prune)
     if finetune.method == "full" and pruning.criterion is None:
         return
-    devices = run_cfg.trainer.get("devices", 1)
-    if isinstance(devices, int) and devices > 1:
+    if several_devices(run_cfg):
         raise ValueError("finetune.method=lora and prune.criterion train in one process: trainer.devices=1")
     if pruning.criterion is not None and run_cfg.model.mlp not in ("gelu", "relu"):
         raise ValueError("prune.criterion needs FFNs of two Linear maps around an activation: model.mlp=gelu or relu")
