@@ -1,12 +1,15 @@
 """Every experiment file is a complete, consistent pre-registration."""
 
+import random
+import string
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ablations.cli import experiment_names
 from ablations.data import parse_mix
-from ablations.plan import arm_config
+from ablations.plan import arm_config, check_config, tier_arms
 from ablations.spec import ExperimentSpec, load_spec
 from ablations.store import ROOT
 from ablations.training import OptimConfig
@@ -26,17 +29,30 @@ def test_experiment_file_declares_claim_hypotheses_and_arms(name):
         assert named <= set(spec.arms_for("quick")), "hypotheses compare quick-tier arms"
 
 
+# TinyShakespeare's 65 characters: a vocabulary smaller than the bytes' 256 (E10's order task counts on it).
+SHAKESPEARE_ALPHABET = "\n !$&',-.3:;?" + string.ascii_uppercase + string.ascii_lowercase
+
+
+@pytest.fixture(scope="module")
+def character_corpus(tmp_path_factory) -> str:
+    """A text of TinyShakespeare's size and alphabet (the real one is not downloaded in tests)."""
+    path = tmp_path_factory.mktemp("corpus") / "input.txt"
+    path.write_text("".join(random.Random(0).choices(SHAKESPEARE_ALPHABET, k=1_100_000)))
+    return str(path)
+
+
+@pytest.mark.parametrize("corpus", ["stdlib_prose", "characters"])
+@pytest.mark.parametrize("tier", ["smoke", "quick", "full"])
 @pytest.mark.parametrize("name", NAMES)
-def test_every_arm_override_is_a_real_config_key(name):
-    from hydra import compose, initialize_config_dir
-
-    from ablations.tracking import ROOT
-
+def test_every_run_of_every_tier_passes_the_checks_made_before_training(name, tier, corpus, character_corpus):
+    """The checks `make experiment` makes before its first run: a bad arm would refuse the whole tier."""
     spec = load_spec(name)
+    data = ["data=stdlib_prose"] if corpus == "stdlib_prose" else ["data=textfile", "data.tokenizer=char",
+                                                                    f"data.path={character_corpus}"]  # fmt: skip
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", [f"experiment={name}", "tier=quick"])
-    for arm, overrides in spec.arms_for("full").items():
-        arm_config(cfg, arm, spec.tier_settings("quick") | overrides, seed=0)
+        cfg = compose("config", [f"experiment={name}", f"tier={tier}", *data])
+    for arm, overrides in tier_arms(spec, cfg).items():
+        check_config(arm_config(cfg, arm, spec.tier_settings(tier) | overrides, seed=0))
 
 
 def test_grid_axes_multiply_into_named_arms():

@@ -76,6 +76,8 @@ def prepare_process() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")
     # Lightning's hint on any machine with SLURM installed, also outside a job: a sweep submits its own jobs
     warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
+    # The task sets the targets of every batch (training.LanguageModelTask); the data module has no such hook to lose.
+    warnings.filterwarnings("ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule`")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one per checkpoint download
 
 
