@@ -333,6 +333,16 @@ def test_hashed_embeddings_share_rows_by_bucket_and_more_buckets_share_less():
     assert shared[32] == pytest.approx((per_row[hashed_buckets(50, 32)] > 1).float().mean().item())
 
 
+def test_the_hash_of_the_hashing_trick_leaves_as_many_rows_empty_as_a_random_function():
+    """E20's 4,096 BPE ids in 1,024 rows: a random function leaves 1024 (1 - 1/1024)^4096, about 19 (sd 4), empty;
+    the fixed (a id + b) mod p hash it replaces left 181."""
+    from ablations.model import hashed_buckets
+
+    empty = (torch.bincount(hashed_buckets(4096, 1024), minlength=1024) == 0).sum().item()
+    assert 19 - 4 * 4 <= empty <= 19 + 4 * 4
+    assert not torch.equal(hashed_buckets(4096, 1024, seed=1), hashed_buckets(4096, 1024))
+
+
 def test_tied_embeddings_share_one_matrix():
     tied, untied = GPT(tiny()), GPT(tiny(tie_embeddings=False))
     assert tied.lm_head.weight is tied.token_embedding.weight

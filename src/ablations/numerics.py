@@ -27,6 +27,9 @@ ADDED_SETTINGS = {
     "data.bpe_vocab_size": ("data.bpe_vocab_size", None),
     "model.embedding_rank": ("model.embedding_rank", None),
     "model.embedding_buckets": ("model.embedding_buckets", None),
+    # With buckets, the key names the random hash (2026-12-03): keys of the former fixed hash's runs (none were
+    # committed) can no longer match.
+    "model.embedding_hash_seed": ("model.embedding_buckets", None),
     "optim.grad_accumulation": ("optim.grad_accumulation", 1),
     "model.n_kv_head": ("model.n_kv_head", None),
     "model.causal": ("model.causal", True),
