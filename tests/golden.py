@@ -78,6 +78,7 @@ BASE: dict[str, dict[str, Any]] = {
         "context_factors": [],
         "train_split": False,
         "prefix_loss": False,
+        "padding_effect": False,
         "decoding": {
             "rule": None,
             "temperature": 1.0,
@@ -170,6 +171,8 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "position_target": {"model": {"causal": False, "pos_encoding": "none"}, "train": {"target": "position"}},
     "bidirectional": {"model": {"causal": False}, "evaluation": {"prefix_loss": True}},
+    "padding_effect": {"evaluation": {"padding_effect": True}},
+    "padding_effect_bidirectional": {"model": {"causal": False}, "evaluation": {"padding_effect": True}},
     "small_train_split": {"data": {"train_tokens_limit": 600}, "evaluation": {"train_split": True}},
     "sqrt_lr_tokens": {"optim": {"lr_scaling": "sqrt", "max_tokens": 900, "lr_reference_batch": 8}},
     "no_clip_no_decay": {"optim": {"grad_clip": 0.0, "weight_decay": 0.0}},
@@ -319,20 +322,41 @@ def differences(
     return lines
 
 
-def tolerance(recorded: dict) -> tuple[float, float]:
-    """The tolerance for comparing with the recorded numbers here: exact on the CPU that recorded them."""
-    return SAME_CPU if recorded.get("cpu") == cpu_signature() else ACROSS_CPUS
+def recorded_on(recorded: dict, case: str) -> str:
+    """The CPU a case's numbers were recorded on: the file's, or its own when `--add` recorded it elsewhere."""
+    return recorded.get("case_cpus", {}).get(case, recorded.get("cpu"))
 
 
-def unstable(recorded: dict) -> dict[str, str]:
-    """The numbers not compared here: none on the CPU that recorded them."""
-    return {} if recorded.get("cpu") == cpu_signature() else UNSTABLE_ACROSS_CPUS
+def tolerance(recorded: dict, case: str) -> tuple[float, float]:
+    """The tolerance for comparing with a case's recorded numbers here: exact on the CPU that recorded them."""
+    return SAME_CPU if recorded_on(recorded, case) == cpu_signature() else ACROSS_CPUS
 
 
-def write(cases: dict[str, dict[str, float]], cpu: str | None = None) -> None:
-    """Record `cases` as computed on `cpu` (this processor unless told: --add keeps the file's, which the tolerance
-    of every other case depends on)."""
+def unstable(recorded: dict, case: str) -> dict[str, str]:
+    """The numbers of a case not compared here: none on the CPU that recorded them."""
+    return {} if recorded_on(recorded, case) == cpu_signature() else UNSTABLE_ACROSS_CPUS
+
+
+def changed_numbers(found: dict[str, dict[str, float]], recorded: dict) -> list[str]:
+    """`differences` of every case, each at the tolerance of the CPU that recorded it."""
+    golden = recorded["cases"]
+    return [
+        line
+        for case in sorted(set(found) | set(golden))
+        for line in differences(
+            {case: found[case]} if case in found else {},
+            {case: golden[case]} if case in golden else {},
+            tolerance(recorded, case),
+            unstable(recorded, case),
+        )
+    ]
+
+
+def write(cases: dict[str, dict[str, float]], cpu: str | None = None, case_cpus: dict[str, str] | None = None) -> None:
+    """Record `cases` as computed on `cpu` (this processor unless told), those in `case_cpus` on their own."""
     recorded = {"numerics_version": NUMERICS_VERSION, "cpu": cpu or cpu_signature(), "cases": cases}
+    if case_cpus:
+        recorded["case_cpus"] = dict(sorted(case_cpus.items()))
     GOLDEN.write_text(json.dumps(recorded, indent=1) + "\n")
     print(f"wrote {GOLDEN}: {len(cases)} cases, numerics version {NUMERICS_VERSION}")
 
@@ -346,9 +370,13 @@ def add(names: list[str]) -> None:
     found = compute(names)
     before = {case: recorded["cases"].get(case, {}) for case in names}
     again = {case: {k: found[case].get(k, math.nan) for k in before[case]} for case in names}
-    if changed := differences(again, before, tolerance(recorded), unstable(recorded)):
+    if changed := changed_numbers(again, recorded | {"cases": before}):
         sys.exit(f"recorded numbers changed ({changed[:3]}): bump NUMERICS_VERSION and regenerate with --write")
-    write(recorded["cases"] | {case: before[case] | found[case] for case in names}, cpu=recorded["cpu"])
+    # A case recorded here holds numbers of this CPU, compared exactly only on it (the others keep the file's).
+    new = [case for case in names if not before[case]]
+    here = {case: cpu_signature() for case in new if cpu_signature() != recorded["cpu"]}
+    write(recorded["cases"] | {case: before[case] | found[case] for case in names}, recorded["cpu"],
+          recorded.get("case_cpus", {}) | here)  # fmt: skip
 
 
 USAGE = """usage: python tests/golden.py --write        every case, after bumping ablations.numerics.NUMERICS_VERSION

@@ -111,6 +111,21 @@ def test_trailing_padding_cannot_reach_a_causal_models_real_tokens_and_reaches_a
         assert same == causal
 
 
+def test_the_padding_effect_measures_what_trailing_padding_does_to_the_real_tokens():
+    """E23's measurement of line 629: nothing in a causal model (float rounding aside), the loss of the real tokens
+    in a bidirectional one; its half windows are those of the padded comparison above."""
+    import contextlib
+
+    from ablations.training import padding_effect
+
+    ids = torch.randint(1, 50, (16 * 70 + 1,))
+    for causal in (True, False):
+        torch.manual_seed(0)
+        measured = padding_effect(GPT(tiny(causal=causal)), ids, contextlib.nullcontext)
+        assert (abs(measured["final_padding_loss_change"]) < 1e-6) == causal
+        assert (measured["final_padding_logit_change"] < 1e-5) == causal
+
+
 def test_batchnorm_in_train_mode_mixes_positions():
     """BatchNorm's batch statistics pool over time: in train mode the future does leak (E03 measures it)."""
     torch.manual_seed(0)

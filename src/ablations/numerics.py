@@ -35,6 +35,7 @@ ADDED_SETTINGS = {
     "model.causal": ("model.causal", True),
     "train.target": ("train.target", "next_token"),
     "evaluation.prefix_loss": ("evaluation.prefix_loss", False),
+    "evaluation.padding_effect": ("evaluation.padding_effect", False),
     "model.d_qk": ("model.d_qk", None),
     "data.domain_tokens_limit": ("data.domain_tokens_limit", None),
     "finetune": ("finetune.method", "full"),

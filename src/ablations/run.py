@@ -59,6 +59,7 @@ from ablations.training import (
     OptimConfig,
     context_losses,
     derived_metrics,
+    padding_effect,
     prefix_loss,
     train_split_losses,
 )
@@ -326,7 +327,8 @@ def evaluate(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer) -> tup
 def further_evaluation(
     data: TextDataModule, settings: Mapping[str, Any], task: LanguageModelTask, precision: Callable[[], Any]
 ) -> dict[str, float]:
-    """What the `evaluation` settings add to the final evaluation: longer contexts, the training tokens."""
+    """What the `evaluation` settings add to the final evaluation: longer contexts, the training tokens, prefixes,
+    trailing padding, decoding."""
     measured = {}
     if settings["context_factors"]:
         factors, windows = list(settings["context_factors"]), data.test_windows
@@ -337,6 +339,8 @@ def further_evaluation(
         measured["generalization_gap"] = task.final_metrics["final_val_loss"] - measured["final_train_split_loss"]
     if settings["prefix_loss"]:
         measured |= prefix_loss(task.model, data.val_ids, precision)
+    if settings["padding_effect"]:
+        measured |= padding_effect(task.model, data.val_ids, precision)
     decoding = dict(settings["decoding"])
     count = decoding.pop("prompts")
     if decoding["rule"] is not None:  # continue prompts of a quarter of the context to the whole context

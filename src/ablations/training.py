@@ -429,6 +429,28 @@ def prefix_loss(model: GPT, val_ids: torch.Tensor, precision: Callable[[], Abstr
     return {"final_val_loss_prefix": total / windows[1].numel()}
 
 
+def padding_effect(
+    model: GPT, val_ids: torch.Tensor, precision: Callable[[], AbstractContextManager]
+) -> dict[str, float]:
+    """What padding that follows a sequence does to its real tokens when nothing masks it (lines 621-629): the first
+    half of PREFIX_WINDOWS validation windows scored alone, and again followed by a half window of padding (input 0,
+    as the padded packings fill); the same real tokens' loss padded minus alone, and the largest change of any of
+    their logits. Padding lies in a causal model's future, so it moves nothing there (float rounding aside)."""
+    x, y = evaluation_windows(val_ids, model.cfg.block_size, PREFIX_WINDOWS).tensors
+    half = model.cfg.block_size // 2
+    real, targets = x[:, :half], y[:, :half].flatten()
+    padded = torch.cat([real, torch.zeros_like(x[:, half:])], dim=1)
+    model.eval()
+    with torch.no_grad(), precision():
+        alone, followed = model(real).float(), model(padded)[:, :half].float()
+    return {
+        "final_padding_loss_change": (
+            F.cross_entropy(followed.flatten(0, 1), targets) - F.cross_entropy(alone.flatten(0, 1), targets)
+        ).item(),
+        "final_padding_logit_change": (followed - alone).abs().max().item(),
+    }
+
+
 def derived_metrics(metrics: Mapping[str, float], steps: int, train_slots: int) -> dict[str, float]:
     """Metrics computed from a run's measured ones, which hypotheses test on a log scale or as rates.
 
