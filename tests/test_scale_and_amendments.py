@@ -150,6 +150,18 @@ def test_a_flat_effect_holds_and_does_not_match_a_negative_expectation():
     assert (t.trend, t.matches) == ("holds", False)
 
 
+def test_an_expected_zero_slope_is_shown_only_within_the_margin_per_doubling():
+    """No trend detected is not a trend excluded: the slope's interval must lie within H2's margin (0.5)."""
+    tight = {v: [0.2 + e for e in (0.002, -0.001, -0.001)] for v in (64, 128, 256)}
+    wide = {v: [0.2 + e for e in (1.0, -1.0, 0.0)] for v in (64, 128, 256)}  # slope 0, interval about +-1
+    zero = SCALE | {"slope": {"H2": "zero"}}
+    (narrow,) = trends(spec(scale=zero), "quick", 128, scaled_runs(tight))
+    (loose,) = trends(spec(scale=zero), "quick", 128, scaled_runs(wide))
+    assert (narrow.trend, loose.trend) == ("holds", "holds")
+    assert loose.slope_low < -0.5 and loose.slope_high > 0.5
+    assert (narrow.matches, loose.matches) == (True, False)
+
+
 def test_scale_verdicts_decide_each_value_with_the_scaled_arms():
     effects = {64: [0.2, 0.21, 0.19], 128: [0.1, 0.11, 0.09], 256: [0.0, 0.01, -0.01]}
     by_value = scale_verdicts(spec(scale=SCALE), "quick", 128, scaled_runs(effects))["H1"]

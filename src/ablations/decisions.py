@@ -14,7 +14,8 @@ not decided  a run at some value did not learn (as for a verdict)
 
 The expected slope (negative, zero or positive) is written in the experiment file beforehand; `matches`
 says whether the outcome agrees (negative: weakens or a downward flip; positive: strengthens or an upward
-flip; zero: holds).
+flip; zero: holds, and the slope's interval lies within plus or minus the hypothesis's margin per doubling, an
+equivalence test of the slope: an interval that merely contains 0 shows no trend, it does not show its absence).
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict
         outcome = "flips"
     else:
         outcome = "weakens" if high < 0 else "strengthens" if low > 0 else "holds"
-    matches = {"negative": high < 0, "positive": low > 0, "zero": outcome == "holds"}[expected]
+    bounded = -h.min_effect < low and high < h.min_effect  # no trend as large as the margin, per doubling
+    matches = {"negative": high < 0, "positive": low > 0, "zero": outcome == "holds" and bounded}[expected]
     return Trend(**common, n_points=len(x), slope=slope, slope_low=low, slope_high=high, trend=outcome,
                  matches=matches)  # fmt: skip
 
