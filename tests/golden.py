@@ -372,10 +372,12 @@ def add(names: list[str]) -> None:
     again = {case: {k: found[case].get(k, math.nan) for k in before[case]} for case in names}
     if changed := changed_numbers(again, recorded | {"cases": before}):
         sys.exit(f"recorded numbers changed ({changed[:3]}): bump NUMERICS_VERSION and regenerate with --write")
-    # A case recorded here holds numbers of this CPU, compared exactly only on it (the others keep the file's).
-    new = [case for case in names if not before[case]]
-    here = {case: cpu_signature() for case in new if cpu_signature() != recorded["cpu"]}
-    write(recorded["cases"] | {case: before[case] | found[case] for case in names}, recorded["cpu"],
+    # A case is compared exactly on the CPU that recorded it: a new case records this one's (when it is not the
+    # file's), and a recorded case takes new metrics only on its own CPU, its recorded numbers kept as they are.
+    if elsewhere := [case for case in names if before[case] and recorded_on(recorded, case) != cpu_signature()]:
+        sys.exit(f"{elsewhere} were recorded on another CPU: add their new metrics there, or record new cases")
+    here = {case: cpu_signature() for case in names if not before[case] and cpu_signature() != recorded["cpu"]}
+    write(recorded["cases"] | {case: found[case] | before[case] for case in names}, recorded["cpu"],
           recorded.get("case_cpus", {}) | here)  # fmt: skip
 
 

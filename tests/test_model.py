@@ -112,16 +112,24 @@ def test_trailing_padding_cannot_reach_a_causal_models_real_tokens_and_reaches_a
 
 
 def test_the_padding_effect_measures_what_trailing_padding_does_to_the_real_tokens():
-    """E23's measurement of line 629: nothing in a causal model (float rounding aside), the loss of the real tokens
-    in a bidirectional one; its half windows are those of the padded comparison above."""
+    """E23's measurement of line 629: the real tokens' loss followed by padding minus alone, checked by hand; nothing
+    in a causal model (float rounding aside)."""
     import contextlib
 
-    from ablations.training import padding_effect
+    from ablations.data import evaluation_windows
+    from ablations.training import PREFIX_WINDOWS, padding_effect
 
     ids = torch.randint(1, 50, (16 * 70 + 1,))
+    x, y = evaluation_windows(ids, 16, PREFIX_WINDOWS).tensors
     for causal in (True, False):
         torch.manual_seed(0)
-        measured = padding_effect(GPT(tiny(causal=causal)), ids, contextlib.nullcontext)
+        model = GPT(tiny(causal=causal)).eval()
+        with torch.no_grad():
+            alone = F.cross_entropy(model(x[:, :8]).flatten(0, 1), y[:, :8].flatten())
+            padded = torch.cat([x[:, :8], torch.zeros(len(x), 8, dtype=torch.long)], dim=1)
+            followed = F.cross_entropy(model(padded)[:, :8].flatten(0, 1), y[:, :8].flatten())
+        measured = padding_effect(model, ids, contextlib.nullcontext)
+        assert measured["final_padding_loss_change"] == pytest.approx((followed - alone).item(), abs=1e-6)
         assert (abs(measured["final_padding_loss_change"]) < 1e-6) == causal
         assert (measured["final_padding_logit_change"] < 1e-5) == causal
 
@@ -336,13 +344,16 @@ def test_hashed_embeddings_share_rows_by_bucket_and_more_buckets_share_less():
     from ablations.model import hashed_buckets
 
     torch.manual_seed(0)
-    model = GPT(tiny(embedding_buckets=16, tie_embeddings=False))
+    model = GPT(tiny(embedding_buckets=16, embedding_hash_seed=0, tie_embeddings=False))
     buckets = hashed_buckets(50, 16)
     a, b = next((i, j) for i in range(50) for j in range(i + 1, 50) if buckets[i] == buckets[j])
     rows = model.token_embedding(buckets[torch.tensor([a, b])])
     torch.testing.assert_close(rows[0], rows[1])
     assert torch.equal(model.bucket_of, buckets) and set(buckets.tolist()) <= set(range(16))
-    shared = {n: GPT(tiny(embedding_buckets=n, tie_embeddings=False)).embedding_shared_fraction() for n in (8, 32, 50)}
+    shared = {
+        n: GPT(tiny(embedding_buckets=n, embedding_hash_seed=0, tie_embeddings=False)).embedding_shared_fraction()
+        for n in (8, 32, 50)
+    }
     assert shared[8] == 1.0 > shared[50]  # 50 ids in 8 rows must share; in 50 rows they need not (collisions may)
     per_row = torch.bincount(hashed_buckets(50, 32), minlength=32)
     assert shared[32] == pytest.approx((per_row[hashed_buckets(50, 32)] > 1).float().mean().item())
@@ -356,6 +367,16 @@ def test_the_hash_of_the_hashing_trick_leaves_as_many_rows_empty_as_a_random_fun
     empty = (torch.bincount(hashed_buckets(4096, 1024), minlength=1024) == 0).sum().item()
     assert 19 - 4 * 4 <= empty <= 19 + 4 * 4
     assert not torch.equal(hashed_buckets(4096, 1024, seed=1), hashed_buckets(4096, 1024))
+
+
+def test_without_a_hash_seed_each_run_seed_draws_its_own_hash():
+    """E20's default: the hash is drawn with the weights, so its intervals over seeds cover the collision pattern."""
+
+    def buckets(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return GPT(tiny(embedding_buckets=16, tie_embeddings=False)).bucket_of
+
+    assert torch.equal(buckets(0), buckets(0)) and not torch.equal(buckets(0), buckets(1))
 
 
 def test_tied_embeddings_share_one_matrix():

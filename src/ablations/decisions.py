@@ -14,8 +14,10 @@ not decided  a run at some value did not learn (as for a verdict)
 
 The expected slope (negative, zero or positive) is written in the experiment file beforehand; `matches`
 says whether the outcome agrees (negative: weakens or a downward flip; positive: strengthens or an upward
-flip; zero: holds, and the slope's interval lies within plus or minus the hypothesis's margin per doubling, an
-equivalence test of the slope: an interval that merely contains 0 shows no trend, it does not show its absence).
+flip; zero: the slope's 90 % interval lies within plus or minus the hypothesis's margin spread over the axis
+(min_effect / log2(largest / smallest value)), the two one-sided tests of an equivalence: the effect moves by less
+than the margin from one end of the axis to the other. An interval that merely contains 0 shows no trend, not its
+absence).
 """
 
 from __future__ import annotations
@@ -179,10 +181,18 @@ def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict
         outcome = "flips"
     else:
         outcome = "weakens" if high < 0 else "strengthens" if low > 0 else "holds"
-    bounded = -h.min_effect < low and high < h.min_effect  # no trend as large as the margin, per doubling
-    matches = {"negative": high < 0, "positive": low > 0, "zero": outcome == "holds" and bounded}[expected]
+    matches = {"negative": high < 0, "positive": low > 0, "zero": _slope_within_margin(fit, h.min_effect, values)}[
+        expected
+    ]
     return Trend(**common, n_points=len(x), slope=slope, slope_low=low, slope_high=high, trend=outcome,
                  matches=matches)  # fmt: skip
+
+
+def _slope_within_margin(fit, margin: float, values: list[float]) -> bool:
+    """Equivalence of the slope to zero (TOST, 90 % interval): less than `margin` of change over the whole axis."""
+    low, high = (float(b) for b in fit.conf_int(0.10)[1])
+    per_doubling = margin / math.log2(max(values) / min(values))
+    return -per_doubling < low and high < per_doubling
 
 
 def trends(spec: ExperimentSpec, tier: str, tier_value: float, runs: list[ArmRun]) -> list[Trend]:

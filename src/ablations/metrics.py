@@ -71,7 +71,7 @@ REGISTRY: tuple[MetricSpec, ...] = (
                lower_is_better=True),
     MetricSpec("final_padding_loss_change", "loss", "training",
                "real tokens' validation loss followed by unmasked padding, minus alone"),
-    MetricSpec("final_padding_logit_change", "loss", "training",
+    MetricSpec("final_padding_logit_change", "quality", "training",
                "largest change of a real token's logit when unmasked padding follows"),
     MetricSpec("final_train_split_loss", "loss", "training", "loss on the training tokens, eval mode",
                lower_is_better=True),

@@ -51,7 +51,8 @@ class ModelConfig:
     embedding_scale: str = "none"  # a name in EMBEDDING_SCALES: the token embeddings' multiplier (Vaswani et al. 3.4)
     embedding_rank: int | None = None  # ALBERT's factorized embedding: vocab x rank, then rank -> d_model
     embedding_buckets: int | None = None  # the hashing trick: token ids share this many embedding rows
-    embedding_hash_seed: int = 0  # which random hash of the ids into the buckets (a function drawn once, fixed)
+    # Which random hash of the ids into the buckets; None: drawn with the weights at initialization (the run's seed)
+    embedding_hash_seed: int | None = None
     bias: bool = False
     # T5's alternative to scaling: initialize W_Q with std / sqrt(d_k) (use with attn_scale="none").
     fold_scale_into_q_init: bool = False
@@ -555,12 +556,12 @@ VARIANTS = {
 }
 
 
-def hashed_buckets(vocab_size: int, buckets: int, seed: int = 0) -> torch.Tensor:
+def hashed_buckets(vocab_size: int, buckets: int, seed: int | None = 0) -> torch.Tensor:
     """The bucket of every token id under a hash drawn at random from all functions of the ids into the buckets, the
     ideal that the hashing trick's analysis assumes (Weinberger et al. 2009): ids collide independently, so about
     buckets (1 - 1/buckets)^vocab rows stay empty. A fixed (a id + b) mod p mod buckets, with sequential ids, is
     far from it: with p = 2^31 - 1 and 1,024 buckets it left 181 of 1,024 rows empty for 4,096 ids, not about 19."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)  # None: torch's seeded global one
     return torch.randint(buckets, (vocab_size,), generator=generator, dtype=torch.int64)
 
 
