@@ -48,7 +48,7 @@ from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
 from ablations.spec import ExperimentSpec, load_spec
-from ablations.verdict import Hypothesis
+from ablations.verdict import NOT_DECIDED, Hypothesis
 
 TEMPLATE = Path(__file__).with_name("report.typ")
 # Fonts with CJK glyphs, in order of preference; Debian/Ubuntu: apt-get install fonts-noto-cjk.
@@ -776,7 +776,7 @@ def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
         at = at.assign(value=at.scale.str.partition("=")[2].astype(float)).sort_values("value")
         effects = [f"{v.value:g}: {fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}] {v.verdict_adjusted}"
                    for v in at.itertuples()]  # fmt: skip
-        if t.awaiting:
+        if t.awaiting or t.trend == NOT_DECIDED:  # no slope to compare with the expectation
             matches = "—"
         elif t.matches:
             matches = "yes"
