@@ -329,12 +329,16 @@ def recorded_on(recorded: dict, case: str) -> str:
 
 def tolerance(recorded: dict, case: str) -> tuple[float, float]:
     """The tolerance for comparing with a case's recorded numbers here: exact on the CPU that recorded them."""
-    return SAME_CPU if recorded_on(recorded, case) == cpu_signature() else ACROSS_CPUS
+    return SAME_CPU if recorded_here(recorded, case) else ACROSS_CPUS
 
 
 def unstable(recorded: dict, case: str) -> dict[str, str]:
     """The numbers of a case not compared here: none on the CPU that recorded them."""
-    return {} if recorded_on(recorded, case) == cpu_signature() else UNSTABLE_ACROSS_CPUS
+    return {} if recorded_here(recorded, case) else UNSTABLE_ACROSS_CPUS
+
+
+def recorded_here(recorded: dict, case: str) -> bool:
+    return recorded_on(recorded, case) == cpu_signature()
 
 
 def changed_numbers(found: dict[str, dict[str, float]], recorded: dict) -> list[str]:
@@ -374,7 +378,7 @@ def add(names: list[str]) -> None:
         sys.exit(f"recorded numbers changed ({changed[:3]}): bump NUMERICS_VERSION and regenerate with --write")
     # A case is compared exactly on the CPU that recorded it: a new case records this one's (when it is not the
     # file's), and a recorded case takes new metrics only on its own CPU, its recorded numbers kept as they are.
-    if elsewhere := [case for case in names if before[case] and recorded_on(recorded, case) != cpu_signature()]:
+    if elsewhere := [case for case in names if before[case] and not recorded_here(recorded, case)]:
         sys.exit(f"{elsewhere} were recorded on another CPU: add their new metrics there, or record new cases")
     here = {case: cpu_signature() for case in names if not before[case] and cpu_signature() != recorded["cpu"]}
     write(recorded["cases"] | {case: found[case] | before[case] for case in names}, recorded["cpu"],

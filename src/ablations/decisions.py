@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import statsmodels.api as sm
+from statsmodels.regression.linear_model import RegressionResultsWrapper
 
 from ablations.health import run_health
 from ablations.metrics import value_of
@@ -181,14 +182,15 @@ def trend(h: Hypothesis, axis: str, expected: str, by_value: dict[float, Verdict
         outcome = "flips"
     else:
         outcome = "weakens" if high < 0 else "strengthens" if low > 0 else "holds"
-    matches = {"negative": high < 0, "positive": low > 0, "zero": _slope_within_margin(fit, h.min_effect, values)}[
-        expected
-    ]
+    if expected == "zero":
+        matches = _slope_within_margin(fit, h.min_effect, values)
+    else:
+        matches = high < 0 if expected == "negative" else low > 0
     return Trend(**common, n_points=len(x), slope=slope, slope_low=low, slope_high=high, trend=outcome,
                  matches=matches)  # fmt: skip
 
 
-def _slope_within_margin(fit, margin: float, values: list[float]) -> bool:
+def _slope_within_margin(fit: RegressionResultsWrapper, margin: float, values: list[float]) -> bool:
     """Equivalence of the slope to zero (TOST, 90 % interval): less than `margin` of change over the whole axis."""
     low, high = (float(b) for b in fit.conf_int(0.10)[1])
     per_doubling = margin / math.log2(max(values) / min(values))
