@@ -14,6 +14,7 @@ import pytest
 from pypdf import PdfReader
 
 from ablations import report, tracking
+from ablations.verdict import Arm, decide
 
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker
 pytestmark = pytest.mark.xdist_group("report_pdf")
@@ -131,6 +132,18 @@ def test_a_verdict_not_decided_says_which_arm_did_not_learn():
     row = pd.read_csv(FIXTURE / "verdicts.csv").fillna({"awaiting": ""}).iloc[0]  # H1, smoke runs: all plateau
     sentence = report.verdict_sentence(row, spec.hypotheses[0], spec)
     assert sentence.endswith("Not decided: did not learn: h1: 2 of 2 runs plateau; h8: 2 of 2 runs plateau.")
+
+
+def test_a_bound_reads_as_every_seed_with_its_range_and_no_p_value():
+    spec = report.load_spec("gradient_accumulation")
+    h = next(h for h in spec.hypotheses if h.test == "bound")
+    seeds = range(3)
+    v = decide(h, Arm.learned(dict.fromkeys(seeds, 1e-4)), Arm.learned({0: 2e-7, 1: 5e-7, 2: 3e-7}))
+    row = pd.Series({**v.as_dict(), "awaiting": "", "p_adjusted": float("nan"), "verdict_adjusted": v.verdict})
+    sentence = report.verdict_sentence(row, h, spec)
+    assert "accum4x3 against float_rounding in every seed: lower by 0" in sentence
+    assert "effect +9.95e−05 [+9.95e−05, +9.98e−05] (the seeds' range)" in sentence, sentence
+    assert "p =" not in sentence and "Every seed meets the statement" in sentence and sentence.count("supported") == 1
 
 
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):

@@ -219,6 +219,73 @@ def test_a_fact_that_varies_by_seed_is_not_decided():
     assert (v.verdict, v.reason) == ("not decided", "a fact varies by seed in h8")
 
 
+# --- bounds: an identity that every seed must meet ----------------------------------------------------------------
+
+
+def bound(direction="lower", min_effect=0.0, reference=1.0) -> Hypothesis:
+    return Hypothesis("H6", "s", "grad_diff", "accum", "float_rounding", direction, min_effect, test="bound",
+                      reference=reference)  # fmt: skip
+
+
+def constant(value: float, seeds) -> Arm:
+    return Arm.learned(dict.fromkeys(seeds, value))
+
+
+def test_a_bound_met_by_every_seed_is_supported_with_the_worst_seed_and_the_range():
+    """E26 H6: every seed's gradient difference below the reference 1.0 (binary fractions, effects 0.75, 0.5, 0.875)."""
+    v = decide(bound(), constant(1.0, range(3)), values(0.25, 0.5, 0.125))
+    assert (v.verdict, v.test, v.interval, v.effect, v.ci_low, v.ci_high) == (
+        "supported", "bound", "every seed", 0.5, 0.5, 0.875)  # fmt: skip
+    assert math.isnan(v.p_value) and math.isnan(v.ci_level)
+    assert (v.control_mean, v.treatment_mean) == (1.0, 0.875 / 3 * 1)  # (0.25 + 0.5 + 0.125) / 3
+
+
+def test_one_seed_past_the_bound_refutes_it_whatever_the_mean():
+    v = decide(bound(), constant(1.0, range(3)), values(0.25, 1.5, 0.125))  # mean 0.625, well below 1
+    assert (v.verdict, v.effect, v.ci_low, v.ci_high) == ("refuted", -0.5, -0.5, 0.875)
+
+
+def test_a_bound_is_met_at_its_edge_and_in_the_other_direction():
+    assert decide(bound(), constant(1.0, range(2)), values(1.0, 0.5)).verdict == "supported"  # effect 0 >= 0
+    higher = bound("higher", 0.25)
+    assert decide(higher, constant(1.0, range(2)), values(1.25, 1.5)).verdict == "supported"  # effects 0.25, 0.5
+    assert decide(higher, constant(1.0, range(2)), values(1.125, 1.5)).verdict == "refuted"
+
+
+def test_an_equal_bound_takes_the_largest_distance_either_way():
+    """E23 H3: padding changes the loss by less than the margin either way, in every seed."""
+    h = bound("equal", 0.25, reference=0.0)
+    v = decide(h, constant(0.0, range(3)), values(0.125, -0.25, 0.0625))
+    assert (v.verdict, v.effect, v.ci_low, v.ci_high) == ("supported", -0.25, -0.25, 0.125)
+    v = decide(h, constant(0.0, range(3)), values(0.125, -0.375, 0.0625))
+    assert (v.verdict, v.effect) == ("refuted", -0.375)
+
+
+def test_a_bound_between_two_arms_pairs_their_seeds_and_needs_every_one():
+    h = Hypothesis("H", "s", "m", "t", "c", "lower", 0.0, test="bound")
+    v = decide(h, values(2.0, 3.0), values(1.5, 2.75))  # effects 0.5, 0.25
+    assert (v.verdict, v.effect, v.ci_high) == ("supported", 0.25, 0.5)
+    with pytest.raises(ValueError, match="lacks seeds \\[2\\]"):
+        decide(h, values(2.0, 3.0), values(1.5, 2.75, 1.0))
+
+
+def test_a_bound_ignores_health_and_stays_outside_the_family():
+    """An identity does not depend on how training went; with p = NaN it never enters Benjamini-Hochberg."""
+    stuck = arm({0: 0.25, 1: 0.5}, "plateau", "plateau")
+    v = decide(bound(), constant(1.0, range(2)), stuck)
+    assert v.verdict == "supported"
+    tested = decide(hypothesis(), values(2.00, 2.01, 1.99), values(1.90, 1.92, 1.88))
+    alone, together = adjust([tested]), adjust([tested, v])
+    assert together[0].p_adjusted == alone[0].p_adjusted
+    assert math.isnan(together[1].p_adjusted) and together[1].verdict_adjusted == "supported"
+
+
+@pytest.mark.parametrize("change", [{"side_by_side": True}, {"fit_arms": ("a", "b", "c"), "fit_size": "n"}])
+def test_a_bound_is_neither_side_by_side_nor_a_power_law(change):
+    with pytest.raises(ValueError):
+        replace(bound(), **change)
+
+
 # --- health: arms that did not learn decide nothing ------------------------------------------------------------
 
 

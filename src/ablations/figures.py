@@ -416,7 +416,7 @@ def verdict_legend_title(verdicts: pd.DataFrame) -> str:
 def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
     """One panel per hypothesis (each in its metric's units): effect and 95% CI per corpus, and the minimum effect.
     Colour: the adjusted verdict (shown_verdicts)."""
-    verdicts = verdicts[verdicts.ci_low.notna()]  # counts and facts have no interval
+    verdicts = verdicts[verdicts.ci_low.notna()]  # counts have no interval (a fact's is its value, a bound's the range)
     verdicts = verdicts.assign(shown=shown_verdicts(verdicts))
     hypotheses = list(dict.fromkeys(verdicts.hypothesis))
     fig, axes = plt.subplots(
@@ -444,7 +444,8 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
                                          for v in rows.itertuples()])  # fmt: skip
         ax.set_ylim(len(rows) - 0.5, -0.5)
         level = rows.ci_level.iloc[0]
-        shown = "exact value" if pd.isna(level) else f"effect and {level:.0%} CI"  # a fact has no interval
+        no_ci = {"bound": "worst seed and range of the seeds", "fact": "exact value"}  # no confidence interval
+        shown = no_ci.get(rows.test.iloc[0], "exact value" if pd.isna(level) else f"effect and {level:.0%} CI")
         ax.set_title(f"{hypothesis} ({rows.test.iloc[0]}): {rows.metric.iloc[0]} ({rows.direction.iloc[0]}), {shown}",
                      fontsize=9)  # fmt: skip
     present = [v for v in VERDICT_COLOURS if v in set(verdicts.shown)]

@@ -97,6 +97,7 @@ RULES = {
     "equivalence": "{t} within ±{m} of {c}",
     "counts": "fewer {metric} runs in {t} than in {c}",
     "fact": "{t} against {c}: {dir} by {m}",
+    "bound": "{t} against {c} in every seed: {dir} by {m}",
 }
 OUTCOMES = {
     ("superiority", "supported"): "The whole 95% interval lies above the minimum effect",
@@ -109,6 +110,8 @@ OUTCOMES = {
     ("counts", "refuted"): "Fisher's exact test favours the control",
     ("fact", "supported"): "The fixed values meet the statement",
     ("fact", "refuted"): "The fixed values do not meet the statement",
+    ("bound", "supported"): "Every seed meets the statement (the effect shown is the worst seed's)",
+    ("bound", "refuted"): "At least one seed misses the statement (the effect shown is the worst seed's)",
 }
 
 
@@ -128,6 +131,7 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     else:
         numbers = f"{v.control} {num(v.control_mean)}, {v.treatment} {num(v.treatment_mean)}"
     interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}] ({v.ci_level:.0%})"
+    interval = f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}] (the seeds' range)" if v.test == "bound" else interval
     test = v.test.replace("_", "-")
     text = f"{h.id} ({test}, {v.metric}: {rule}): effect {fmt(v.effect)}{interval} over {v.n_seeds} seeds ({numbers})"
     text += "" if pd.isna(v.p_value) else f", p = {v.p_value:.3g}"
@@ -607,7 +611,7 @@ OVERVIEW_CAPTION = (
     "non-inferiority is decided against -1 (positive: as the hypothesis predicts). Lower panel: equivalence, drawn as "
     "the distance |treatment - control| / m with the distances its 90 % interval covers; supported when the whole "
     "interval lies left of 1. Colour: the verdict after the false-discovery adjustment (grey: an arm did not learn). "
-    "Counts and facts have no interval and are left out, and so are the verdicts awaiting runs. "
+    "Counts, facts and bounds (checked on every seed) are left out, and so are the verdicts awaiting runs. "
     "The axis is linear within ±3 margins and logarithmic beyond."
 )
 
@@ -696,7 +700,8 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
         decided = v.verdict_adjusted in ("supported", "refuted")
         agrees = "—" if not decided or not h.literature_expects else "no"
         agrees = "yes" if decided and v.verdict_adjusted == h.literature_expects else agrees
-        interval = "" if pd.isna(v.ci_level) else f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}]"
+        shown = v.test == "bound" or not pd.isna(v.ci_level)  # a bound's interval is the seeds' range
+        interval = f" [{fmt(v.ci_low)}, {fmt(v.ci_high)}]" if shown else ""
         rows.append(
             {
                 "experiment": f"{v.experiment_id} {v.experiment}",

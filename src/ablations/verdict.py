@@ -22,6 +22,11 @@ counts           "fewer (or more) runs of the treatment end as `metric`" (not_le
                  one-sided p. The effect is the difference of the two rates.
 fact             a value fixed by construction (e.g. a parameter count): it must not vary by seed, and is
                  compared with the threshold exactly; no p value, outside the count of tests.
+bound            an identity up to float rounding, or a limit, that each instance must meet ("the accumulated
+                 gradient equals the big-batch one to 1e-4"): every seed's value is compared with the threshold
+                 exactly, supported when every seed meets it, refuted when any misses it. The effect is the worst
+                 seed's and the interval the seeds' range; no p value, outside the count of tests, so that an
+                 identity does not enter the false-discovery family with p = 0 and loosen the others' threshold.
 
 Side by side (`side_by_side: true`): the metric is already the treatment's contrast to the control, measured
 in turns within each treatment run (a log ratio of speeds, ablations.timing), so the control's value is 0 for
@@ -57,11 +62,12 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 ALPHA = 0.05
 DIRECTIONS = ("lower", "higher", "equal")
-TESTS = ("superiority", "non_inferiority", "equivalence", "counts", "fact")
+TESTS = ("superiority", "non_inferiority", "equivalence", "counts", "fact", "bound")
+EXACT = ("fact", "bound")  # compared exactly, no p value: outside the family of tests
 AT_INIT = "init_"  # the prefix of metrics measured before training (ablations.probes)
 COUNTED = {"not_learned": ("plateau", "diverged"), "plateau": ("plateau",), "diverged": ("diverged",)}
 SUPPORTED, REFUTED, INCONCLUSIVE, NOT_DECIDED = "supported", "refuted", "inconclusive", "not decided"
-PAIRED, WELCH, FISHER, FACT = "paired t", "Welch t", "Fisher exact", "fact"  # Verdict.interval
+PAIRED, WELCH, FISHER, FACT, EVERY_SEED = "paired t", "Welch t", "Fisher exact", "fact", "every seed"  # .interval
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class Hypothesis:
             raise ValueError(f"hypothesis {self.id}: min_effect must be non-negative")
         if self.opposes_document and not self.from_document:
             raise ValueError(f"hypothesis {self.id}: opposes_document needs a source that starts with 'document'")
-        if self.test != "fact" and (self.direction == "equal") != (self.test == "equivalence"):
+        if self.test not in EXACT and (self.direction == "equal") != (self.test == "equivalence"):
             needed = "equal" if self.test == "equivalence" else "lower or higher"
             raise ValueError(f"hypothesis {self.id}: the {self.test} test needs direction {needed}")
         if self.test == "equivalence" and self.min_effect == 0:
@@ -133,13 +139,13 @@ class Hypothesis:
         if self.test == "counts" and (self.metric not in COUNTED or self.min_effect != 0):
             raise ValueError(f"hypothesis {self.id}: a counts test counts one of {sorted(COUNTED)} "
                              "with min_effect 0")  # fmt: skip
-        if self.side_by_side and self.test in ("counts", "fact"):
+        if self.side_by_side and self.test in ("counts", *EXACT):
             raise ValueError(f"hypothesis {self.id}: a side-by-side contrast is measured, not a {self.test}")
         if self.reference is not None and (self.side_by_side or self.test == "counts"):
             raise ValueError(f"hypothesis {self.id}: a constant reference is neither side by side nor counted")
         # (a constant reference already rules out counts and side by side)
         if self.fit_arms and (self.reference is None or not self.fit_size or len(self.fit_arms) < 3
-                              or self.test == "fact"):  # fmt: skip
+                              or self.test in EXACT):  # fmt: skip
             raise ValueError(f"hypothesis {self.id}: a power law needs 3 or more fit_arms, a fit_size metric and a "
                              "constant reference to test its measured exponent against")  # fmt: skip
         if (self.literature_effect is None) != (not self.literature_units):
@@ -187,9 +193,9 @@ class Verdict:
     ci_low: float
     ci_high: float
     ci_level: float  # 0.95, or 0.90 for equivalence (TOST); NaN where no interval applies
-    p_value: float  # NaN for facts and for hypotheses not decided: outside the family of tests
+    p_value: float  # NaN for facts, bounds and hypotheses not decided: outside the family of tests
     verdict: str
-    interval: str  # PAIRED, WELCH, FISHER or FACT
+    interval: str  # PAIRED, WELCH, FISHER, FACT or EVERY_SEED
     control_health: str
     treatment_health: str
     reason: str = ""  # why a verdict is "not decided"
@@ -330,6 +336,11 @@ def _counts(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     )  # fmt: skip
 
 
+def _holds(h: Hypothesis, effect: float) -> bool:
+    """An exact comparison of one oriented effect with the statement's threshold."""
+    return abs(effect) <= h.min_effect if h.direction == "equal" else effect >= h.min_effect
+
+
 def _fact(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     common = dict(_base(h, control, treatment), ci_level=math.nan, p_value=math.nan, interval=FACT)
     arms = {h.control: control, h.treatment: treatment}
@@ -339,9 +350,24 @@ def _fact(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
                        verdict=NOT_DECIDED, reason=f"a fact varies by seed in {', '.join(varying)}")  # fmt: skip
     c, t = next(iter(control.values.values())), next(iter(treatment.values.values()))
     effect = {"lower": c - t, "higher": t - c, "equal": t - c}[h.direction]
-    holds = abs(effect) <= h.min_effect if h.direction == "equal" else effect >= h.min_effect
     return Verdict(**common, control_mean=c, treatment_mean=t, effect=effect, ci_low=effect, ci_high=effect,
-                   verdict=SUPPORTED if holds else REFUTED)  # fmt: skip
+                   verdict=SUPPORTED if _holds(h, effect) else REFUTED)  # fmt: skip
+
+
+def _bound(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
+    """Every seed's own effect against the threshold; the seeds are paired (a constant control has every seed)."""
+    if missing := sorted(set(treatment.values) - set(control.values)):
+        raise ValueError(f"hypothesis {h.id}: a bound pairs seeds, and {h.control} lacks seeds {missing}")
+    sign = {"lower": -1, "higher": 1, "equal": 1}[h.direction]
+    effects = [sign * (treatment.values[s] - control.values[s]) for s in sorted(treatment.values)]
+    worst = max(effects, key=abs) if h.direction == "equal" else min(effects)
+    return Verdict(
+        **_base(h, control, treatment),
+        control_mean=float(np.mean([control.values[s] for s in treatment.values])),
+        treatment_mean=float(np.mean(list(treatment.values.values()))),
+        effect=worst, ci_low=min(effects), ci_high=max(effects), ci_level=math.nan, p_value=math.nan,
+        verdict=SUPPORTED if all(_holds(h, e) for e in effects) else REFUTED, interval=EVERY_SEED,
+    )  # fmt: skip
 
 
 def _unhealthy(h: Hypothesis, control: Arm, treatment: Arm) -> str:
@@ -365,6 +391,8 @@ def decide(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
         return _counts(h, control, treatment)
     if h.test == "fact":
         return _fact(h, control, treatment)
+    if h.test == "bound":
+        return _bound(h, control, treatment)
     verdict = _measured(h, control, treatment)
     if not h.metric.startswith(AT_INIT) and (reason := _unhealthy(h, control, treatment)):
         return replace(verdict, verdict=NOT_DECIDED, p_value=math.nan, reason=f"did not learn: {reason}")
@@ -373,7 +401,7 @@ def decide(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
 
 def adjust(verdicts: list[Verdict]) -> list[Verdict]:
     """Benjamini-Hochberg over the verdicts that carry a p value: a decided verdict whose adjusted p is not
-    below ALPHA becomes inconclusive. Facts and hypotheses not decided keep their verdict and no adjusted p."""
+    below ALPHA becomes inconclusive. Facts, bounds and hypotheses not decided keep their verdict and no adjusted p."""
     tested = [i for i, v in enumerate(verdicts) if math.isfinite(v.p_value)]
     p_values = [verdicts[i].p_value for i in tested]
     adjusted = dict(zip(tested, multipletests(p_values, ALPHA, "fdr_bh")[1], strict=True)) if tested else {}
