@@ -160,7 +160,7 @@ def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pd
     for rule in rules:
         assert rule in text, rule
     trends = pd.read_csv(FIXTURE / "trends.csv")
-    assert "Along the scale axis" in text and f"{trends.trend[0]} (16: did not learn" in text
+    assert "Along the scale axis" in text and f"{trends.trend[0]} (an arm did not learn at 16, 32)" in text
 
 
 VERDICTS_WORDS = ("supported", "refuted", "inconclusive", "not_decided")

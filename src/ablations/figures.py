@@ -436,7 +436,7 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
             ax.plot(v.effect, i, "o", color=colour, fillstyle="none" if waiting else "full")
         threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
         ax.axvline(threshold, color="black", linewidth=1.5)
-        if rows.test.iloc[0] == "equivalence":
+        if rows.direction.iloc[0] == "equal":  # equivalence, or a fact or bound within ±m: both edges
             ax.axvline(-threshold, color="black", linewidth=1.5)
         ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # readable tick labels at small effects

@@ -768,6 +768,15 @@ TREND_WORDS = {
 }
 
 
+def trend_reason(t) -> str:
+    """Why a trend is not decided, short enough for the table's column: the axis values where an arm did not learn
+    (which arm, and how many runs, the per-value verdicts and trends.csv say)."""
+    if not isinstance(t.reason, str) or not t.reason:
+        return ""
+    unlearned = re.findall(r"(?:^|; )([^;:]+): did not learn", t.reason)
+    return f" (an arm did not learn at {', '.join(unlearned)})" if unlearned else f" ({t.reason})"
+
+
 def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
     """Per scaled hypothesis: the slope against the sign written down before the runs, and the effect and adjusted
     verdict at each axis value (those verdicts are tests of the report's family too)."""
@@ -787,13 +796,13 @@ def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
             matches = "yes"
         else:  # a slope whose interval holds 0 neither shows nor contradicts a predicted sign
             matches = "not shown" if t.trend == "holds" else "no"
-        reason = f" ({t.reason})" if isinstance(t.reason, str) and t.reason else ""
         rows.append({
             "experiment": f"{t.experiment_id} {t.experiment}", "hypothesis": t.hypothesis, "corpus": t.corpus,
             "tier": t.tier, "axis": t.axis, "effects": effects,
             "slope": "—" if pd.isna(t.slope) else f"{fmt(t.slope)} [{fmt(t.slope_low)}, {fmt(t.slope_high)}]",
             "expected": t.expected,
-            "trend": f"awaiting runs ({t.awaiting})" if t.awaiting else TREND_WORDS.get(t.trend, t.trend) + reason,
+            "trend": f"awaiting runs ({t.awaiting})" if t.awaiting
+                     else TREND_WORDS.get(t.trend, t.trend) + trend_reason(t),
             "matches": matches,
         })  # fmt: skip
     return rows
