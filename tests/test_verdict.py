@@ -254,11 +254,11 @@ def test_a_bound_is_met_at_its_edge_and_in_the_other_direction():
 
 def test_an_equal_bound_takes_the_largest_distance_either_way():
     """E23 H3: padding changes the loss by less than the margin either way, in every seed."""
-    h = bound("equal", 0.25, reference=0.0)
-    v = decide(h, constant(0.0, range(3)), values(0.125, -0.25, 0.0625))
-    assert (v.verdict, v.effect, v.ci_low, v.ci_high) == ("supported", -0.25, -0.25, 0.125)
-    v = decide(h, constant(0.0, range(3)), values(0.125, -0.375, 0.0625))
-    assert (v.verdict, v.effect) == ("refuted", -0.375)
+    h = bound("equal", 0.375, reference=0.0)
+    v = decide(h, constant(0.0, range(3)), values(0.375, -0.25, 0.0625))  # the worst is the largest, not the least
+    assert (v.verdict, v.effect, v.ci_low, v.ci_high) == ("supported", 0.375, -0.25, 0.375)
+    v = decide(h, constant(0.0, range(3)), values(0.125, -0.5, 0.0625))
+    assert (v.verdict, v.effect) == ("refuted", -0.5)
 
 
 def test_a_bound_between_two_arms_pairs_their_seeds_and_needs_every_one():
