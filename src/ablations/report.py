@@ -760,9 +760,11 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
     }
 
 
+# Where the effect moves as the axis grows, against the hypothesis's direction (not the expected slope: whether the
+# slope is the one written down beforehand is the next column's, "As expected").
 TREND_WORDS = {
-    "strengthens": "rises: toward the prediction",
-    "weakens": "falls: against the prediction",
+    "strengthens": "rises (the hypothesis's way)",
+    "weakens": "falls (against the hypothesis's way)",
     "holds": "no trend detected",
     "flips": "flips sign",
 }
