@@ -238,7 +238,7 @@ def test_the_overview_leaves_out_a_hypothesis_without_a_minimum_effect_and_the_c
     rows = pd.DataFrame([verdict(), verdict(experiment_id="E27", min_effect=0.0)])
     figures.margins_figure(rows, tmp_path / "overview.png")
     assert [t.get_text() for t in drawn[0].axes[0].get_yticklabels()] == ["E01 H1 · stdlib_prose · quick"]
-    entry = report.overview_figure(rows, tmp_path)
+    [entry] = report.overview_figures(rows, tmp_path)
     assert "without a minimum effect (E27 H1; 1 row): there is no m to divide by" in entry["caption"]
 
 

@@ -292,9 +292,24 @@ def test_page_one_has_a_scorecard_whose_counts_are_the_fixtures_verdicts(pdf, re
 def test_the_overview_draws_measured_verdicts_only_and_is_left_out_without_any(results_dir, tmp_path):
     verdicts = pd.read_csv(results_dir / "verdicts.csv").fillna({"awaiting": ""})
     verdicts = verdicts[verdicts.superseded.isna()]  # as build() passes them: the current hypotheses
-    entry = report.overview_figure(verdicts, tmp_path)
-    assert entry is not None and (tmp_path / entry["path"]).exists() and "minimum effect" in entry["caption"]
-    assert report.overview_figure(verdicts[verdicts.test.isin(["fact", "counts"])], tmp_path) is None
+    [entry] = report.overview_figures(verdicts, tmp_path)
+    assert (tmp_path / entry["path"]).exists() and "minimum effect" in entry["caption"]
+    assert report.overview_figures(verdicts[verdicts.test.isin(["fact", "counts"])], tmp_path) == []
+
+
+def test_a_long_overview_is_cut_between_experiments_into_legible_figures(tmp_path):
+    """27 experiments on two corpora give ~300 rows: one figure would print its labels at 2 pt."""
+    sizes = {"E01": 30, "E02": 15, "E03": 10, "E04": 60, "E05": 5}
+    rows = [{"experiment_id": e, "hypothesis": f"H{i + 1}", "corpus": "stdlib_prose", "tier": "quick",
+             "test": "superiority", "effect": 0.1, "ci_low": 0.05, "ci_high": 0.15, "min_effect": 0.02,
+             "verdict": "supported", "verdict_adjusted": "supported", "awaiting": ""}
+            for e, n in sizes.items() for i in range(n)]  # fmt: skip
+    parts = report.overview_parts(pd.DataFrame(rows).sample(frac=1, random_state=0))  # any order in
+    assert [sorted(set(p.experiment_id)) for p in parts] == [["E01", "E02"], ["E03"], ["E04"], ["E05"]]
+    entries = report.overview_figures(pd.DataFrame(rows), tmp_path)
+    assert [e["caption"].split(".")[0] for e in entries] == [
+        "Experiments E01–E02", "Experiment E03", "Experiment E04", "Experiment E05"]  # fmt: skip
+    assert "minimum effect m" in entries[0]["caption"] and "first of these figures" in entries[1]["caption"]
 
 
 def test_a_hypothesis_with_a_published_effect_gets_its_literature_figure(pdf):

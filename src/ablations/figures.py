@@ -508,6 +508,12 @@ def pad_limits(ax: plt.Axes, low: float, high: float, share: float = 0.04) -> No
     ax.set_xlim(left, right)
 
 
+def margin_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts margins_figure draws: measured (superiority, non-inferiority, equivalence) with an interval and a
+    minimum effect to divide by."""
+    return verdicts[verdicts.test.isin(list(TEST_MARKERS)) & verdicts.ci_low.notna() & (verdicts.min_effect > 0)]
+
+
 def margins_figure(verdicts: pd.DataFrame, path: Path) -> Path:
     """Every measured hypothesis at a glance, in units of its own minimum effect m so that one axis holds them all.
 
@@ -516,8 +522,7 @@ def margins_figure(verdicts: pd.DataFrame, path: Path) -> Path:
     90 % interval spans, decided against 1 (within = as predicted): its effect has no predicted sign, so it is not
     drawn on a side of the upper axis. Colour: the adjusted verdict (shown_verdicts); marker: the test. A hypothesis
     without a minimum effect (m = 0: the direction alone) has no unit here and is left out."""
-    drawable = verdicts.test.isin(list(TEST_MARKERS)) & verdicts.ci_low.notna() & (verdicts.min_effect > 0)
-    rows = verdicts[drawable].reset_index(drop=True)
+    rows = margin_rows(verdicts).reset_index(drop=True)
     rows = rows.assign(shown=shown_verdicts(rows))
     panels = [part for part in (rows[rows.test != "equivalence"], rows[rows.test == "equivalence"]) if not part.empty]
     fig, axes = plt.subplots(

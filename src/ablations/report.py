@@ -37,6 +37,7 @@ from ablations.figures import (
     figure_from_spec,
     length_scaling_figure,
     literature_figure,
+    margin_rows,
     margins_figure,
     reliability_figure,
     tails_figure,
@@ -616,13 +617,31 @@ OVERVIEW_CAPTION = (
 )
 
 
-def overview_figure(verdicts: pd.DataFrame, work: Path) -> dict | None:
-    """The findings at a glance, before the summary table (None when nothing was measured)."""
+OVERVIEW_ROWS = 50  # rows per overview figure: at full width their labels stay legible at 100 % zoom
+
+
+def overview_parts(verdicts: pd.DataFrame) -> list[pd.DataFrame]:
+    """The drawable verdicts in experiment order, cut between experiments into parts of at most OVERVIEW_ROWS rows
+    (an experiment with more rows is a part of its own)."""
+    rows = margin_rows(verdicts)
+    parts: list[pd.DataFrame] = []
+    for _, experiment in sorted(rows.groupby("experiment_id"), key=lambda kv: kv[0]):
+        if parts and len(parts[-1]) + len(experiment) <= OVERVIEW_ROWS:
+            parts[-1] = pd.concat([parts[-1], experiment])
+        else:
+            parts.append(experiment)
+    return parts
+
+
+def overview_figures(verdicts: pd.DataFrame, work: Path) -> list[dict]:
+    """The findings at a glance, before the summary table: one figure per part of the experiments (none when nothing
+    was measured)."""
     counted = verdicts[verdicts.awaiting == ""]
-    measured = counted[counted.test.isin(["superiority", "non_inferiority", "equivalence"]) & counted.ci_low.notna()]
-    if not (measured.min_effect > 0).any():
-        return None
+    parts = overview_parts(counted)
+    if not parts:
+        return []
     caption = OVERVIEW_CAPTION
+    measured = counted[counted.test.isin(["superiority", "non_inferiority", "equivalence"]) & counted.ci_low.notna()]
     if len(unitless := measured[measured.min_effect == 0]):
         named = ", ".join(dict.fromkeys(f"{v.experiment_id} {v.hypothesis}" for v in unitless.itertuples()))
         caption += (
@@ -630,7 +649,16 @@ def overview_figure(verdicts: pd.DataFrame, work: Path) -> dict | None:
             f"({named}; {len(unitless)} row{'s' * (len(unitless) != 1)}): there is no m to divide by; their "
             "sections show them."
         )
-    return figure_entry(margins_figure(counted, work / f"overview{FIGURE}"), caption)
+    entries = []
+    for i, part in enumerate(parts):
+        first, last = part.experiment_id.iloc[0], part.experiment_id.iloc[-1]
+        if len(parts) > 1:
+            span = f"Experiment {first}" if first == last else f"Experiments {first}–{last}"
+            text = f"{span}. " + (caption if i == 0 else "Drawn as in the first of these figures.")
+        else:
+            text = caption
+        entries.append(figure_entry(margins_figure(part, work / f"overview-{i + 1}{FIGURE}"), text))
+    return entries
 
 
 def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path) -> list[dict]:
@@ -946,7 +974,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cjk_font": cjk_font() or "",
             "summary": summary_rows(verdicts, specs),
-            "overview": overview_figure(verdicts, work),
+            "overviews": overview_figures(verdicts, work),
             "scorecard": scorecard(verdicts, runs, specs),
             "counts": counts(frames["current"]),
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
