@@ -292,8 +292,9 @@ def test_a_domain_corpus_s_validation_loss_gets_a_third_panel_without_the_genera
     rows = curves("ft", "val_loss", [250, 500], [2.3, 2.4]) + curves("ft", "train_loss", [10, 500], [1.8, 1.2])
     rows += curves("ft", "domain_val_loss", [250, 500], [2.19, 2.23])
     figures.curves_figure(pd.DataFrame(rows), ["ft"], "stdlib_prose, quick", tmp_path / "c.svg", BASELINES)
-    val, train, domain = drawn[0].axes
+    val, train, domain, key = drawn[0].axes  # two panels a row: the fourth cell holds the legend
     assert domain.get_title().startswith("domain_val_loss")
+    assert not key.axison and [t.get_text() for t in key.get_legend().get_texts()][0] == "ft"
     assert list(domain.lines[0].get_ydata()) == pytest.approx([2.20, 2.24])  # the mean over seeds
     assert not {line.get_label() for line in domain.lines} & set(BASELINES)
     figures.curves_figure(pd.DataFrame(rows[:12]), ["ft"], "stdlib_prose, quick", tmp_path / "d.svg", BASELINES)

@@ -292,7 +292,11 @@ def curves_figure(
     # seaborn's own choice for this many hues (beyond the colour cycle, husl: no two arms share a colour)
     colours = sns.color_palette(None if len(arms) <= len(sns.color_palette()) else "husl", len(arms))
     palette = dict(zip(arms, colours, strict=True))
-    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.4), layout="constrained", sharex=True)
+    # At most two panels a row: three in a row, shrunk to the page's width, printed their labels at ~4 pt.
+    columns, rows = min(2, len(shown)), math.ceil(len(shown) / 2)
+    fig, grid = plt.subplots(rows, columns, figsize=(5 * columns, 3.4 * rows), layout="constrained", sharex=True,
+                             squeeze=False)  # fmt: skip
+    axes, spare = grid.flat[: len(shown)], grid.flat[len(shown) :]
     entries = []
     for ax, metric in zip(axes, shown, strict=True):  # one step axis for every panel
         frame = curves[curves.metric == metric]
@@ -314,9 +318,15 @@ def curves_figure(
         ax.set_ylim(*padded(min(later.min(), last.min()), max(later.max(), last.max())))
         if metric in BASELINE_METRICS:
             entries += draw_reference_lines(ax, baselines)
+    for ax in axes:  # sharex hides the labels above another row, and above the legend's cell nothing is below
+        ax.tick_params(labelbottom=True)
     handles = [Line2D([], [], color=palette[arm], label=arm) for arm in present]
-    fig.legend(handles=handles + entries, title="arm", loc="outside right upper", fontsize=7, title_fontsize=8,
-               ncols=1 + len(handles) // 10)  # fmt: skip
+    legend = {"handles": handles + entries, "title": "arm", "fontsize": 7, "title_fontsize": 8}
+    if len(spare):  # the grid's empty cell holds the legend
+        spare[0].axis("off")
+        spare[0].legend(**legend, loc="upper left", ncols=1 + len(handles) // 12)
+    else:
+        fig.legend(**legend, loc="outside right upper", ncols=1 + len(handles) // 10)
     return save_figure(fig, path)
 
 
