@@ -146,6 +146,18 @@ def test_a_bound_reads_as_every_seed_with_its_range_and_no_p_value():
     assert "p =" not in sentence and "Every seed meets the statement" in sentence and sentence.count("supported") == 1
 
 
+def test_a_count_reads_in_the_direction_it_predicts():
+    """E11 H3 predicts more stuck runs without residuals; the sentence said "fewer ... favours the treatment"."""
+    spec = report.load_spec("residual_connections")
+    h = next(h for h in spec.hypotheses if h.test == "counts")
+    stuck = Arm({s: 3.3 for s in range(5)}, dict.fromkeys(range(5), "plateau"))
+    v = decide(h, Arm.learned({s: 2.0 for s in range(5)}), stuck)
+    row = pd.Series({**v.as_dict(), "awaiting": "", "verdict_adjusted": v.verdict})
+    sentence = report.verdict_sentence(row, h, spec)
+    assert h.direction == "higher" and "more not_learned runs in no_residual than in residual" in sentence
+    assert "shows the predicted difference in counts: supported" in sentence, sentence
+
+
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
     text = flat("\n".join(pages(pdf)))
     rules = (
@@ -486,9 +498,21 @@ def test_arms_that_learned_but_no_better_than_the_bigram_baseline_are_named_with
     """Arm c sat on the unigram plateau in one run: it did not learn, which its section says otherwise."""
     group = pd.DataFrame({"arm": ["a", "a", "b", "c", "c"], "status": ["finished"] * 5,
                           "health": ["learned"] * 4 + ["plateau"], "final_val_loss": [2.60, 2.62, 2.1, 2.7, 3.3],
-                          "baseline_bigram": [2.6] * 5})  # fmt: skip
+                          "baseline_unigram": [3.3] * 5, "baseline_bigram": [2.6] * 5})  # fmt: skip
     assert report.bigram_level("quick", "prose", group) == [
         {"arm": "a", "corpus": "prose", "tier": "quick", "loss": "2.610", "bigram": "2.600"}]  # fmt: skip
+
+
+def test_an_arm_that_learned_only_the_domain_is_judged_against_the_domains_bigram_baseline():
+    """E24's scratch arms never see prose: their prose loss (3.27, above the plateau line) is no bigram finding; their
+    code loss is judged against the code's bigram baseline."""
+    group = pd.DataFrame({"arm": ["scratch", "scratch", "tuned"], "status": ["finished"] * 3,
+                          "health": ["learned"] * 3, "final_val_loss": [3.27, 3.33, 1.9],
+                          "baseline_unigram": [3.3] * 3, "baseline_bigram": [2.6] * 3,
+                          "final_domain_val_loss": [2.5, 2.7, 1.5], "baseline_domain_unigram": [3.4] * 3,
+                          "baseline_domain_bigram": [2.55] * 3})  # fmt: skip
+    expected = {"arm": "scratch", "corpus": "prose's domain", "tier": "quick", "loss": "2.600", "bigram": "2.550"}
+    assert report.bigram_level("quick", "prose", group) == [expected]
 
 
 def test_arms_whose_learning_check_could_not_be_made_are_named():

@@ -96,7 +96,7 @@ RULES = {
     "superiority": "{t} {dir} than {c} by at least {m}",
     "non_inferiority": "{t} not worse than {c} by more than {m} ({dir} is better)",
     "equivalence": "{t} within ±{m} of {c}",
-    "counts": "fewer {metric} runs in {t} than in {c}",
+    "counts": "{fewer} {metric} runs in {t} than in {c}",
     "fact": "{t} against {c}: {dir} by {m}",
     "bound": "{t} against {c} in every seed: {dir} by {m}",
 }
@@ -107,8 +107,8 @@ OUTCOMES = {
     ("non_inferiority", "refuted"): "The whole 95% interval lies below minus the margin",
     ("equivalence", "supported"): "The whole 90% interval lies inside the margin (TOST)",
     ("equivalence", "refuted"): "The whole 90% interval lies beyond an edge of the margin",
-    ("counts", "supported"): "Fisher's exact test favours the treatment",
-    ("counts", "refuted"): "Fisher's exact test favours the control",
+    ("counts", "supported"): "Fisher's exact test shows the predicted difference in counts",
+    ("counts", "refuted"): "Fisher's exact test shows the opposite difference in counts",
     ("fact", "supported"): "The fixed values meet the statement",
     ("fact", "refuted"): "The fixed values do not meet the statement",
     ("bound", "supported"): "Every seed meets the statement (the effect shown is the worst seed's)",
@@ -119,7 +119,7 @@ OUTCOMES = {
 def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     """One hypothesis's verdict in words: the test, the numbers, the raw and the adjusted verdict."""
     rule = RULES[v.test].format(t=v.treatment, c=v.control, m=f"{v.min_effect:g}", metric=v.metric,
-                                dir={"lower": "lower", "higher": "higher", "equal": "equal"}[v.direction])  # fmt: skip
+                                dir=v.direction, fewer="fewer" if v.direction == "lower" else "more")  # fmt: skip
     if v.test == "counts":
         numbers = f"rates {v.control} {v.control_mean:.2f}, {v.treatment} {v.treatment_mean:.2f}"
     elif h.side_by_side:
@@ -344,18 +344,30 @@ def unchecked(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
     return [f"{arm} ({corpus}, {tier}): {len(runs)} runs" for arm, runs in missing.groupby("arm", sort=True)]
 
 
+BIGRAM_CHECKED = (  # (loss, its corpus's unigram and bigram baselines, the corpus as the table names it)
+    ("final_val_loss", "baseline_unigram", "baseline_bigram", "{corpus}"),
+    ("final_domain_val_loss", "baseline_domain_unigram", "baseline_domain_bigram", "{corpus}'s domain"),
+)
+
+
 def bigram_level(tier: str, corpus: str, group: pd.DataFrame) -> list[dict]:
-    """The arms of a tier x corpus whose runs all learned but whose mean final validation loss is not below the
-    corpus's bigram baseline: they learned more than token frequencies, but no more than what the previous token
-    alone predicts. (An arm with a run that did not learn is named as such elsewhere.)"""
-    if "baseline_bigram" not in group or "final_val_loss" not in group:
-        return []
+    """The arms of a tier x corpus whose runs all learned but whose mean final loss is not below the bigram baseline
+    on a corpus where they learned (mean loss below the plateau line): they learned more than token frequencies, but
+    no more than what the previous token alone predicts. An arm that learned only the domain (E24's scratch arms) is
+    judged there, not on the general corpus it never saw. (An arm with a run that did not learn is named as such
+    elsewhere.)"""
     finished = group[group.status == "finished"]
     rows = []
     for arm, runs in finished.groupby("arm", sort=True):
-        loss, bigram = runs.final_val_loss.mean(), runs.baseline_bigram.mean()
-        if loss >= bigram and runs.health.eq("learned").all():
-            rows.append({"arm": arm, "corpus": corpus, "tier": tier, "loss": f"{loss:.3f}", "bigram": f"{bigram:.3f}"})
+        if not runs.health.eq("learned").all():
+            continue
+        for loss_name, unigram_name, bigram_name, where in BIGRAM_CHECKED:
+            if not {loss_name, unigram_name, bigram_name} <= set(runs) or runs[loss_name].isna().any():
+                continue
+            loss, unigram, bigram = (runs[name].mean() for name in (loss_name, unigram_name, bigram_name))
+            if loss <= (1 - PLATEAU_MARGIN) * unigram and loss >= bigram:
+                rows.append({"arm": arm, "corpus": where.format(corpus=corpus), "tier": tier, "loss": f"{loss:.3f}",
+                             "bigram": f"{bigram:.3f}"})  # fmt: skip
     return rows
 
 
