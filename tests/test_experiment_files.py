@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from ablations.cli import experiment_names
 from ablations.data import parse_mix
-from ablations.plan import arm_config, check_config, tier_arms
+from ablations.plan import arm_config, check_config, invocation, tier_arms
 from ablations.spec import ExperimentSpec, load_spec
 from ablations.store import ROOT
 from ablations.training import OptimConfig
@@ -157,3 +157,13 @@ def test_e09s_general_only_arms_take_as_many_updates_as_their_mix(tier):
             run_cfg.data.batch_size, run_cfg.data.batch_size * run_cfg.model.block_size * share
         )
         assert arms[f"g_as_{mix}"]["optim.max_steps"] == optim.max_steps
+
+
+def test_runs_are_tagged_with_the_tokenizer_their_experiment_file_sets():
+    """E18 trains on a BPE whatever the command line's tokenizer; its runs were tagged "byte", and the report's setup
+    table said so beside a 4,096-token vocabulary's parameter count."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", ["experiment=repetition_and_decoding", "tier=smoke", "data=stdlib_prose"])
+        plain = compose("config", ["experiment=attention_heads", "tier=smoke", "data=stdlib_prose"])
+    assert cfg.data.tokenizer == "byte" and invocation(cfg).tags["tokenizer"] == "bpe"
+    assert invocation(plain).tags["tokenizer"] == "byte"

@@ -153,8 +153,10 @@ class Invocation:
 
     @property
     def tags(self) -> dict[str, str]:
+        # the runs' own tokenizer: an experiment file can set it for all its runs (E18's BPE over a byte command line)
+        tokenizers = ",".join(sorted({str(c.data.tokenizer) for c in self.run_cfgs})) or str(self.cfg.data.tokenizer)
         return {"experiment": self.spec.name, "experiment_id": self.spec.id, "tier": self.cfg.tier,
-                "corpus": self.cfg.data.corpus, "tokenizer": self.cfg.data.tokenizer}  # fmt: skip
+                "corpus": self.cfg.data.corpus, "tokenizer": tokenizers}  # fmt: skip
 
     @property
     def parent_name(self) -> str:

@@ -65,7 +65,8 @@ def _row(run: Run) -> dict:
         "seed": int(tags["seed"]),
         "status": tags["ablations.status"],
         "corpus_sha256": tags["corpus_sha256"],
-        "tokenizer": tags["tokenizer"],
+        # the run's own param: the tag was the command line's ("byte" on E18's BPE runs, before that was fixed)
+        "tokenizer": run.data.params.get("data.tokenizer", tags["tokenizer"]),
         **{k: v for k, v in run.data.metrics.items() if not per_step(k)},
         **{k: v for k, v in run.data.params.items() if k.startswith(EXPORTED_PARAMS)},
         "run_id": run.info.run_id,
