@@ -158,6 +158,22 @@ def test_a_count_reads_in_the_direction_it_predicts():
     assert "shows the predicted difference in counts: supported" in sentence, sentence
 
 
+def test_the_summarys_counts_say_how_many_lie_at_the_scale_axis_values_page_1_leaves_out():
+    """Page 1 counted 7 not decided and 30 awaiting, the summary 14 and 31: the difference was the scaled verdicts."""
+    made = [
+        ("h8", "", "not decided", math.nan),
+        ("h8@d_model=64", "", "not decided", math.nan),
+        ("h4", "", "supported", 0.01),
+        ("h4@d_model=64", "", "supported", 0.02),
+        ("h2", "seeds missing", "refuted", 0.01),
+        ("h2@d_model=64", "seeds missing", "refuted", 0.03),
+    ]
+    rows = [{"treatment": t, "awaiting": a, "verdict": v, "verdict_adjusted": v, "p_value": p} for t, a, v, p in made]
+    assert report.counts(pd.DataFrame(rows)) == {"tests": 2, "scaled_tests": 1, "not_decided": 2,
+                                                 "not_decided_scaled": 1, "changed_by_fdr": 0, "awaiting": 2,
+                                                 "awaiting_scaled": 1}  # fmt: skip
+
+
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
     text = flat("\n".join(pages(pdf)))
     rules = (

@@ -965,12 +965,16 @@ def counts(verdicts: pd.DataFrame) -> dict[str, int]:
     """The summary's counts over every current verdict, the scaled ones included: those decided on current runs, and
     those awaiting their rerun."""
     counted = verdicts[verdicts.awaiting == ""]
+    scaled = verdicts.treatment.str.contains("@", regex=False)  # at the scale axis's other values: not on page 1
+    not_decided, awaiting = counted.verdict == "not decided", verdicts.awaiting != ""
     return {
         "tests": int(counted.p_value.notna().sum()),
-        "scaled_tests": int((counted.p_value.notna() & counted.treatment.str.contains("@", regex=False)).sum()),
-        "not_decided": int((counted.verdict == "not decided").sum()),
+        "scaled_tests": int((counted.p_value.notna() & scaled[counted.index]).sum()),
+        "not_decided": int(not_decided.sum()),
+        "not_decided_scaled": int((not_decided & scaled[counted.index]).sum()),
         "changed_by_fdr": int((counted.verdict != counted.verdict_adjusted).sum()),
-        "awaiting": int((verdicts.awaiting != "").sum()),
+        "awaiting": int(awaiting.sum()),
+        "awaiting_scaled": int((awaiting & scaled).sum()),
     }
 
 
