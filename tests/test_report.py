@@ -499,7 +499,10 @@ def test_the_trend_table_gives_each_values_effect_and_does_not_call_an_open_slop
     assert row["effects"] == ["64: +0.01 [+0, +0.02] inconclusive", "256: +0.03 [+0.02, +0.04] inconclusive"]
     assert (row["trend"], row["matches"]) == ("no trend detected", "not shown")
     (row,) = report.trend_rows(trends.assign(slope_high=-0.001, trend="weakens"), verdicts)
-    assert (row["trend"], row["matches"]) == ("falls (against the hypothesis's way)", "no")
+    assert (row["expected"], row["trend"], row["matches"]) == ("rises", "falls", "no")  # one vocabulary
+    flat = trends.assign(expected="zero", matches=True)  # a zero slope shown by its equivalence test
+    (row,) = report.trend_rows(flat, verdicts)
+    assert (row["expected"], row["trend"], row["matches"]) == ("flat", "flat (within the margin)", "yes")
     # a superseded hypothesis has no current verdicts: its trend leaves the table (it stopped the report: E24's H1)
     assert report.trend_rows(trends.assign(hypothesis="H2"), verdicts) == []
 

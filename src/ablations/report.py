@@ -751,6 +751,7 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
                 "direction": "" if statements else v.direction,
                 "corpus": v.corpus,
                 "tier": v.tier,
+                "scale": v.scale,
                 "test": v.test.replace("_", "-"),
                 "seeds": int(v.n_seeds),
                 "effect": f"{fmt(v.effect)}{interval}",
@@ -800,14 +801,18 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
     }
 
 
-# Where the effect moves as the axis grows, against the hypothesis's direction (not the expected slope: whether the
-# slope is the one written down beforehand is the next column's, "As expected").
-TREND_WORDS = {
-    "strengthens": "rises (the hypothesis's way)",
-    "weakens": "falls (against the hypothesis's way)",
-    "holds": "no trend detected",
-    "flips": "flips sign",
-}
+# The expected slope and the trend found, in one vocabulary: the effect (+ = the hypothesis's way) rises, falls or
+# stays flat as the axis grows; "As expected" compares the two.
+EXPECTED_WORDS = {"positive": "rises", "negative": "falls", "zero": "flat"}
+TREND_WORDS = {"strengthens": "rises", "weakens": "falls", "holds": "no trend detected", "flips": "flips sign"}
+FLAT = "flat (within the margin)"  # a zero slope shown by its equivalence test
+
+
+def trend_words(t) -> str:
+    """The trend column: where the effect moves, and why a trend is not decided."""
+    if t.trend == "holds" and t.expected == "zero" and t.matches:
+        return FLAT
+    return TREND_WORDS.get(t.trend, t.trend) + trend_reason(t)
 
 
 def trend_reason(t) -> str:
@@ -842,9 +847,8 @@ def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
             "experiment": f"{t.experiment_id} {t.experiment}", "hypothesis": t.hypothesis, "corpus": t.corpus,
             "tier": t.tier, "axis": t.axis, "effects": effects,
             "slope": "—" if pd.isna(t.slope) else f"{fmt(t.slope)} [{fmt(t.slope_low)}, {fmt(t.slope_high)}]",
-            "expected": t.expected,
-            "trend": f"awaiting runs ({t.awaiting})" if t.awaiting
-                     else TREND_WORDS.get(t.trend, t.trend) + trend_reason(t),
+            "expected": EXPECTED_WORDS.get(t.expected, t.expected),
+            "trend": f"awaiting runs ({t.awaiting})" if t.awaiting else trend_words(t),
             "matches": matches,
         })  # fmt: skip
     return rows
@@ -943,7 +947,10 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
         if name in frames:
             frames[name] = blanks_as_text(frames[name], columns)
     verdicts = frames["verdicts"]
-    frames["superseded"] = verdicts[verdicts.superseded != ""]
+    superseded = verdicts[verdicts.superseded != ""]
+    at = superseded.scale.str.partition("=")[2].replace("", "nan").astype(float)  # the axis value, in number order
+    order = superseded.assign(at=at).sort_values(["experiment_id", "hypothesis", "corpus", "tier", "at"], key=numbered)
+    frames["superseded"] = order.drop(columns="at")
     frames["current"] = current = verdicts[verdicts.superseded == ""]
     own_scale = current[~current.treatment.str.contains("@", regex=False)]  # the scaled arms: the trend table
     frames["verdicts"] = own_scale.sort_values(["experiment_id", "hypothesis", "corpus", "tier"], key=numbered)
