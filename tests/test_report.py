@@ -174,6 +174,16 @@ def test_the_summarys_counts_say_how_many_lie_at_the_scale_axis_values_page_1_le
                                                  "awaiting_scaled": 1}  # fmt: skip
 
 
+def test_an_effects_caption_explains_hollow_dots_only_where_verdicts_await_runs(tmp_path):
+    verdicts = pd.read_csv(FIXTURE / "verdicts.csv").fillna({"awaiting": ""})
+    spec = report.load_spec("attention_heads")
+    rows = verdicts[(verdicts.experiment == "attention_heads") & verdicts.ci_low.notna()]
+    [entry] = report.effects_figures(spec, rows.assign(awaiting=""), tmp_path)
+    assert "hollow" not in entry["caption"]
+    [entry] = report.effects_figures(spec, rows.assign(awaiting="seeds missing"), tmp_path)
+    assert "A hollow dot" in entry["caption"]
+
+
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
     text = flat("\n".join(pages(pdf)))
     rules = (

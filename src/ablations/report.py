@@ -31,6 +31,7 @@ from scipy import stats
 
 from ablations import settings, tracking
 from ablations.figures import (
+    DOMAIN_CURVE_METRIC,
     arm_comparison_figure,
     curves_figure,
     effects_figure,
@@ -482,9 +483,9 @@ CURVES_CAPTION = (
     "Loss per step: arm mean and the band from the lowest to the highest seed (validation on a fixed subset of "
     "windows; points mark the evaluations). On the validation panel only (a smoothed training objective has other "
     f"baselines): dashed, the unigram baseline and the plateau line {PLATEAU_MARGIN:.0%} below it (a run ending above "
-    "it did not learn); dotted, the bigram baseline; a baseline far from the data is named in the legend. With a "
-    "second corpus (a domain), a third panel: the validation loss on it."
+    "it did not learn); dotted, the bigram baseline; a baseline far from the data is named in the legend."
 )
+DOMAIN_PANEL_CAPTION = " The third panel: the validation loss on the second corpus (the domain)."
 TAILS_CAPTION = (
     "How long-tailed the trained model's Linear weights and inputs are: |x - mean| / std at each quantile (each layer "
     "normalized by its own std, layers pooled), per seed, against a Gaussian. Outliers far beyond the Gaussian line "
@@ -537,7 +538,8 @@ def group_figures(
     if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
         lines = loss_lines | ({"bigram baseline": float(group.baseline_bigram.mean())} if loss_lines else {})
         path = curves_figure(run_curves, list(spec.arms_for(tier)), where, work / f"{tag}-curves{FIGURE}", lines)
-        entries.append(figure_entry(path, CURVES_CAPTION))
+        domain = DOMAIN_CURVE_METRIC in set(run_curves.metric)
+        entries.append(figure_entry(path, CURVES_CAPTION + DOMAIN_PANEL_CAPTION * domain))
     for i, spec_figure in enumerate(spec.figures):
         if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}{FIGURE}")) is not None:
             title = spec_figure.get("title", spec_figure.get("y", ", ".join(spec_figure.get("metrics", []))))
@@ -680,9 +682,11 @@ def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path
     path = effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects{FIGURE}")
     caption = (
         "Effect of each hypothesis with its interval (colour = verdict after the false-discovery adjustment; grey: not "
-        'decided, an arm did not learn) and the threshold of its test; a hollow dot and "awaiting runs": its raw '
-        "verdict, decided on runs that predate the rerun or lack seeds, counted nowhere."
+        "decided, an arm did not learn) and the threshold of its test."
     )
+    if (exp_verdicts.awaiting != "").any():
+        caption += (' A hollow dot and "awaiting runs": its raw verdict, decided on runs that predate the rerun or '
+                    "lack seeds, counted nowhere.")  # fmt: skip
     return [figure_entry(path, caption)]
 
 
