@@ -420,8 +420,8 @@ def test_what_it_means_names_the_corpora_decided_and_those_awaiting_runs():
     rows = pd.DataFrame({"hypothesis": ["H1"] * 3, "corpus": ["a", "b", "c"],
                          "verdict_adjusted": ["supported", "supported", "awaiting runs"],
                          "awaiting": ["", "", "its runs are of numerics version 0"]})  # fmt: skip
-    assert report.meaning(spec, rows).startswith("H1 is supported on a, b (awaiting runs on c)")
-    assert report.meaning(spec, rows[rows.corpus != "c"]).startswith("H1 is supported on every corpus")
+    assert report.meaning(spec, rows).startswith("H1 is supported on a and b (awaiting runs on c)")
+    assert report.meaning(spec, rows[rows.corpus != "c"]).startswith("H1 is supported on a and b")
 
 
 def test_a_hypothesis_stating_the_documents_opposite_contradicts_it_when_supported_and_never_refutes_it():
@@ -441,6 +441,8 @@ def test_a_hypothesis_stating_the_documents_opposite_contradicts_it_when_support
     own = next(h for h in report.load_spec("attention_heads").hypotheses if h.id == "H1")
     assert report.document_sentence(own, "refuted", "final_val_loss").endswith("at this model size and budget.")
     assert report.document_sentence(own, "supported", "final_val_loss") == ""
+    timed = report.document_sentence(own, "refuted", "bench_attention_time_exponent")  # E19: a timing, not a budget
+    assert timed.endswith("is refuted at these model and input sizes on this hardware.")
     with pytest.raises(ValueError, match="opposes_document needs a source that starts with 'document'"):
         replace(own, source="Vaswani et al. 2017", opposes_document=True)
 

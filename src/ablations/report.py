@@ -157,17 +157,25 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     return text + document_sentence(h, v.verdict_adjusted, v.metric)
 
 
+def scope(metric: str) -> str:
+    """What a verdict on metric is bounded by: a benchmark's time, speed or memory by the sizes it ran at and the
+    hardware it ran on; anything trained by the model's size and training budget."""
+    if metric.startswith("bench_") or "per_sec" in metric:
+        return "at these model and input sizes on this hardware"
+    return "at this model size and budget"
+
+
 def document_sentence(h: Hypothesis, verdict: str, metric: str) -> str:
     """What a decided verdict says about the handbook: a refuted statement of its own is refuted; a supported
     statement of the opposite contradicts it; a refuted opposite does not refute it."""
     if not h.from_document:
         return ""
     if not h.opposes_document:
-        return (f" The document's statement ({h.source}), as {h.id} tests it on {metric}, is refuted at this model "
-                "size and budget.") if verdict == "refuted" else ""  # fmt: skip
+        return (f" The document's statement ({h.source}), as {h.id} tests it on {metric}, is refuted "
+                f"{scope(metric)}.") if verdict == "refuted" else ""  # fmt: skip
     if verdict == "supported":
         return (f" {h.id} states the opposite of the document's statement ({h.source}): supported, it contradicts that "
-                f"statement on {metric} at this model size and budget.")  # fmt: skip
+                f"statement on {metric} {scope(metric)}.")  # fmt: skip
     if verdict == "refuted":
         return (f" {h.id} states the opposite of the document's statement ({h.source}): its refutation is no "
                 "refutation of the document.")  # fmt: skip
@@ -205,7 +213,7 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
         by_corpus = {r.corpus: r.verdict_adjusted for r in rows.itertuples()}
         if len(set(by_corpus.values())) == 1:
             verdict = next(iter(by_corpus.values()))
-            where = "on every corpus" if len(by_corpus) > 1 and not waiting else f"on {', '.join(by_corpus)}"
+            where = f"on {' and '.join(by_corpus)}"  # "not decided on every corpus" read as "on some"
             text = f"{h.id} is {verdict} {where}"
         else:
             text = f"{h.id} depends on the corpus (" + ", ".join(f"{v} on {c}" for c, v in by_corpus.items()) + ")"
@@ -222,7 +230,7 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
             how = "contradicted" if h.opposes_document else "refuted"
             sentences.append(
                 f"The handbook's statement behind {h.id} ({h.source}), as {h.id} tests it on {h.metric}, is {how} on "
-                f"{', '.join(where)} at this model size and budget"
+                f"{', '.join(where)} {scope(h.metric)}"
                 + (f" ({h.id} states its opposite)." if h.opposes_document else ".")
             )
     return " ".join(sentences)
