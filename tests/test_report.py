@@ -184,6 +184,15 @@ def test_an_effects_caption_explains_hollow_dots_only_where_verdicts_await_runs(
     assert "A hollow dot" in entry["caption"]
 
 
+def test_the_setup_row_gives_the_range_of_parameters_and_tokens_over_the_experiments_own_arms():
+    """E25's pruned arms train no tokens and its base 1.5 M: the first run's 0 stood for all of them."""
+    group = pd.DataFrame({"arm": ["prune", "base", "base@d_model=64"], "seed": [0, 0, 0], "n_params": [9e5, 9e5, 3e5],
+                          "train_tokens": [0.0, 1_536_000.0, 1_536_000.0], "corpus_sha256": ["ab" * 32] * 3,
+                          "tokenizer": ["byte"] * 3, "hardware": ["cpu"] * 3, "wall_seconds": [1.0] * 3})  # fmt: skip
+    row = report.settings_row("quick", "prose", group)
+    assert (row["params"], row["tokens"]) == ("900,000", "0–1,536,000")
+
+
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
     text = flat("\n".join(pages(pdf)))
     rules = (

@@ -253,6 +253,17 @@ def spread(values: pd.Series) -> str:
     return f"{unique[0]:g}–{unique[-1]:g}"
 
 
+def counted_spread(values: pd.Series) -> str:
+    """A count, or the range the arms span, with thousands separators ("0–1,536,000")."""
+    unique = sorted(int(v) for v in values.dropna().unique())
+    return "—" if not unique else f"{unique[0]:,}" + (f"–{unique[-1]:,}" if len(unique) > 1 else "")
+
+
+def own_arms(group: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the experiment's own arms, without the scaled ones (arm@axis=value)."""
+    return group[~group.arm.str.contains("@", regex=False)]
+
+
 PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16 autocast"}
 
 
@@ -261,7 +272,7 @@ def setup_line(group: pd.DataFrame) -> str:
     then the range along the scale axis in brackets where the scaled arms (arm@axis=value) reach further."""
     if "model.n_layer" not in group:
         return ""
-    own = group[~group.arm.str.contains("@", regex=False)]
+    own = own_arms(group)
     fields = []
     for column, label in SETUP_FIELDS:
         if column in group:
@@ -409,8 +420,8 @@ def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
         "sha256": first.corpus_sha256[:16],
         "tokenizer": first.tokenizer,
         "setup": setup_line(group),
-        "params": f"{int(first.n_params):,}",
-        "tokens": f"{int(first.train_tokens):,}",
+        "params": counted_spread(own_arms(group).n_params),
+        "tokens": counted_spread(own_arms(group).train_tokens),  # E25's pruned arms train none, its base 1.5 M
         "seeds": int(group.seed.nunique()),
         "arms": int(group.arm.nunique()),
         "hardware": hardware_counts(group),
