@@ -5,6 +5,7 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+import seaborn as sns
 from matplotlib.colors import to_hex
 
 from ablations import figures, report
@@ -188,6 +189,16 @@ def test_every_arm_of_a_large_experiment_has_its_own_colour(drawn, tmp_path):
     figures.curves_figure(frame, arms, "stdlib_prose, quick", tmp_path / "curves.svg")
     colours = [to_hex(handle.get_color()) for handle in drawn[0].legends[0].legend_handles]
     assert len(set(colours)) == len(arms)
+
+
+def test_only_the_arms_drawn_share_out_the_colours(drawn, tmp_path):
+    """E25: 22 arms, 8 with curves; husl over all 22 gave the 8 neighbouring hues of one olive."""
+    arms = [f"arm{i}" for i in range(22)]
+    drawn_arms = arms[14:]
+    frame = pd.DataFrame([row for arm in drawn_arms for row in curves(arm, "val_loss", [100, 200], [2.5, 2.4])])
+    figures.curves_figure(frame, arms, "stdlib_prose, quick", tmp_path / "curves.svg")
+    colours = [to_hex(handle.get_color()) for handle in drawn[0].legends[0].legend_handles]
+    assert colours == [to_hex(c) for c in sns.color_palette(None, len(drawn_arms))]
 
 
 def test_the_scatter_figures_legend_lies_outside_the_axes(tmp_path, drawn):

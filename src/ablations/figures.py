@@ -283,15 +283,16 @@ def curves_figure(
     """Validation and training loss per step, and the domain corpus's validation loss where it was logged: the arm
     mean and a band from the lowest to the highest seed; on the validation panel only, the corpus's unigram and
     bigram baselines (validation split) with the plateau line 10 % below unigram (`baselines`, as
-    draw_reference_lines draws them). Arms without values are left out, legend included; an arm keeps the colour
-    its place in `arms` gives it."""
+    draw_reference_lines draws them). Arms without values are left out, legend included; the others take the
+    colours in the order of `arms`."""
     shown = [*CURVE_METRICS, *([DOMAIN_CURVE_METRIC] if DOMAIN_CURVE_METRIC in set(curves.metric) else [])]
     # Only the arms asked for: the others' values (an experiment's scaled arms) set limits for lines never drawn.
     curves = curves[curves.metric.isin(shown) & curves.arm.isin(arms)]
     present = [arm for arm in arms if arm in set(curves.arm)]
-    # seaborn's own choice for this many hues (beyond the colour cycle, husl: no two arms share a colour)
-    colours = sns.color_palette(None if len(arms) <= len(sns.color_palette()) else "husl", len(arms))
-    palette = dict(zip(arms, colours, strict=True))
+    # seaborn's own choice for this many hues (beyond the colour cycle, husl: no two arms share a colour), over the
+    # arms drawn: E25's 22 arms, of which 8 have curves, gave those 8 neighbouring hues of one olive
+    colours = sns.color_palette(None if len(present) <= len(sns.color_palette()) else "husl", len(present))
+    palette = dict(zip(present, colours, strict=True))
     # At most two panels a row: three in a row, shrunk to the page's width, printed their labels at ~4 pt.
     columns, rows = min(2, len(shown)), math.ceil(len(shown) / 2)
     fig, grid = plt.subplots(rows, columns, figsize=(5 * columns, 3.4 * rows), layout="constrained", sharex=True,
