@@ -248,6 +248,11 @@ def test_the_per_arm_figure_draws_a_diverged_run_at_the_registrys_value(monkeypa
     expected["h1", 0] = math.log(256)  # the uniform prediction over the byte vocabulary (ablations.metrics)
     assert {(arm, seed): value for arm, seed, value in drawn} == expected
     assert [arm for arm, _, _ in drawn] == ["h1", "h1", "h8", "h8", "h32", "h32"]  # the experiment file's order
+    drawn.clear()  # an arm without the metric in any run (E18's base does not decode): no empty column
+    runs.loc[runs.arm == "h32", "final_val_loss"] = math.nan
+    runs.loc[runs.index[runs.arm == "h8"][0], "final_val_loss"] = math.nan
+    report.arms_figure(spec, "smoke", "stdlib_prose", runs.to_dict("records"), {}, tmp_path / "arms.svg")
+    assert [arm for arm, _, _ in drawn] == ["h1", "h1", "h8", "h8"]  # h8's missing seed stays a gap
 
 
 def test_the_results_table_scores_a_diverged_run_by_the_registry_and_shows_an_unmeasured_metric_as_a_dash():

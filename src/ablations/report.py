@@ -621,7 +621,8 @@ def arms_figure(
     spec: ExperimentSpec, tier: str, corpus: str, rows: list[dict], loss_lines: dict[str, float], path: Path
 ) -> dict:
     """The primary metric per seed and arm. A diverged run is drawn at the registry's value (ablations.metrics); the
-    row itself is its metrics, so a finished run without the value is a gap."""
+    row itself is its metrics, so a finished run without the value is a gap. An arm none of whose runs has the metric
+    (E18's base, which trains and does not decode) is left out: it was an empty column."""
     primary = spec.hypotheses[0].metric
     values = [
         (r["arm"], r["seed"], value_of(r["status"], r, primary))
@@ -629,6 +630,8 @@ def arms_figure(
         for r in rows
         if r["arm"] == arm
     ]
+    measured = {arm for arm, _, value in values if not math.isnan(value)}
+    values = [v for v in values if v[0] in measured]
     lines = loss_lines if primary == "final_val_loss" else {}
     caption = (
         f"{primary} per seed (dots) and arm mean with its 95% t interval, as in the tables; {corpus}, {tier} tier."
