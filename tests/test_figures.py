@@ -191,6 +191,16 @@ def test_every_arm_of_a_large_experiment_has_its_own_colour(drawn, tmp_path):
     assert len(set(colours)) == len(arms)
 
 
+def test_a_lone_spike_does_not_flatten_the_curves(drawn, tmp_path):
+    """E04: one seed's train loss of 12 at one step, among values near 2, squeezed every curve into a line."""
+    steps = list(range(0, 2000, 10))
+    losses = [12.0 if step == 400 else 2.0 + 0.001 * i for i, step in enumerate(steps)]
+    frame = pd.DataFrame(curves("a", "train_loss", steps, losses) + curves("a", "val_loss", [1000, 1990], [2.1, 2.0]))
+    figures.curves_figure(frame, ["a"], "tinyshakespeare, quick", tmp_path / "curves.svg")
+    _, train = drawn[0].axes[:2]
+    assert train.get_ylim()[1] < 3 and train.get_ylim()[0] < 2.0 + 0.001 * 20
+
+
 def test_only_the_arms_drawn_share_out_the_colours(drawn, tmp_path):
     """E25: 22 arms, 8 with curves; husl over all 22 gave the 8 neighbouring hues of one olive."""
     arms = [f"arm{i}" for i in range(22)]

@@ -295,7 +295,7 @@ def curves_figure(
     palette = dict(zip(present, colours, strict=True))
     # At most two panels a row: three in a row, shrunk to the page's width, printed their labels at ~4 pt.
     columns, rows = min(2, len(shown)), math.ceil(len(shown) / 2)
-    fig, grid = plt.subplots(rows, columns, figsize=(5 * columns, 3.4 * rows), layout="constrained", sharex=True,
+    fig, grid = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), layout="constrained", sharex=True,
                              squeeze=False)  # fmt: skip
     axes, spare = grid.flat[: len(shown)], grid.flat[len(shown) :]
     entries = []
@@ -314,9 +314,11 @@ def curves_figure(
                      ax=ax, legend=False)  # fmt: skip
         # The first tenth of training is a steep drop that would flatten everything after it; each run's last value
         # is always inside (a run that ended early lies wholly in that tenth).
+        # A lone spike (one seed, one step: E04's train loss of 12 among values near 2) would flatten the rest: the
+        # top is the 99th percentile, and a spike above it leaves the panel (the caption says so).
         later = frame[frame.step >= frame.step.max() * 0.1].value
         last = frame.sort_values("step").groupby(["arm", "seed"]).value.last()
-        ax.set_ylim(*padded(min(later.min(), last.min()), max(later.max(), last.max())))
+        ax.set_ylim(*padded(min(later.min(), last.min()), max(later.quantile(0.99), last.max())))
         if metric in BASELINE_METRICS:
             entries += draw_reference_lines(ax, baselines)
     for ax in axes:  # sharex hides the labels above another row, and above the legend's cell nothing is below
@@ -326,8 +328,8 @@ def curves_figure(
     if len(spare):  # the grid's empty cell holds the legend
         spare[0].axis("off")
         spare[0].legend(**legend, loc="upper left", ncols=1 + len(handles) // 12)
-    else:
-        fig.legend(**legend, loc="outside right upper", ncols=1 + len(handles) // 10)
+    else:  # below the panels, which keep the page's width
+        fig.legend(**legend, loc="outside lower center", ncols=min(4, len(legend["handles"])))
     return save_figure(fig, path)
 
 

@@ -502,7 +502,8 @@ CURVES_CAPTION = (
     "Loss per step: arm mean and the band from the lowest to the highest seed (validation on a fixed subset of "
     "windows; points mark the evaluations). On the validation panel only (a smoothed training objective has other "
     f"baselines): dashed, the unigram baseline and the plateau line {PLATEAU_MARGIN:.0%} below it (a run ending above "
-    "it did not learn); dotted, the bigram baseline; a baseline far from the data is named in the legend."
+    "it did not learn); dotted, the bigram baseline; a baseline far from the data is named in the legend. The first "
+    "tenth of training and the top 1% of values may lie beyond the axes (a lone spike would flatten every curve)."
 )
 DOMAIN_PANEL_CAPTION = " The third panel: the validation loss on the second corpus (the domain)."
 TAILS_CAPTION = (
