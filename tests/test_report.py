@@ -193,6 +193,20 @@ def test_the_setup_row_gives_the_range_of_parameters_and_tokens_over_the_experim
     assert (row["params"], row["tokens"]) == ("900,000", "0–1,536,000")
 
 
+@pytest.mark.parametrize(
+    ("test", "low", "high", "found"),
+    [("superiority", 0.001, 0.016, "smaller"), ("superiority", -0.2, -0.1, "opposite"),
+     ("superiority", -0.01, 0.01, "none"), ("equivalence", 0.3, 0.5, "beyond"),
+     ("non_inferiority", -0.5, -0.3, "worse")],
+)  # fmt: skip
+def test_a_refutation_says_what_it_found_beside_its_badge(test, low, high, found):
+    """E01 H5: +0.0087 [+0.0011, +0.016] is a real effect, only smaller than m; "refuted" alone read as none."""
+    v = pd.Series({"verdict": "refuted", "test": test, "ci_low": low, "ci_high": high, "effect": (low + high) / 2,
+                   "treatment": "t", "control": "c", "metric": "m"})  # fmt: skip
+    assert report.refutation(v) == found and report.REFUTATION_SHORT[found]
+    assert report.refutation(v.copy().replace("refuted", "supported")) == ""
+
+
 def test_the_methods_section_states_each_rule_and_the_trend_table_its_outcome(pdf):
     text = flat("\n".join(pages(pdf)))
     rules = (

@@ -182,21 +182,36 @@ def document_sentence(h: Hypothesis, verdict: str, metric: str) -> str:
     return ""
 
 
-def refuted_because(v: pd.Series) -> str:
-    """What a refutation found, which the word alone hides: a real effect smaller than the minimum, none, the
-    opposite one, or (equivalence) a difference beyond the margin and on which side."""
+def refutation(v) -> str:
+    """What a refutation found, which the word alone hides ("" unless refuted with an interval): "smaller" (a real
+    effect in the predicted direction, below the minimum), "opposite", "none" (the interval holds 0), "beyond" (an
+    equivalence's difference beyond the margin) or "worse" (a non-inferiority's, beyond minus the margin)."""
     if v.verdict != "refuted" or pd.isna(v.ci_low):
         return ""
-    if v.test == "equivalence":
+    if v.test in ("equivalence", "non_inferiority"):
+        return "beyond" if v.test == "equivalence" else "worse"
+    if v.test == "superiority" and v.ci_low > 0:
+        return "smaller"
+    return "opposite" if v.ci_high < 0 else "none"
+
+
+REFUTATION_SHORT = {"smaller": "effect < m", "opposite": "opposite", "none": "no effect shown",
+                    "beyond": "beyond ±m", "worse": "worse by > m"}  # fmt: skip
+
+
+def refuted_because(v: pd.Series) -> str:
+    """A refutation's finding in words (refutation)."""
+    found = refutation(v)
+    if found == "beyond":
         side = "higher" if v.effect > 0 else "lower"
         return f" ({v.treatment}'s {v.metric} is {side} than {v.control}'s by more than the margin)"
-    if v.test == "non_inferiority":
-        return f" ({v.treatment} is worse than {v.control} by more than the margin)"
-    if v.test == "superiority" and v.ci_low > 0:
-        return " (an effect in the predicted direction is shown, but smaller than the minimum effect)"
-    if v.ci_high < 0:
-        return " (the effect goes against the predicted direction)"
-    return " (the interval holds 0: no effect of the required size is shown)"
+    return {
+        "": "",
+        "worse": f" ({v.treatment} is worse than {v.control} by more than the margin)",
+        "smaller": " (an effect in the predicted direction is shown, but smaller than the minimum effect)",
+        "opposite": " (the effect goes against the predicted direction)",
+        "none": " (the interval holds 0: no effect of the required size is shown)",
+    }[found]
 
 
 def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
@@ -786,6 +801,8 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
                 "p": "—" if pd.isna(v.p_value) else f"{v.p_value:.2g} / " + fmt_p(v.p_adjusted),
                 "verdict": v.verdict,
                 "verdict_adjusted": v.verdict_adjusted,
+                # what a refutation found, beside the badge: "refuted" alone reads as "no effect"
+                "refuted_how": REFUTATION_SHORT.get(refutation(v), "") if v.verdict_adjusted == "refuted" else "",
                 "literature": agrees,
             }
         )
