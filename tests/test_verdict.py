@@ -237,7 +237,7 @@ def test_a_bound_met_by_every_seed_is_supported_with_the_worst_seed_and_the_rang
     assert (v.verdict, v.test, v.interval, v.effect, v.ci_low, v.ci_high) == (
         "supported", "bound", "every seed", 0.5, 0.5, 0.875)  # fmt: skip
     assert math.isnan(v.p_value) and math.isnan(v.ci_level)
-    assert (v.control_mean, v.treatment_mean) == (1.0, 0.875 / 3 * 1)  # (0.25 + 0.5 + 0.125) / 3
+    assert (v.control_mean, v.treatment_mean) == (1.0, 0.875 / 3)  # (0.25 + 0.5 + 0.125) / 3
 
 
 def test_one_seed_past_the_bound_refutes_it_whatever_the_mean():
@@ -245,45 +245,54 @@ def test_one_seed_past_the_bound_refutes_it_whatever_the_mean():
     assert (v.verdict, v.effect, v.ci_low, v.ci_high) == ("refuted", -0.5, -0.5, 0.875)
 
 
-def test_a_bound_is_met_at_its_edge_and_in_the_other_direction():
-    assert decide(bound(), constant(1.0, range(2)), values(1.0, 0.5)).verdict == "supported"  # effect 0 >= 0
+def test_a_bound_is_strict_at_its_edge_in_either_direction():
+    """ "below 1e-4" is not met at 1e-4."""
+    assert decide(bound(), constant(1.0, range(2)), values(1.0, 0.5)).verdict == "refuted"  # effect 0, not > 0
     higher = bound("higher", 0.25)
-    assert decide(higher, constant(1.0, range(2)), values(1.25, 1.5)).verdict == "supported"  # effects 0.25, 0.5
-    assert decide(higher, constant(1.0, range(2)), values(1.125, 1.5)).verdict == "refuted"
+    assert decide(higher, constant(1.0, range(2)), values(1.375, 1.5)).verdict == "supported"  # effects .375, .5
+    assert decide(higher, constant(1.0, range(2)), values(1.25, 1.5)).verdict == "refuted"  # .25 is not above .25
 
 
 def test_an_equal_bound_takes_the_largest_distance_either_way():
     """E23 H3: padding changes the loss by less than the margin either way, in every seed."""
-    h = bound("equal", 0.375, reference=0.0)
+    h = bound("equal", 0.5, reference=0.0)
     v = decide(h, constant(0.0, range(3)), values(0.375, -0.25, 0.0625))  # the worst is the largest, not the least
     assert (v.verdict, v.effect, v.ci_low, v.ci_high) == ("supported", 0.375, -0.25, 0.375)
     v = decide(h, constant(0.0, range(3)), values(0.125, -0.5, 0.0625))
     assert (v.verdict, v.effect) == ("refuted", -0.5)
 
 
-def test_a_bound_between_two_arms_pairs_their_seeds_and_needs_every_one():
-    h = Hypothesis("H", "s", "m", "t", "c", "lower", 0.0, test="bound")
-    v = decide(h, values(2.0, 3.0), values(1.5, 2.75))  # effects 0.5, 0.25
-    assert (v.verdict, v.effect, v.ci_high) == ("supported", 0.25, 0.5)
-    with pytest.raises(ValueError, match="lacks seeds \\[2\\]"):
-        decide(h, values(2.0, 3.0), values(1.5, 2.75, 1.0))
+def test_a_seed_without_a_finite_value_leaves_a_bound_not_decided():
+    """A diverged run has no gradient difference: refuted (or not) by the order of the seeds, once."""
+    v = decide(bound(), constant(1.0, range(3)), values(0.25, math.nan, 0.125))
+    assert (v.verdict, v.reason) == ("not decided", "no finite value in seeds [1] of accum")
+    assert math.isnan(v.effect) and math.isnan(v.p_value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"reference": None}, "a bound is against a constant reference"),  # two trained arms: no test of a difference
+     ({"direction": "equal", "min_effect": 0.0}, "within a margin"),
+     ({"side_by_side": True}, "a side-by-side contrast is measured, not a bound"),
+     ({"fit_arms": ("a", "b", "c"), "fit_size": "n"}, "a power law needs")],
+)  # fmt: skip
+def test_a_bound_needs_a_constant_and_is_neither_side_by_side_nor_a_power_law(change, message):
+    with pytest.raises(ValueError, match=message):
+        replace(bound(), **change)
 
 
 def test_a_bound_ignores_health_and_stays_outside_the_family():
-    """An identity does not depend on how training went; with p = NaN it never enters Benjamini-Hochberg."""
+    """An identity does not depend on how training went; with p = NaN it never enters Benjamini-Hochberg, where a
+    p of 0 would lower the others' adjusted p (0.02 among 0.02 and 0.5 adjusts to 0.04; with a 0 added, to 0.03)."""
     stuck = arm({0: 0.25, 1: 0.5}, "plateau", "plateau")
     v = decide(bound(), constant(1.0, range(2)), stuck)
     assert v.verdict == "supported"
     tested = decide(hypothesis(), values(2.00, 2.01, 1.99), values(1.90, 1.92, 1.88))
-    alone, together = adjust([tested]), adjust([tested, v])
-    assert together[0].p_adjusted == alone[0].p_adjusted
-    assert math.isnan(together[1].p_adjusted) and together[1].verdict_adjusted == "supported"
-
-
-@pytest.mark.parametrize("change", [{"side_by_side": True}, {"fit_arms": ("a", "b", "c"), "fit_size": "n"}])
-def test_a_bound_is_neither_side_by_side_nor_a_power_law(change):
-    with pytest.raises(ValueError):
-        replace(bound(), **change)
+    small, large = replace(tested, p_value=0.02), replace(tested, p_value=0.5)
+    assert adjust([small, large, v])[0].p_adjusted == pytest.approx(0.04)
+    assert adjust([small, large, replace(v, p_value=0.0)])[0].p_adjusted == pytest.approx(0.03)  # what it avoids
+    together = adjust([small, large, v])
+    assert math.isnan(together[2].p_adjusted) and together[2].verdict_adjusted == "supported"
 
 
 # --- health: arms that did not learn decide nothing ------------------------------------------------------------

@@ -283,16 +283,16 @@ def curves_figure(
     """Validation and training loss per step, and the domain corpus's validation loss where it was logged: the arm
     mean and a band from the lowest to the highest seed; on the validation panel only, the corpus's unigram and
     bigram baselines (validation split) with the plateau line 10 % below unigram (`baselines`, as
-    draw_reference_lines draws them). Arms without values are left out, legend included; the others take the
-    colours in the order of `arms`."""
+    draw_reference_lines draws them). Arms without values are left out, legend included."""
     shown = [*CURVE_METRICS, *([DOMAIN_CURVE_METRIC] if DOMAIN_CURVE_METRIC in set(curves.metric) else [])]
     # Only the arms asked for: the others' values (an experiment's scaled arms) set limits for lines never drawn.
     curves = curves[curves.metric.isin(shown) & curves.arm.isin(arms)]
     present = [arm for arm in arms if arm in set(curves.arm)]
-    # seaborn's own choice for this many hues (beyond the colour cycle, husl: no two arms share a colour), over the
-    # arms drawn: E25's 22 arms, of which 8 have curves, gave those 8 neighbouring hues of one olive
-    colours = sns.color_palette(None if len(present) <= len(sns.color_palette()) else "husl", len(present))
-    palette = dict(zip(present, colours, strict=True))
+    # seaborn's colour cycle over all arms, so that an arm keeps its colour from figure to figure; beyond the cycle,
+    # husl over the arms drawn, so that no two share a colour (over E25's 22 arms, its 8 curves took one olive)
+    coloured = arms if len(arms) <= len(sns.color_palette()) else present
+    colours = sns.color_palette(None if len(coloured) <= len(sns.color_palette()) else "husl", len(coloured))
+    palette = dict(zip(coloured, colours, strict=True))
     # At most two panels a row: three in a row, shrunk to the page's width, printed their labels at ~4 pt.
     columns, rows = min(2, len(shown)), math.ceil(len(shown) / 2)
     fig, grid = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), layout="constrained", sharex=True,

@@ -99,7 +99,8 @@ RULES = {
     "equivalence": "{t} within ±{m} of {c}",
     "counts": "{fewer} {metric} runs in {t} than in {c}",
     "fact": "{t} against {c}: {dir} by {m}",
-    "bound": "{t} against {c} in every seed: {dir} by {m}",
+    "bound": "{t} {dir} than {c} in every seed",
+    "bound_equal": "{t} within ±{m} of {c} in every seed",
 }
 OUTCOMES = {
     ("superiority", "supported"): "The whole 95% interval lies above the minimum effect",
@@ -119,7 +120,8 @@ OUTCOMES = {
 
 def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     """One hypothesis's verdict in words: the test, the numbers, the raw and the adjusted verdict."""
-    rule = RULES[v.test].format(t=v.treatment, c=v.control, m=f"{v.min_effect:g}", metric=v.metric,
+    kind = "bound_equal" if v.test == "bound" and v.direction == "equal" else v.test
+    rule = RULES[kind].format(t=v.treatment, c=v.control, m=f"{v.min_effect:g}", metric=v.metric,
                                 dir=v.direction, fewer="fewer" if v.direction == "lower" else "more")  # fmt: skip
     if v.test == "counts":
         numbers = f"rates {v.control} {v.control_mean:.2f}, {v.treatment} {v.treatment_mean:.2f}"
@@ -186,8 +188,8 @@ def refutation(v) -> str:
     """What a refutation found, which the word alone hides ("" unless refuted with an interval): "smaller" (a real
     effect in the predicted direction, below the minimum), "opposite", "none" (the interval holds 0), "beyond" (an
     equivalence's difference beyond the margin) or "worse" (a non-inferiority's, beyond minus the margin)."""
-    if v.verdict != "refuted" or pd.isna(v.ci_low):
-        return ""
+    if v.verdict != "refuted" or pd.isna(v.ci_low) or v.test not in ("superiority", "non_inferiority", "equivalence"):
+        return ""  # a fact or bound says what it missed in its own sentence
     if v.test in ("equivalence", "non_inferiority"):
         return "beyond" if v.test == "equivalence" else "worse"
     if v.test == "superiority" and v.ci_low > 0:
@@ -677,7 +679,7 @@ def overview_parts(verdicts: pd.DataFrame) -> list[pd.DataFrame]:
     (an experiment with more rows is a part of its own)."""
     rows = margin_rows(verdicts)
     parts: list[pd.DataFrame] = []
-    for _, experiment in sorted(rows.groupby("experiment_id"), key=lambda kv: kv[0]):
+    for _, experiment in rows.groupby("experiment_id"):  # in experiment order
         if parts and len(parts[-1]) + len(experiment) <= OVERVIEW_ROWS:
             parts[-1] = pd.concat([parts[-1], experiment])
         else:
@@ -992,7 +994,7 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
             frames[name] = blanks_as_text(frames[name], columns)
     verdicts = frames["verdicts"]
     superseded = verdicts[verdicts.superseded != ""]
-    at = superseded.scale.str.partition("=")[2].replace("", "nan").astype(float)  # the axis value, in number order
+    at = pd.to_numeric(superseded.scale.str.split("=").str[-1], errors="coerce")  # the axis value, in number order
     order = superseded.assign(at=at).sort_values(["experiment_id", "hypothesis", "corpus", "tier", "at"], key=numbered)
     frames["superseded"] = order.drop(columns="at")
     frames["current"] = current = verdicts[verdicts.superseded == ""]

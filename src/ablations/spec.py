@@ -179,6 +179,8 @@ class ExperimentSpec:
                 raise ValueError(f"scale.slope of {self.name} names unknown hypotheses {sorted(unknown)}")
             if fits := [h.id for h in self.hypotheses if h.fit_arms and h.id in self.scale.slope]:
                 raise ValueError(f"scale.slope of {self.name} names power laws {fits}: a fit is over sizes already")
+            if bounds := [h.id for h in self.hypotheses if h.test == "bound" and h.id in self.scale.slope]:
+                raise ValueError(f"scale.slope of {self.name} names bounds {bounds}: an identity has no trend to fit")
             setters = [arm for arm, changes in arms.items() if self.scale.axis in changes]
             if setters:
                 raise ValueError(f"scale.axis {self.scale.axis} of {self.name} is set by arms {setters}")

@@ -23,10 +23,12 @@ counts           "fewer (or more) runs of the treatment end as `metric`" (not_le
 fact             a value fixed by construction (e.g. a parameter count): it must not vary by seed, and is
                  compared with the threshold exactly; no p value, outside the count of tests.
 bound            an identity up to float rounding, or a limit, that each instance must meet ("the accumulated
-                 gradient equals the big-batch one to 1e-4"): every seed's value is compared with the threshold
-                 exactly, supported when every seed meets it, refuted when any misses it. The effect is the worst
-                 seed's and the interval the seeds' range; no p value, outside the count of tests, so that an
-                 identity does not enter the false-discovery family with p = 0 and loosen the others' threshold.
+                 gradient equals the big-batch one to 1e-4"): against a constant `reference`, every seed's value
+                 is compared exactly and strictly with the threshold, supported when every seed meets it, refuted
+                 when any misses it, not decided when a seed has no finite value. The effect is the worst seed's
+                 and the interval the seeds' range; no p value, outside the count of tests, so that an identity does
+                 not enter the false-discovery family with p = 0 and loosen the others' threshold. Two trained arms
+                 are never compared this way: "every seed goes one way" is no test of a difference.
 
 Side by side (`side_by_side: true`): the metric is already the treatment's contrast to the control, measured
 in turns within each treatment run (a log ratio of speeds, ablations.timing), so the control's value is 0 for
@@ -136,6 +138,9 @@ class Hypothesis:
             raise ValueError(f"hypothesis {self.id}: the {self.test} test needs direction {needed}")
         if self.test == "equivalence" and self.min_effect == 0:
             raise ValueError(f"hypothesis {self.id}: an equivalence test needs a margin min_effect > 0")
+        if self.test == "bound" and (self.reference is None or (self.direction == "equal" and self.min_effect == 0)):
+            raise ValueError(f"hypothesis {self.id}: a bound is against a constant reference (and, equal, within a "
+                             "margin min_effect > 0)")  # fmt: skip
         if self.test == "counts" and (self.metric not in COUNTED or self.min_effect != 0):
             raise ValueError(f"hypothesis {self.id}: a counts test counts one of {sorted(COUNTED)} "
                              "with min_effect 0")  # fmt: skip
@@ -336,11 +341,6 @@ def _counts(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     )  # fmt: skip
 
 
-def _holds(h: Hypothesis, effect: float) -> bool:
-    """An exact comparison of one oriented effect with the statement's threshold."""
-    return abs(effect) <= h.min_effect if h.direction == "equal" else effect >= h.min_effect
-
-
 def _fact(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     common = dict(_base(h, control, treatment), ci_level=math.nan, p_value=math.nan, interval=FACT)
     arms = {h.control: control, h.treatment: treatment}
@@ -350,24 +350,25 @@ def _fact(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
                        verdict=NOT_DECIDED, reason=f"a fact varies by seed in {', '.join(varying)}")  # fmt: skip
     c, t = next(iter(control.values.values())), next(iter(treatment.values.values()))
     effect = {"lower": c - t, "higher": t - c, "equal": t - c}[h.direction]
+    holds = abs(effect) <= h.min_effect if h.direction == "equal" else effect >= h.min_effect
     return Verdict(**common, control_mean=c, treatment_mean=t, effect=effect, ci_low=effect, ci_high=effect,
-                   verdict=SUPPORTED if _holds(h, effect) else REFUTED)  # fmt: skip
+                   verdict=SUPPORTED if holds else REFUTED)  # fmt: skip
 
 
 def _bound(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
-    """Every seed's own effect against the threshold; the seeds are paired (a constant control has every seed)."""
-    if missing := sorted(set(treatment.values) - set(control.values)):
-        raise ValueError(f"hypothesis {h.id}: a bound pairs seeds, and {h.control} lacks seeds {missing}")
+    """Every seed's own effect against the threshold, strictly ("below 1e-4"); the control is the constant."""
     sign = {"lower": -1, "higher": 1, "equal": 1}[h.direction]
-    effects = [sign * (treatment.values[s] - control.values[s]) for s in sorted(treatment.values)]
+    effects = [sign * (treatment.values[s] - h.reference) for s in sorted(treatment.values)]
+    common = dict(_base(h, control, treatment), control_mean=h.reference, ci_level=math.nan, p_value=math.nan,
+                  interval=EVERY_SEED)  # fmt: skip
+    if missing := [s for s, e in zip(sorted(treatment.values), effects, strict=True) if not math.isfinite(e)]:
+        nan = math.nan
+        return Verdict(**common, treatment_mean=nan, effect=nan, ci_low=nan, ci_high=nan, verdict=NOT_DECIDED,
+                       reason=f"no finite value in seeds {missing} of {h.treatment}")  # fmt: skip
+    holds = [abs(e) < h.min_effect if h.direction == "equal" else e > h.min_effect for e in effects]
     worst = max(effects, key=abs) if h.direction == "equal" else min(effects)
-    return Verdict(
-        **_base(h, control, treatment),
-        control_mean=float(np.mean([control.values[s] for s in treatment.values])),
-        treatment_mean=float(np.mean(list(treatment.values.values()))),
-        effect=worst, ci_low=min(effects), ci_high=max(effects), ci_level=math.nan, p_value=math.nan,
-        verdict=SUPPORTED if all(_holds(h, e) for e in effects) else REFUTED, interval=EVERY_SEED,
-    )  # fmt: skip
+    return Verdict(**common, treatment_mean=float(np.mean(list(treatment.values.values()))), effect=worst,
+                   ci_low=min(effects), ci_high=max(effects), verdict=SUPPORTED if all(holds) else REFUTED)  # fmt: skip
 
 
 def _unhealthy(h: Hypothesis, control: Arm, treatment: Arm) -> str:
