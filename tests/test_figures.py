@@ -201,6 +201,14 @@ def test_a_lone_spike_does_not_flatten_the_curves(drawn, tmp_path):
     assert train.get_ylim()[1] < 3 and train.get_ylim()[0] < 2.0 + 0.001 * 20
 
 
+def test_a_short_runs_early_point_stays_in_view(drawn, tmp_path):
+    """E24: a fine-tune of 500 steps has its best domain loss at step 50, inside the base's first tenth (of 2,000)."""
+    base = curves("base", "val_loss", list(range(200, 2001, 200)), [2.4 - 0.01 * i for i in range(10)])
+    tuned = curves("tuned", "val_loss", [50, 250, 500], [1.6, 1.9, 2.0])
+    figures.curves_figure(pd.DataFrame(base + tuned), ["base", "tuned"], "stdlib_prose, quick", tmp_path / "c.svg")
+    assert drawn[0].axes[0].get_ylim()[0] < 1.6
+
+
 def test_only_the_arms_drawn_share_out_the_colours(drawn, tmp_path):
     """E25: 22 arms, 8 with curves; husl over all 22 gave the 8 neighbouring hues of one olive."""
     arms = [f"arm{i}" for i in range(22)]

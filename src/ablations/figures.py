@@ -315,8 +315,9 @@ def curves_figure(
         # The first tenth of training is a steep drop that would flatten everything after it; each run's last value
         # is always inside (a run that ended early lies wholly in that tenth).
         # A lone spike (one seed, one step: E04's train loss of 12 among values near 2) would flatten the rest: the
-        # top is the 99th percentile, and a spike above it leaves the panel (the caption says so).
-        later = frame[frame.step >= frame.step.max() * 0.1].value
+        # top is the 99th percentile, and a spike above it leaves the panel (the caption says so). The first tenth
+        # is each run's own: a short fine-tune's best point (E24's, at step 50 of 500) was cut off.
+        later = frame[frame.step >= 0.1 * frame.groupby(["arm", "seed"]).step.transform("max")].value
         last = frame.sort_values("step").groupby(["arm", "seed"]).value.last()
         ax.set_ylim(*padded(min(later.min(), last.min()), max(later.quantile(0.99), last.max())))
         if metric in BASELINE_METRICS:
