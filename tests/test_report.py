@@ -190,7 +190,7 @@ def test_the_setup_row_gives_the_range_of_parameters_and_tokens_over_the_experim
                           "train_tokens": [0.0, 1_536_000.0, 1_536_000.0], "corpus_sha256": ["ab" * 32] * 3,
                           "tokenizer": ["byte"] * 3, "hardware": ["cpu"] * 3, "wall_seconds": [1.0] * 3})  # fmt: skip
     row = report.settings_row("quick", "prose", group)
-    assert (row["params"], row["tokens"]) == ("900,000", "0–1,536,000")
+    assert (row["params"], row["tokens"], row["arms"], row["seeds"], row["runs"]) == ("900,000", "0–1,536,000", 3, 1, 3)
 
 
 @pytest.mark.parametrize(

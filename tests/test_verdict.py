@@ -266,7 +266,7 @@ def test_a_seed_without_a_finite_value_leaves_a_bound_not_decided():
     """A diverged run has no gradient difference: refuted (or not) by the order of the seeds, once."""
     v = decide(bound(), constant(1.0, range(3)), values(0.25, math.nan, 0.125))
     assert (v.verdict, v.reason) == ("not decided", "no finite value in seeds [1] of accum")
-    assert math.isnan(v.effect) and math.isnan(v.p_value)
+    assert all(math.isnan(x) for x in (v.effect, v.p_value, v.treatment_mean, v.ci_low, v.ci_high))
 
 
 @pytest.mark.parametrize(
@@ -279,6 +279,11 @@ def test_a_seed_without_a_finite_value_leaves_a_bound_not_decided():
 def test_a_bound_needs_a_constant_and_is_neither_side_by_side_nor_a_power_law(change, message):
     with pytest.raises(ValueError, match=message):
         replace(bound(), **change)
+
+
+def test_only_a_statement_of_the_document_can_oppose_it():
+    with pytest.raises(ValueError, match="opposes_document needs a source that starts with 'document'"):
+        Hypothesis("H", "s", "m", "t", "c", "lower", 0.02, source="Vaswani et al. 2017", opposes_document=True)
 
 
 def test_a_bound_ignores_health_and_stays_outside_the_family():

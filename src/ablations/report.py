@@ -441,6 +441,7 @@ def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
         "tokens": counted_spread(own_arms(group).train_tokens),  # E25's pruned arms train none, its base 1.5 M
         "seeds": int(group.seed.nunique()),
         "arms": int(group.arm.nunique()),
+        "runs": len(group),  # fewer than arms x seeds where the scale axis's arms have fewer seeds
         "hardware": hardware_counts(group),
         "wall": f"{trained_here(group).wall_seconds.sum() / 60:.1f} min",
     }

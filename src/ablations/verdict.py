@@ -361,7 +361,7 @@ def _bound(h: Hypothesis, control: Arm, treatment: Arm) -> Verdict:
     effects = [sign * (treatment.values[s] - h.reference) for s in sorted(treatment.values)]
     common = dict(_base(h, control, treatment), control_mean=h.reference, ci_level=math.nan, p_value=math.nan,
                   interval=EVERY_SEED)  # fmt: skip
-    if missing := [s for s, e in zip(sorted(treatment.values), effects, strict=True) if not math.isfinite(e)]:
+    if missing := [seed for seed in sorted(treatment.values) if not math.isfinite(treatment.values[seed])]:
         nan = math.nan
         return Verdict(**common, treatment_mean=nan, effect=nan, ci_low=nan, ci_high=nan, verdict=NOT_DECIDED,
                        reason=f"no finite value in seeds {missing} of {h.treatment}")  # fmt: skip
