@@ -160,6 +160,17 @@ def test_a_long_panel_title_is_wrapped_to_fit_the_figure(drawn, tmp_path):
     assert "\n" in fig.axes[1].get_title() and "\n" not in fig.axes[0].get_title()
 
 
+def test_an_effects_panel_keeps_both_margins_of_an_equivalence_in_view(drawn, tmp_path):
+    """E04 H3: effects +0.03 to +0.1 against ±0.05: the axis began at -0.04 and −m was off the panel."""
+    rows = pd.DataFrame([verdict(test="equivalence", direction="equal", min_effect=0.05, effect=0.08, ci_low=0.06,
+                                 ci_high=0.1, ci_level=0.9)])  # fmt: skip
+    figures.effects_figure(rows, "E04: effects", tmp_path / "effects.svg")
+    ax = drawn[0].axes[0]
+    low, high = ax.get_xlim()
+    margins = sorted(line.get_xdata()[0] for line in ax.lines if line.get_color() == "black")
+    assert margins == [-0.05, 0.05] and low < -0.05 and high > 0.1
+
+
 def test_the_verdict_figures_colour_by_the_adjusted_verdict_and_say_so(drawn, tmp_path):
     rows = pd.DataFrame([
         verdict(verdict="supported", verdict_adjusted="inconclusive"),  # the adjustment changed it: orange

@@ -449,10 +449,12 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
             waiting = v.awaiting != ""  # hollow: decided on runs of an older design, or on missing seeds
             ax.plot(v.effect, i, "o", color=colour, fillstyle="none" if waiting else "full")
         threshold = -rows.min_effect.iloc[0] if rows.test.iloc[0] == "non_inferiority" else rows.min_effect.iloc[0]
-        ax.axvline(threshold, color="black", linewidth=1.5)
-        if rows.direction.iloc[0] == "equal":  # equivalence, or a fact or bound within ±m: both edges
-            ax.axvline(-threshold, color="black", linewidth=1.5)
+        edges = [threshold, -threshold] if rows.direction.iloc[0] == "equal" else [threshold]  # equal: within ±m
+        for edge in edges:
+            ax.axvline(edge, color="black", linewidth=1.5)
         ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+        ends = [x for v in rows.itertuples() for x in (v.ci_low, v.ci_high, v.effect) if math.isfinite(x)]
+        pad_limits(ax, min(*ends, *edges, 0.0), max(*ends, *edges, 0.0))  # every margin in view (E04 H3 lost −m)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))  # readable tick labels at small effects
         ax.set_yticks(range(len(rows)), [f"{v.corpus} ({v.tier}{', awaiting runs' * (v.awaiting != '')})"
                                          for v in rows.itertuples()])  # fmt: skip
