@@ -277,6 +277,31 @@ def padded(low: float, high: float, share: float = 0.04) -> tuple[float, float]:
     return low - share * span, high + share * span
 
 
+def curve_limits(frame: pd.DataFrame) -> tuple[float, float]:
+    """The y range of a loss panel. Each run's first tenth of training is a steep drop that would flatten everything
+    after it, so it is left out (each run's own tenth: a short fine-tune's best point, E24's at step 50 of 500,
+    stays in); each run's last value is always inside. The top is the 99th percentile: a lone spike (E04's train
+    loss of 12 among values near 2) leaves the panel rather than flatten every curve (the caption says so)."""
+    later = frame[frame.step >= 0.1 * frame.groupby(["arm", "seed"]).step.transform("max")].value
+    last = frame.sort_values("step").groupby(["arm", "seed"]).value.last()
+    return padded(min(later.min(), last.min()), max(later.quantile(0.99), last.max()))
+
+
+def curve_panel(ax: plt.Axes, frame: pd.DataFrame, metric: str, order: list[str], palette: dict) -> None:
+    """One metric's curves: the arm mean and a band from the lowest to the highest seed."""
+    if frame.empty:
+        ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", color="dimgrey")
+        return
+    # A line needs two steps: evaluations, and any arm with few steps, are drawn as points too (an arm evaluated
+    # once was an empty panel).
+    fewest = frame.groupby("arm").step.nunique().min()  # a band one step wide is invisible: bars then
+    sns.lineplot(frame, x="step", y="value", hue="arm", hue_order=[a for a in order if a in set(frame.arm)],
+                 palette=palette, errorbar=("pi", 100), err_style="bars" if fewest < 2 else "band",
+                 marker="o" if metric.endswith("val_loss") or fewest < 3 else None, markersize=3, markeredgewidth=0,
+                 ax=ax, legend=False)  # fmt: skip
+    ax.set_ylim(*curve_limits(frame))
+
+
 def curves_figure(
     curves: pd.DataFrame, arms: list[str], title: str, path: Path, baselines: dict[str, float] | None = None
 ) -> Path:
@@ -300,30 +325,11 @@ def curves_figure(
     axes, spare = grid.flat[: len(shown)], grid.flat[len(shown) :]
     entries = []
     for ax, metric in zip(axes, shown, strict=True):  # one step axis for every panel
-        frame = curves[curves.metric == metric]
         ax.set(title=f"{metric} ({title})", ylabel=metric)
-        if frame.empty:
-            ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", color="dimgrey")
-            continue
-        # A line needs two steps: evaluations, and any arm with few steps, are drawn as points too (an arm evaluated
-        # once was an empty panel).
-        fewest = frame.groupby("arm").step.nunique().min()  # a band one step wide is invisible: bars then
-        sns.lineplot(frame, x="step", y="value", hue="arm", hue_order=[a for a in present if a in set(frame.arm)],
-                     palette=palette, errorbar=("pi", 100), err_style="bars" if fewest < 2 else "band",
-                     marker="o" if metric.endswith("val_loss") or fewest < 3 else None, markersize=3, markeredgewidth=0,
-                     ax=ax, legend=False)  # fmt: skip
-        # The first tenth of training is a steep drop that would flatten everything after it; each run's last value
-        # is always inside (a run that ended early lies wholly in that tenth).
-        # A lone spike (one seed, one step: E04's train loss of 12 among values near 2) would flatten the rest: the
-        # top is the 99th percentile, and a spike above it leaves the panel (the caption says so). The first tenth
-        # is each run's own: a short fine-tune's best point (E24's, at step 50 of 500) was cut off.
-        later = frame[frame.step >= 0.1 * frame.groupby(["arm", "seed"]).step.transform("max")].value
-        last = frame.sort_values("step").groupby(["arm", "seed"]).value.last()
-        ax.set_ylim(*padded(min(later.min(), last.min()), max(later.quantile(0.99), last.max())))
-        if metric in BASELINE_METRICS:
+        ax.tick_params(labelbottom=True)  # sharex hides them above another row, and nothing is below the legend
+        curve_panel(ax, curves[curves.metric == metric], metric, present, palette)
+        if metric in BASELINE_METRICS and not curves[curves.metric == metric].empty:
             entries += draw_reference_lines(ax, baselines)
-    for ax in axes:  # sharex hides the labels above another row, and above the legend's cell nothing is below
-        ax.tick_params(labelbottom=True)
     handles = [Line2D([], [], color=palette[arm], label=arm) for arm in present]
     legend = {"handles": handles + entries, "title": "arm", "fontsize": 7, "title_fontsize": 8}
     if len(spare):  # the grid's empty cell holds the legend

@@ -122,7 +122,7 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
     """One hypothesis's verdict in words: the test, the numbers, the raw and the adjusted verdict."""
     kind = "bound_equal" if v.test == "bound" and v.direction == "equal" else v.test
     rule = RULES[kind].format(t=v.treatment, c=v.control, m=f"{v.min_effect:g}", metric=v.metric,
-                                dir=v.direction, fewer="fewer" if v.direction == "lower" else "more")  # fmt: skip
+                              dir=v.direction, fewer="fewer" if v.direction == "lower" else "more")  # fmt: skip
     if v.test == "counts":
         numbers = f"rates {v.control} {v.control_mean:.2f}, {v.treatment} {v.treatment_mean:.2f}"
     elif h.side_by_side:
