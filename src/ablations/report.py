@@ -305,6 +305,8 @@ def ran(arm_runs: pd.DataFrame) -> str:
     if "model.n_layer" not in arm_runs:
         return ""
     shape = f"L{first['model.n_layer']} d{first['model.d_model']}"
+    if first.train_tokens == 0:  # E18's decoding and E25's pruning arms: a trained model, evaluated
+        return f"ran: {shape}, no training of its own (evaluated)"
     batch = f"batch {first['data.batch_size']}"
     if first.get("data.packing") in ("buckets", "sorted"):  # token-budget batches: data.batch_size is not used
         batch = f"batches of at most {int(first['data.max_tokens']):,} padded tokens"
