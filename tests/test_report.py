@@ -219,7 +219,7 @@ def test_results_without_a_superseded_verdict_are_read(results_dir, tmp_path):
 
 def test_what_an_arm_ran_says_whether_it_trained():
     """E18's decoding arms read "0 steps, batch 12, lr 0.001, 0 tokens" beside the model they evaluate."""
-    trained = pd.DataFrame({"model.n_layer": [4], "model.d_model": [128], "data.batch_size": [12],
+    trained = pd.DataFrame({"arm": ["greedy"], "model.n_layer": [4], "model.d_model": [128], "data.batch_size": [12],
                             "optim.max_steps": [2000], "optim.lr": [1e-3], "train_tokens": [1_536_000.0]})  # fmt: skip
     assert report.ran(trained) == "ran: L4 d128, 2,000 steps, batch 12, lr 0.001, 1,536,000 tokens"
     evaluated = trained.assign(**{"optim.max_steps": 0, "train_tokens": 0.0})
