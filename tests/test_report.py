@@ -489,6 +489,9 @@ def test_a_hypothesis_stating_the_documents_opposite_contradicts_it_when_support
     own = next(h for h in report.load_spec("attention_heads").hypotheses if h.id == "H1")
     assert report.document_sentence(own, "refuted", "final_val_loss").endswith("at this model size and budget.")
     assert report.document_sentence(own, "supported", "final_val_loss") == ""
+    h2 = next(h for h in report.load_spec("embedding_sqrt_dmodel_scale").hypotheses if h.id == "H2")
+    assert h2.opposes_document and h2.direction == "equal"  # "no change either way"; refuted: scaling hurt by 0.2
+    assert "the effect's sign says" in report.document_sentence(h2, "refuted", "final_val_loss")
     timed = report.document_sentence(own, "refuted", "bench_attention_time_exponent")  # E19: a timing, not a budget
     assert timed.endswith("is refuted at these model and input sizes on this hardware.")
     with pytest.raises(ValueError, match="opposes_document needs a source that starts with 'document'"):

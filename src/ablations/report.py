@@ -178,6 +178,10 @@ def document_sentence(h: Hypothesis, verdict: str, metric: str) -> str:
     if verdict == "supported":
         return (f" {h.id} states the opposite of the document's statement ({h.source}): supported, it contradicts that "
                 f"statement on {metric} {scope(metric)}.")  # fmt: skip
+    if verdict == "refuted" and h.direction == "equal":  # "no difference" refuted: a difference, of either sign
+        return (f" {h.id} states the opposite of the document's statement ({h.source}): refuted, the arms differ by "
+                "more than the margin; whether in the way the document claims, the effect's sign says (treatment "
+                "− control).")  # fmt: skip
     if verdict == "refuted":
         return (f" {h.id} states the opposite of the document's statement ({h.source}): its refutation is no "
                 "refutation of the document.")  # fmt: skip
