@@ -566,6 +566,8 @@ def test_the_trend_table_gives_each_values_effect_and_does_not_call_an_open_slop
     flat = trends.assign(expected="zero", matches=True)  # a zero slope shown by its equivalence test
     (row,) = report.trend_rows(flat, verdicts)
     assert (row["expected"], row["trend"], row["matches"]) == ("flat", "flat (within the margin)", "yes")
+    (row,) = report.trend_rows(flat.assign(trend="weakens"), verdicts)  # E08 H1: a slope below 0, inside the margin
+    assert (row["trend"], row["matches"]) == ("falls, by less than the margin", "yes")
     # a superseded hypothesis has no current verdicts: its trend leaves the table (it stopped the report: E24's H1)
     assert report.trend_rows(trends.assign(hypothesis="H2"), verdicts) == []
 

@@ -863,8 +863,8 @@ FLAT = "flat (within the margin)"  # a zero slope shown by its equivalence test
 
 def trend_words(t) -> str:
     """The trend column: where the effect moves, and why a trend is not decided."""
-    if t.trend == "holds" and t.expected == "zero" and t.matches:
-        return FLAT
+    if t.expected == "zero" and t.matches:  # shown flat by its equivalence test, whether or not the slope is 0
+        return FLAT if t.trend == "holds" else f"{TREND_WORDS[t.trend]}, by less than the margin"
     return TREND_WORDS.get(t.trend, t.trend) + trend_reason(t)
 
 
