@@ -280,9 +280,14 @@ def counted_spread(values: pd.Series) -> str:
     return "—" if not unique else f"{unique[0]:,}" + (f"–{unique[-1]:,}" if len(unique) > 1 else "")
 
 
+def scaled(arms: pd.Series) -> pd.Series:
+    """Whether each arm name is a scale axis's arm (arm@axis=value)."""
+    return arms.str.contains("@", regex=False)
+
+
 def own_arms(group: pd.DataFrame) -> pd.DataFrame:
-    """The runs of the experiment's own arms, without the scaled ones (arm@axis=value)."""
-    return group[~group.arm.str.contains("@", regex=False)]
+    """The runs of the experiment's own arms, without the scaled ones."""
+    return group[~scaled(group.arm)]
 
 
 PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16 autocast"}
@@ -436,15 +441,15 @@ def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
 
 def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
     """What one tier x corpus ran: corpus, model and training setup, size, hardware and wall time."""
-    first = group.iloc[0]
+    first, own = group.iloc[0], own_arms(group)
     return {
         "tier": tier,
         "corpus": corpus,
         "sha256": first.corpus_sha256[:16],
         "tokenizer": first.tokenizer,
         "setup": setup_line(group),
-        "params": counted_spread(own_arms(group).n_params),
-        "tokens": counted_spread(own_arms(group).train_tokens),  # E25's pruned arms train none, its base 1.5 M
+        "params": counted_spread(own.n_params),
+        "tokens": counted_spread(own.train_tokens),  # E25's pruned arms train none, its base 1.5 M
         "seeds": int(group.seed.nunique()),
         "arms": int(group.arm.nunique()),
         "runs": len(group),  # fewer than arms x seeds where the scale axis's arms have fewer seeds
@@ -932,7 +937,7 @@ def compute_rows(runs: pd.DataFrame) -> list[dict]:
     rows = []
     trained = trained_here(runs)
     for (name, corpus, tier), group in trained.groupby(["experiment", "corpus", "tier"], sort=True):
-        scale = group[group.arm.str.contains("@", regex=False)]
+        scale = group[scaled(group.arm)]
         rows.append({"experiment": f"{load_spec(name).id} {name}", "corpus": corpus, "tier": tier,
                      "version": str(group.code_version.iloc[0]), "runs": len(group),
                      "hours": f"{group.wall_seconds.sum() / 3600:.2f}",
@@ -941,7 +946,7 @@ def compute_rows(runs: pd.DataFrame) -> list[dict]:
     rows.sort(key=lambda r: (r["experiment"], r["corpus"], r["tier"]))
     current = trained[trained.code_version.astype(str) == NUMERICS_VERSION]
     if len(current):
-        scale = current[current.arm.str.contains("@", regex=False)]
+        scale = current[scaled(current.arm)]
         rows.append({"experiment": "All, at the current version", "corpus": "", "tier": "", "version": NUMERICS_VERSION,
                      "runs": len(current), "hours": f"{current.wall_seconds.sum() / 3600:.2f}",
                      "scale_hours": f"{scale.wall_seconds.sum() / 3600:.2f}",
@@ -1005,7 +1010,7 @@ def read_results(results_dir: Path, tiers: tuple[str, ...]) -> dict[str, pd.Data
     order = superseded.assign(at=at).sort_values(["experiment_id", "hypothesis", "corpus", "tier", "at"], key=numbered)
     frames["superseded"] = order.drop(columns="at")
     frames["current"] = current = verdicts[verdicts.superseded == ""]
-    own_scale = current[~current.treatment.str.contains("@", regex=False)]  # the scaled arms: the trend table
+    own_scale = current[~scaled(current.treatment)]  # the scaled arms: the trend table
     frames["verdicts"] = own_scale.sort_values(["experiment_id", "hypothesis", "corpus", "tier"], key=numbered)
     return frames
 
@@ -1025,16 +1030,16 @@ def counts(verdicts: pd.DataFrame) -> dict[str, int]:
     """The summary's counts over every current verdict, the scaled ones included: those decided on current runs, and
     those awaiting their rerun."""
     counted = verdicts[verdicts.awaiting == ""]
-    scaled = verdicts.treatment.str.contains("@", regex=False)  # at the scale axis's other values: not on page 1
+    at_scale = scaled(verdicts.treatment)  # at the scale axis's other values: not on page 1
     not_decided, awaiting = counted.verdict == "not decided", verdicts.awaiting != ""
     return {
         "tests": int(counted.p_value.notna().sum()),
-        "scaled_tests": int((counted.p_value.notna() & scaled[counted.index]).sum()),
+        "scaled_tests": int((counted.p_value.notna() & at_scale[counted.index]).sum()),
         "not_decided": int(not_decided.sum()),
-        "not_decided_scaled": int((not_decided & scaled[counted.index]).sum()),
+        "not_decided_scaled": int((not_decided & at_scale[counted.index]).sum()),
         "changed_by_fdr": int((counted.verdict != counted.verdict_adjusted).sum()),
         "awaiting": int(awaiting.sum()),
-        "awaiting_scaled": int((awaiting & scaled).sum()),
+        "awaiting_scaled": int((awaiting & at_scale).sum()),
     }
 
 
