@@ -106,7 +106,11 @@ def test_the_curves_show_an_arm_evaluated_once_inside_the_limits_and_list_only_a
     val, train_ax = fig.axes[:2]
     low, high = val.get_ylim()
     assert low < 2.40 and 2.45 < high and low > 2.0  # the data inside, and not squashed by a far baseline
-    assert all(line.get_marker() == "o" for line in val.lines if line.get_label() in arms)  # a point, not no line
+    drawn_arms = [line for line in val.lines if line.get_label() in arms]
+    assert [line.get_label() for line in drawn_arms] == ["fixed", "buckets"]
+    assert all(line.get_marker() == "o" for line in drawn_arms)  # a point, not no line
+    bars = [c for c in val.collections if type(c).__name__ == "LineCollection"]
+    assert len(bars) == len(val.collections) == 2  # each arm's seed range as a bar: a band one step wide is invisible
     assert val.get_xlim() == train_ax.get_xlim()  # one step axis: the evaluation sits where it was in training
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["fixed", "buckets", "unigram baseline 3.35 (off the plot)",

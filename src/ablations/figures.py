@@ -288,17 +288,24 @@ def curve_limits(frame: pd.DataFrame) -> tuple[float, float]:
 
 
 def curve_panel(ax: plt.Axes, frame: pd.DataFrame, metric: str, order: list[str], palette: dict) -> None:
-    """One metric's curves: the arm mean and a band from the lowest to the highest seed."""
+    """One metric's curves: the arm mean and a band from the lowest to the highest seed. Aggregated once with pandas:
+    seaborn's lineplot computed the same interval one (arm, step) group at a time, a third of the report's time."""
     if frame.empty:
         ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", color="dimgrey")
         return
+    spread = frame.groupby(["arm", "step"]).value.agg(["mean", "min", "max"]).reset_index()
     # A line needs two steps: evaluations, and any arm with few steps, are drawn as points too (an arm evaluated
-    # once was an empty panel).
-    fewest = frame.groupby("arm").step.nunique().min()  # a band one step wide is invisible: bars then
-    sns.lineplot(frame, x="step", y="value", hue="arm", hue_order=[a for a in order if a in set(frame.arm)],
-                 palette=palette, errorbar=("pi", 100), err_style="bars" if fewest < 2 else "band",
-                 marker="o" if metric.endswith("val_loss") or fewest < 3 else None, markersize=3, markeredgewidth=0,
-                 ax=ax, legend=False)  # fmt: skip
+    # once was an empty panel); a band one step wide is invisible, so such arms get bars.
+    fewest = spread.groupby("arm").step.nunique().min()
+    marker = "o" if metric.endswith("val_loss") or fewest < 3 else None
+    for arm in [a for a in order if a in set(spread.arm)]:
+        rows, colour = spread[spread.arm == arm], palette[arm]
+        ax.plot(rows.step, rows["mean"], color=colour, marker=marker, markersize=3, markeredgewidth=0, label=arm)
+        if fewest < 2:
+            ax.vlines(rows.step, rows["min"], rows["max"], color=colour)
+        else:
+            ax.fill_between(rows.step, rows["min"], rows["max"], color=colour, alpha=0.2, linewidth=0)
+    ax.set(xlabel="step")
     ax.set_ylim(*curve_limits(frame))
 
 
