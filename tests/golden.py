@@ -245,7 +245,7 @@ def settings(case: str, folder: Path) -> dict[str, dict[str, Any]]:
     return config
 
 
-def run_case(case: str, folder: Path) -> dict[str, float]:
+def run_case(case: str, folder: Path, accelerator: str = "cpu") -> dict[str, float]:
     """The numbers of one case: the training curve, the final evaluation, parameters, tokens, baselines."""
     config = settings(case, folder)
     block_size = config["model"]["block_size"]
@@ -259,7 +259,7 @@ def run_case(case: str, folder: Path) -> dict[str, float]:
     logger = CSVLogger(folder / "logs", name=case)
     steps = {"optim": {"max_steps": optim.max_steps, "grad_accumulation": optim.grad_accumulation}, "val_every": 8}
     options = trainer_options(OmegaConf.create(steps))  # the options every run's Trainer gets
-    trainer = pl.Trainer(accelerator="cpu", devices=1, precision="32-true", logger=logger, **options)
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, precision="32-true", logger=logger, **options)
     trainer.fit(task, datamodule=data)
     numbers: dict[str, float] = run_benchmark(task, data, BenchmarkConfig(**config["benchmark"]), nullcontext)
     quantize = QuantizeConfig(**config["quantize"])
@@ -290,7 +290,7 @@ def logged_rows(logger: CSVLogger) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def compute(cases: list[str] | None = None) -> dict[str, dict[str, float]]:
+def compute(cases: list[str] | None = None, accelerator: str = "cpu") -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -298,7 +298,7 @@ def compute(cases: list[str] | None = None) -> dict[str, dict[str, float]]:
         folder = Path(tmp)
         (folder / "general.txt").write_text(synthetic_text(0))
         (folder / "domain.txt").write_text(synthetic_text(1).upper())
-        return {case: run_case(case, folder) for case in cases or CASES}
+        return {case: run_case(case, folder, accelerator) for case in cases or CASES}
 
 
 def differences(

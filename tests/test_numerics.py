@@ -7,6 +7,7 @@ import json
 
 import golden
 import pytest
+import torch
 
 from ablations import data, numerics, quantization, tracking, training
 
@@ -26,6 +27,23 @@ def test_the_numbers_of_every_switch_are_the_golden_ones(recorded):
         f"says otherwise, this is {golden.cpu_signature()}), first: {changed[:5]}. If the change is meant, bump "
         "ablations.numerics.NUMERICS_VERSION (every committed run becomes stale) and run `make golden`."
     )
+
+
+# A GPU's float32 kernels differ from a CPU's in the last bits, which 16 steps at lr 3e-2 carry on (across CPUs up
+# to 0.5 %, see golden.SAME_CPU): the losses must agree within 1 %, which a bug of device placement would not give.
+GPU_LOSS_TOLERANCE = (1e-2, 1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (trainer=gpu)")
+def test_every_switch_trains_on_a_gpu_to_the_cpu_losses(recorded):
+    """What `trainer=gpu` runs: every case but the int8/int4 ones (CPU kernels) trained and evaluated on the GPU,
+    probes, benchmarks and evaluations included, with the losses the CPU recorded."""
+    cases = [case for case in golden.CASES if not case.startswith("quantize_")]
+    found = golden.compute(cases, accelerator="gpu")
+    losses = {case: {k: v for k, v in numbers.items() if "loss" in k} for case, numbers in found.items()}
+    expected = {case: {k: v for k, v in recorded["cases"][case].items() if "loss" in k} for case in cases}
+    changed = golden.differences(losses, expected, GPU_LOSS_TOLERANCE)
+    assert not changed, f"{len(changed)} losses differ on the GPU, first: {changed[:5]}"
 
 
 def test_the_golden_numbers_were_written_for_this_numerics_version(recorded):

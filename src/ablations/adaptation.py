@@ -155,7 +155,7 @@ def histogram_entropy(h: torch.Tensor) -> torch.Tensor:
     low, high = h.min(0).values, h.max(0).values
     width = (high - low).clamp_min(1e-12) / ENTROPY_BINS
     bins = ((h - low) / width).floor().clamp(0, ENTROPY_BINS - 1).long()
-    counts = torch.zeros(ENTROPY_BINS, h.size(1)).scatter_add_(0, bins, torch.ones_like(h))
+    counts = h.new_zeros(ENTROPY_BINS, h.size(1)).scatter_add_(0, bins, torch.ones_like(h))
     p = counts / h.size(0)
     return -(p * p.clamp_min(1e-30).log()).sum(0)
 

@@ -41,11 +41,12 @@ def attention(model: GPT, batch: Batch) -> dict[str, float]:
         for attn in layers:
             attn.record = False
     n = batch[0].size(1)
-    max_entropy = torch.log(torch.arange(1, n + 1, dtype=torch.float32))[1:]
+    device = batch[0].device
+    max_entropy = torch.log(torch.arange(1, n + 1, dtype=torch.float32, device=device))[1:]
     logit_std, entropy, self_weight, qk_grad = [], [], [], []
     for attn in layers:
         logits, weights = attn.recorded["logits"].detach(), attn.recorded["weights"].detach()
-        visible = torch.tril(torch.ones(n, n, dtype=torch.bool))
+        visible = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device))
         logit_std.append(logits[..., visible].float().std().item())
         row_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1)[..., 1:]
         entropy.append((row_entropy / max_entropy).mean().item())

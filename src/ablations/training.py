@@ -212,7 +212,8 @@ class LanguageModelTask(pl.LightningModule):
             # A backward of zero gradient (DDP needs one on every rank); on_before_optimizer_step drops it.
             return sum(p.sum() for p in self.parameters()) * 0.0
         self._last_loss = loss.detach()
-        self.train_tokens += (batch[1] != IGNORE).sum()  # real tokens, padding excluded; a tensor: no sync
+        # Real tokens, padding excluded; summed as a tensor on the batch's device: no host sync per step.
+        self.train_tokens = self.train_tokens.to(batch[1].device) + (batch[1] != IGNORE).sum()
         self.train_slots += batch[1].numel()
         return loss
 
@@ -225,7 +226,10 @@ class LanguageModelTask(pl.LightningModule):
         self.grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim_cfg.grad_clip or float("inf"))
 
     def probe(self) -> dict[str, float]:
-        return run_probes(self.probes, self.model, self.trainer.datamodule.probe_batch) if self.probes else {}
+        if not self.probes:
+            return {}
+        batch_of = self.trainer.datamodule.probe_batch  # on the host: moved to the model's device
+        return run_probes(self.probes, self.model, lambda size: tuple(t.to(self.device) for t in batch_of(size)))
 
     def on_train_start(self) -> None:
         if self.probes:
