@@ -49,6 +49,10 @@ def keep_best_by_an_unknown_loss(cfg):
     cfg.train.keep_best = "train_loss"
 
 
+def time_on_a_gpu(cfg):
+    cfg.benchmark.name, cfg.trainer.accelerator = "batching", "gpu"  # the benchmark would time the CPU copy
+
+
 def keep_best_by_a_domain_without_one(cfg):
     cfg.train.keep_best = "domain_val_loss"  # label_smoothing trains on one corpus
 
@@ -65,6 +69,7 @@ def keep_best_by_a_domain_without_one(cfg):
         (unknown_prune_criterion, "prune.criterion='variance' must be one of"),
         (keep_best_by_an_unknown_loss, "train.keep_best='train_loss' must be one of"),
         (keep_best_by_a_domain_without_one, "train.keep_best=domain_val_loss needs a domain corpus"),
+        (time_on_a_gpu, "benchmark.name times the trained model on the CPU"),
     ],
     ids=[
         "metric",
@@ -76,6 +81,7 @@ def keep_best_by_a_domain_without_one(cfg):
         "prune criterion",
         "keep_best unknown loss",
         "keep_best without a domain",
+        "benchmark on a GPU",
     ],
 )
 def test_a_broken_experiment_is_refused_before_anything_is_written(cache_dir, tmp_path, monkeypatch, change, message):

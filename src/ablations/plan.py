@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -56,6 +57,11 @@ def check_config(run_cfg: DictConfig) -> None:
     OptimConfig(**run_cfg.optim)
     QuantizeConfig(**run_cfg.quantize)
     BenchmarkConfig(**run_cfg.benchmark)
+    if run_cfg.benchmark.name is not None and on_gpu(run_cfg):
+        raise ValueError(
+            "benchmark.name times the trained model on the CPU (Lightning hands it back there after fit), not on "
+            "the GPU the run trained on: run the timing experiments with trainer=cpu"
+        )
     check_adaptation(run_cfg)
     if run_cfg.train.keep_best not in KEEP_BEST:
         raise ValueError(f"train.keep_best={run_cfg.train.keep_best!r} must be one of {KEEP_BEST}")
@@ -77,6 +83,12 @@ def check_config(run_cfg: DictConfig) -> None:
         raise ValueError(f"evaluation.context_factors={list(factors)} must be whole numbers of 2 or more")
     if factors and run_cfg.model.pos_encoding == "learned":
         raise ValueError("evaluation.context_factors: learned positions have no vector past model.block_size")
+
+
+def on_gpu(run_cfg: DictConfig) -> bool:
+    """Whether the run's Trainer would train on a GPU (``auto`` picks one where CUDA is present)."""
+    accelerator = str(run_cfg.trainer.get("accelerator", "cpu"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def several_devices(run_cfg: DictConfig) -> bool:
