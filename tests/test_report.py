@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
-from ablations import report, tracking
+from ablations import figures, report, tracking
 from ablations.verdict import Arm, decide
 
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker
@@ -363,6 +363,18 @@ def test_a_tall_figure_is_narrowed_to_fit_the_page_and_a_wide_one_keeps_its_widt
     tall, wide = (report.figure_entry(tmp_path / f"{n}.svg", "c") for n in ("tall", "wide"))
     assert report.TEXT_WIDTH_CM * tall["width"] / 100 * 2 == pytest.approx(report.MAX_FIGURE_HEIGHT_CM, rel=1e-2)
     assert wide["width"] == 92.0
+
+
+def test_strip_plots_of_many_arms_print_their_labels_at_the_size_of_a_few_arms(tmp_path):
+    """An 11-arm strip plot at the 7-arm plot's 62 % printed its labels at 45 % of their size (issue 17)."""
+    names = ["a"] * 3 + [f"arm{i}" for i in range(11)]
+    for count in (3, 11):
+        values = [(name, seed, 2.0 + 0.01 * seed) for name in names[-count:] for seed in range(3)]
+        figures.arm_comparison_figure("t", "final_val_loss", values, tmp_path / f"n{count}-arms.svg")
+    few, many = (report.figure_entry(tmp_path / f"n{n}-arms.svg", "c") for n in (3, 11))
+    few_pt, many_pt = (report.svg_size(tmp_path / f"n{n}-arms.svg")[0] for n in (3, 11))
+    assert few["width"] == report.STRIP_WIDTH_PERCENT
+    assert many["width"] / many_pt == pytest.approx(few["width"] / few_pt, rel=1e-3)  # one scale: one label size
 
 
 def test_page_one_has_a_scorecard_whose_counts_are_the_fixtures_verdicts(pdf, results_dir):

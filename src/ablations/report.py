@@ -566,13 +566,20 @@ def svg_size(path: Path) -> tuple[float, float]:
     return float(size[1]), float(size[2])
 
 
+# A per-arm strip plot of up to seven arms (6.5 in wide) is printed at 62 % of the text width; wider ones (more arms)
+# at the same scale, so that their labels keep that size instead of shrinking with the arm count.
+STRIP_WIDTH_PT, STRIP_WIDTH_PERCENT, MAX_WIDTH_PERCENT = 6.5 * 72, 62.0, 92.0
+
+
 def figure_entry(path: Path, caption: str) -> dict:
     """A figure as report.json lists it: the file's name in the work folder, its caption, and its width in percent of
-    the text width: 92 (62 for the per-arm strip plots), less where the figure would be taller than a page allows
-    (a tall figure at full width was clipped at the page's edge)."""
+    the text width: 92 (the per-arm strip plots at one scale, STRIP_WIDTH_PT), less where the figure would be taller
+    than a page allows (a tall figure at full width was clipped at the page's edge)."""
     width_pt, height_pt = svg_size(path)
     aspect = height_pt / width_pt
-    width = 62.0 if path.stem.endswith("-arms") else 92.0
+    width = MAX_WIDTH_PERCENT
+    if path.stem.endswith("-arms"):
+        width = min(MAX_WIDTH_PERCENT, STRIP_WIDTH_PERCENT * width_pt / STRIP_WIDTH_PT)
     width = min(width, 100 * MAX_FIGURE_HEIGHT_CM / (TEXT_WIDTH_CM * aspect))
     return {"path": path.name, "caption": caption, "width": round(width, 1)}
 
