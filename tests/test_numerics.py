@@ -36,8 +36,8 @@ GPU_LOSS_TOLERANCE = (1e-2, 1e-4)
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (trainer=gpu)")
 def test_every_switch_trains_on_a_gpu_to_the_cpu_losses(recorded):
-    """What `trainer=gpu` runs: every case but the int8/int4 ones (CPU kernels) trained and evaluated on the GPU,
-    probes, benchmarks and evaluations included, with the losses the CPU recorded."""
+    """What `trainer=gpu` runs: every case but the int8/int4 ones (CPU kernels) trained, probed and tested on the
+    GPU, with the losses the CPU recorded."""
     cases = [case for case in golden.CASES if not case.startswith("quantize_")]
     found = golden.compute(cases, accelerator="gpu")
     losses = {case: {k: v for k, v in numbers.items() if "loss" in k} for case, numbers in found.items()}
