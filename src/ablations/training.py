@@ -212,8 +212,7 @@ class LanguageModelTask(pl.LightningModule):
             # A backward of zero gradient (DDP needs one on every rank); on_before_optimizer_step drops it.
             return sum(p.sum() for p in self.parameters()) * 0.0
         self._last_loss = loss.detach()
-        # Real tokens, padding excluded; summed as a tensor on the batch's device: no host sync per step.
-        self.train_tokens = self.train_tokens.to(batch[1].device) + (batch[1] != IGNORE).sum()
+        self.train_tokens += (batch[1] != IGNORE).sum()  # real tokens, padding excluded; a tensor: no sync
         self.train_slots += batch[1].numel()
         return loss
 
@@ -232,6 +231,7 @@ class LanguageModelTask(pl.LightningModule):
         return run_probes(self.probes, self.model, lambda size: tuple(t.to(self.device) for t in batch_of(size)))
 
     def on_train_start(self) -> None:
+        self.train_tokens = self.train_tokens.to(self.device)  # summed on the batches' device, once moved here
         if self.probes:
             at_init = self.probe()
             self.final_metrics |= {f"init_{k}": v for k, v in at_init.items()}
