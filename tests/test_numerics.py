@@ -34,14 +34,23 @@ def test_the_numbers_of_every_switch_are_the_golden_ones(recorded):
 GPU_LOSS_TOLERANCE = (1e-2, 1e-4)
 
 
+def comparable_on_a_gpu(case: str, metric: str) -> bool:
+    """A loss the GPU must reproduce: dropout's training losses are not, the CUDA generator draws other masks (seen
+    on an H200: 1.0-1.4 % apart at steps 6-16, its evaluation losses within 1 %)."""
+    return "loss" in metric and not (golden.CASES[case].get("model", {}).get("dropout") and "train_loss" in metric)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (trainer=gpu)")
 def test_every_switch_trains_on_a_gpu_to_the_cpu_losses(recorded):
     """What `trainer=gpu` runs: every case but the int8/int4 ones (CPU kernels) trained, probed and tested on the
     GPU, with the losses the CPU recorded."""
     cases = [case for case in golden.CASES if not case.startswith("quantize_")]
     found = golden.compute(cases, accelerator="gpu")
-    losses = {case: {k: v for k, v in numbers.items() if "loss" in k} for case, numbers in found.items()}
-    expected = {case: {k: v for k, v in recorded["cases"][case].items() if "loss" in k} for case in cases}
+
+    def comparable(numbers_of: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return {case: {k: v for k, v in numbers_of[case].items() if comparable_on_a_gpu(case, k)} for case in cases}
+
+    losses, expected = comparable(found), comparable(recorded["cases"])
     changed = golden.differences(losses, expected, GPU_LOSS_TOLERANCE)
     assert not changed, f"{len(changed)} losses differ on the GPU, first: {changed[:5]}"
 

@@ -347,7 +347,7 @@ class LanguageModelTask(pl.LightningModule):
 
     def _calibration_metrics(self) -> dict[str, float]:
         confidence, correct = torch.cat(self._confidence), torch.cat(self._correct).float()
-        bins = torch.bucketize(confidence, torch.linspace(0, 1, CALIBRATION_BINS + 1)[1:-1])
+        bins = torch.bucketize(confidence, torch.linspace(0, 1, CALIBRATION_BINS + 1, device=confidence.device)[1:-1])
         count = torch.bincount(bins, minlength=CALIBRATION_BINS).float()
         per_bin = {
             "reliability_accuracy": torch.bincount(bins, correct, CALIBRATION_BINS) / count.clamp_min(1),
