@@ -338,9 +338,24 @@ def test_a_hypothesis_whose_arms_lack_seeds_of_their_group_awaits_them():
     rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h2", "h4", "h8", "h32")
             for s in range(3) if (arm, s) != ("h32", 2)]  # fmt: skip
     table = results.verdicts(runs_table(rows)).set_index("hypothesis")
-    assert table.loc["H2", "awaiting"] == "its rerun is in progress: 2 of the 3 seeds of its group so far"
+    assert table.loc["H2", "awaiting"] == "its runs are in progress: 2 of the 3 seeds of its group so far"
     assert (table.loc["H2", "verdict_adjusted"], table.loc["H1", "awaiting"]) == ("awaiting runs", "")
     assert table.loc["H1", "verdict_adjusted"] in ("supported", "inconclusive", "refuted")
+
+
+def test_an_experiment_stopped_part_way_awaits_the_seeds_it_planned():
+    """Every arm has seeds 0 and 1 of the 3 its invocation planned (stopped after two seeds): no verdict counts yet;
+    a run copied from another experiment's 5-seed invocation does not raise what this one planned."""
+    rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h2", "h4", "h8", "h32")
+            for s in range(3)]  # fmt: skip
+    complete = runs_table(rows).assign(seeds_planned=3, copied_from="")
+    stopped = complete[complete.seed < 2]
+    current = results.verdicts(stopped).query("superseded == ''")
+    assert set(current.awaiting) == {"its runs are in progress: 2 of the 3 seeds of its group so far"}
+    assert set(current.verdict_adjusted) == {"awaiting runs"}
+    assert set(results.verdicts(complete).awaiting) == {""}
+    copied = complete.iloc[:1].assign(seeds_planned=5, copied_from="2/a-run-of-another-experiment")
+    assert set(results.verdicts(pd.concat([complete.iloc[1:], copied])).awaiting) == {""}
 
 
 def test_the_rerun_table_compares_each_hypothesis_once_its_rerun_has_every_seed():

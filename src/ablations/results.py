@@ -35,7 +35,7 @@ from ablations.verdict import Hypothesis, Verdict, adjust
 
 GROUP = ["experiment", "tier", "corpus"]
 KEY = [*GROUP, "arm", "seed"]
-RUN_COLUMNS = KEY + ["status", "health", "learning_check", "corpus_sha256", "tokenizer"]
+RUN_COLUMNS = KEY + ["seeds_planned", "status", "health", "learning_check", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).
 # Every experiment's scale axis among them: the trend reads the axis's value of each run from here.
 EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "data.packing", "data.max_tokens",
@@ -63,6 +63,8 @@ def _row(run: Run) -> dict:
     return {
         **{name: tags[name] for name in ("experiment", "tier", "corpus", "arm")},
         "seed": int(tags["seed"]),
+        # the seeds of the invocation that trained it: a group stopped part-way waits for the rest
+        "seeds_planned": float(run.data.params.get("seeds", "nan")),
         "status": tags["ablations.status"],
         "corpus_sha256": tags["corpus_sha256"],
         # the run's own param: the tag was the command line's ("byte" on E18's BPE runs, before that was fixed)
@@ -177,13 +179,20 @@ def _group_verdicts(spec: ExperimentSpec, tier: str, corpus: str, group: pd.Data
 AWAITING = "awaiting runs"
 
 
-def awaiting(version: str, current_version: str | None, n_seeds: int, group_seeds: int) -> str:
+def group_seeds(group: pd.DataFrame) -> int:
+    """The seeds a group's arms should each have: as many as the runs trained for it were planned with (an invocation
+    stopped part-way leaves every arm short), or as its runs have if that is more (a runs.csv without the column)."""
+    planned = trained_here(group)["seeds_planned"].max() if "seeds_planned" in group else 0
+    return max(group["seed"].nunique(), 0 if pd.isna(planned) else int(planned))
+
+
+def awaiting(version: str, current_version: str | None, n_seeds: int, planned: int) -> str:
     """Why a verdict waits for runs before it counts ("" if it does not): its group's runs predate the code's numerics
-    version (`current_version`; None: any version is current), or its arms have fewer seeds than their group."""
+    version (`current_version`; None: any version is current), or its arms have fewer seeds than their group plans."""
     if current_version is not None and version != current_version:
         return f"its runs are of numerics version {version}, made before the rerun at the current code and design"
-    if n_seeds < group_seeds:
-        return f"its rerun is in progress: {n_seeds} of the {group_seeds} seeds of its group so far"
+    if n_seeds < planned:
+        return f"its runs are in progress: {n_seeds} of the {planned} seeds of its group so far"
     return ""
 
 
@@ -204,7 +213,7 @@ def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION)
                 "experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
                 "hypothesis": h.id, "scale": scale, "claim_lines": spec.claim["lines"], "source": h.source,
                 "statement": h.statement, "superseded": spec.superseded(h.id), "code_version": version,
-                "awaiting": awaiting(version, current_version, v.n_seeds, group["seed"].nunique()),
+                "awaiting": awaiting(version, current_version, v.n_seeds, group_seeds(group)),
                 "wall_seconds": float(trained_here(group)["wall_seconds"].sum()),
                 "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
             })  # fmt: skip
@@ -263,7 +272,7 @@ def trend_table(runs: pd.DataFrame) -> pd.DataFrame:
                                  for a in measured)]  # fmt: skip
             seeds = min(int((group["arm"] == arm).sum()) for arm in arms)
             rows.append({"experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
-                         **t.as_dict(), "awaiting": awaiting(version, NUMERICS_VERSION, seeds, group["seed"].nunique()),
+                         **t.as_dict(), "awaiting": awaiting(version, NUMERICS_VERSION, seeds, group_seeds(group)),
                          "evidence": is_evidence(tier)})  # fmt: skip
     columns = ["experiment", "experiment_id", "tier", "corpus", *[f.name for f in fields(Trend)], "awaiting",
                "evidence"]  # fmt: skip
