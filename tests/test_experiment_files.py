@@ -7,10 +7,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ablations.cli import experiment_names
 from ablations.data import parse_mix
 from ablations.plan import arm_config, check_config, invocation, tier_arms
-from ablations.spec import ExperimentSpec, load_spec
+from ablations.spec import ExperimentSpec, experiment_names, load_spec
 from ablations.store import ROOT
 from ablations.training import OptimConfig
 

@@ -14,6 +14,7 @@ import pytest
 from pypdf import PdfReader
 
 from ablations import figures, report, tracking
+from ablations.spec import experiment_names, load_spec
 from ablations.verdict import Arm, decide
 
 # make test runs two workers: this module's tests share one module fixture, so they stay on one worker
@@ -385,6 +386,19 @@ def test_page_one_has_a_scorecard_whose_counts_are_the_fixtures_verdicts(pdf, re
     expected = " ".join(str(int(counted.get(v, 0))) for v in ("supported", "refuted", "inconclusive", "not decided"))
     assert f"All {expected}" in first, first
     assert "Read every verdict with its scale" in first
+
+
+def test_page_one_names_each_experiments_corpora_and_the_experiments_not_yet_run(pdf, results_dir):
+    runs = pd.read_csv(results_dir / "runs.csv")
+    first = flat(pages(pdf)[0])
+    for name, group in runs.groupby("experiment"):
+        row = first[first.index(f"{load_spec(name).id} {name}") :][:120]
+        assert all(corpus in row for corpus in set(group.corpus)), row
+    not_run = [name for name in experiment_names() if name not in set(runs.experiment)]
+    assert not_run, "the fixtures leave some experiments without runs"
+    listed = first[first.index("Pre-registered, not yet run") :]
+    assert all(f"{load_spec(name).id} {name}" in listed for name in not_run), listed
+    assert not any(f"{load_spec(name).id} {name}" in listed for name in set(runs.experiment)), listed
 
 
 def test_the_overview_draws_measured_verdicts_only_and_is_left_out_without_any(results_dir, tmp_path):

@@ -29,15 +29,8 @@ from ablations.experiment import run_experiment
 from ablations.plan import check_overrides, parse_shard
 from ablations.resources import check_local_processes
 from ablations.settings import fail
-from ablations.spec import ExperimentSpec
+from ablations.spec import ExperimentSpec, experiment_names
 from ablations.tracking import ROOT
-
-EXPERIMENTS_DIR = ROOT / "experiments"
-
-
-def experiment_names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-
 
 BAD_INPUT = (ValueError, KeyError, OmegaConfBaseException)
 

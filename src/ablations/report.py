@@ -50,7 +50,7 @@ from ablations.metrics import SCALING_FITS, value_of
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
-from ablations.spec import ExperimentSpec, load_spec
+from ablations.spec import ExperimentSpec, experiment_names, load_spec
 from ablations.verdict import NOT_DECIDED, Hypothesis
 
 TEMPLATE = Path(__file__).with_name("report.typ")
@@ -850,13 +850,16 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
     rows = []
     for name, group in verdicts.groupby("experiment", sort=False):
         counted = group.verdict_adjusted.value_counts()
-        rows.append({"experiment": f"{specs[name].id} {name}"} | {v: int(counted.get(v, 0)) for v in VERDICTS})
+        rows.append({"experiment": f"{specs[name].id} {name}", "corpora": ", ".join(sorted(set(group.corpus)))}
+                    | {v: int(counted.get(v, 0)) for v in VERDICTS})  # fmt: skip
     rows.sort(key=lambda r: r["experiment"])
+    not_run = [load_spec(name) for name in experiment_names() if name not in set(runs.experiment)]
     agree = [r["literature"] for r in summary_rows(verdicts, specs)]
     params = runs.n_params.dropna()
     decided = verdicts.verdict_adjusted.isin(["supported", "refuted"])
     return {
         "rows": rows,
+        "not_run": [f"{spec.id} {spec.name}" for spec in sorted(not_run, key=lambda spec: spec.id)],
         "total": {v: int((verdicts.verdict_adjusted == v).sum()) for v in VERDICTS},
         "added_decided": int((decided & added_after_data(verdicts, specs)).sum()),
         "literature": {"agree": agree.count("yes"), "disagree": agree.count("no")},

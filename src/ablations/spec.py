@@ -264,6 +264,14 @@ class ExperimentSpec:
         return arms | self.full_tier_arms if tier == "full" else arms
 
 
+EXPERIMENTS_DIR = ROOT / "experiments"
+
+
+def experiment_names() -> list[str]:
+    """Every experiment with a file, run or not."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
 def load_spec(name: str) -> ExperimentSpec:
     """The experiment file outside of Hydra (for exports and reports)."""
-    return ExperimentSpec.from_config(OmegaConf.load(ROOT / "experiments" / f"{name}.yaml").experiment)
+    return ExperimentSpec.from_config(OmegaConf.load(EXPERIMENTS_DIR / f"{name}.yaml").experiment)

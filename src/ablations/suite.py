@@ -25,10 +25,11 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ablations import settings, tracking
-from ablations.cli import experiment_names, fail, prepare_process
+from ablations.cli import fail, prepare_process
 from ablations.experiment import console, run_experiment
 from ablations.plan import planned_runs
 from ablations.resources import check_local_processes
+from ablations.spec import experiment_names
 from ablations.tracking import ROOT
 
 
