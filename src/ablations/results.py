@@ -30,7 +30,7 @@ from ablations.health import learning_check, run_health
 from ablations.metrics import curves_csv_metrics, per_step
 from ablations.numerics import NUMERICS_VERSION
 from ablations.parent_run import is_evidence
-from ablations.spec import ExperimentSpec, load_spec
+from ablations.spec import ExperimentSpec, experiment_names, load_spec
 from ablations.verdict import Hypothesis, Verdict, adjust
 
 GROUP = ["experiment", "tier", "corpus"]
@@ -46,7 +46,7 @@ PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware
 
 def store_runs(mlflow_client: MlflowClient) -> pd.DataFrame:
     """Every finished arm run of every known experiment in the store, every code version, sorted by KEY and time."""
-    known = {p.stem for p in (tracking.ROOT / "experiments").glob("*.yaml")}
+    known = set(experiment_names())
     arm_runs = f"tags.`{tracking.ROLE}` = '{tracking.ARM_ROLE}' and attributes.status = 'FINISHED'"
     rows = [
         _row(run)
