@@ -309,26 +309,27 @@ def test_the_results_table_scores_a_diverged_run_by_the_registry_and_shows_an_un
     assert rows["h1"]["mean"] == "0.5000"  # a non-loss metric a diverged run did measure stays its own
 
 
-def test_figures_draw_without_the_report_the_runner_or_torch_mlflow_lightning():
+def modules_loaded_by(modules: str) -> set[str]:
+    """The modules a fresh interpreter holds after importing `modules` (a comma-separated list)."""
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, ablations.figures; print(' '.join(sys.modules))"],
+        [sys.executable, "-c", f"import sys, {modules}; print(' '.join(sys.modules))"],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
+    )
+    return set(loaded.stdout.split())
+
+
+def test_figures_draw_without_the_report_the_runner_or_torch_mlflow_lightning():
+    loaded = modules_loaded_by("ablations.figures")
     heavy = {"torch", "mlflow", "pytorch_lightning", "ablations.report", "ablations.experiment", "ablations.tracking"}
-    assert not heavy & set(loaded)
+    assert not heavy & loaded
 
 
 def test_the_report_and_the_export_read_the_store_without_importing_lightning():
     """Lightning (and the torchmetrics and transformers it pulls in) took 5 of the report's 11 s of imports."""
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, ablations.report, ablations.results; print(' '.join(sys.modules))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert not {"pytorch_lightning", "lightning", "torchmetrics", "transformers"} & set(loaded)
+    loaded = modules_loaded_by("ablations.report, ablations.results")
+    assert not {"pytorch_lightning", "lightning", "torchmetrics", "transformers"} & loaded
 
 
 def test_figures_draw_the_tables_interval_not_a_bootstrap():
