@@ -402,6 +402,17 @@ def test_page_one_names_each_experiments_corpora_and_the_experiments_not_yet_run
     assert not any(f"{load_spec(name).id} {name}" in listed for name in set(runs.experiment)), listed
 
 
+def test_page_one_lists_an_experiment_with_runs_but_no_verdict_yet_as_started(results_dir):
+    runs, verdicts = pd.read_csv(results_dir / "runs.csv"), pd.read_csv(results_dir / "verdicts.csv")
+    specs = {name: load_spec(name) for name in ("attention_heads", "dropout")}
+    assert report.scorecard(verdicts, runs, specs)["started"] == []
+    first_run_of_dropout = runs.head(1).assign(experiment="dropout")  # one arm's first run: nothing to compare yet
+    card = report.scorecard(verdicts, pd.concat([runs, first_run_of_dropout]), specs)
+    assert card["started"] == ["E15 dropout"]
+    assert "E15 dropout" not in card["not_run"]
+    assert [row["experiment"] for row in card["rows"]] == ["E01 attention_heads"]
+
+
 def test_the_overview_draws_measured_verdicts_only_and_is_left_out_without_any(results_dir, tmp_path):
     verdicts = pd.read_csv(results_dir / "verdicts.csv").fillna({"awaiting": ""})
     verdicts = verdicts[verdicts.superseded.isna()]  # as build() passes them: the current hypotheses

@@ -854,12 +854,14 @@ def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, Exper
                     | {v: int(counted.get(v, 0)) for v in VERDICTS})  # fmt: skip
     rows.sort(key=lambda r: r["experiment"])
     not_run = [load_spec(name) for name in experiment_names() if name not in set(runs.experiment)]
+    started = set(runs.experiment) - set(verdicts.experiment)  # runs, too few of them for any verdict yet
     agree = [r["literature"] for r in summary_rows(verdicts, specs)]
     params = runs.n_params.dropna()
     decided = verdicts.verdict_adjusted.isin(["supported", "refuted"])
     return {
         "rows": rows,
         "not_run": [f"{spec.id} {spec.name}" for spec in sorted(not_run, key=lambda spec: spec.id)],
+        "started": sorted(f"{specs[name].id} {name}" for name in started),
         "total": {v: int((verdicts.verdict_adjusted == v).sum()) for v in VERDICTS},
         "added_decided": int((decided & added_after_data(verdicts, specs)).sum()),
         "literature": {"agree": agree.count("yes"), "disagree": agree.count("no")},
