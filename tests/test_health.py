@@ -1,11 +1,14 @@
 """Trivial baselines and run health, on token sequences small enough to count by hand."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from ablations.health import baselines, last_quarter_drop, learning_check, position_baselines, run_health
+from ablations.results import run_learning_check
+from ablations.spec import load_spec
 
 
 def test_baselines_are_add_one_counts_of_the_training_split_scored_on_validation():
@@ -77,3 +80,13 @@ def test_a_run_that_trained_no_step_is_as_healthy_as_the_weights_it_evaluates():
     assert run_health("finished", pruned | {"start_val_loss": 2.1}) == "learned"  # its base learned
     assert run_health("finished", pruned | {"start_val_loss": 3.1}) == "plateau"  # its base did not
     assert run_health("finished", pruned | {"start_val_loss": 2.1, "train_tokens": 5e5}) == "plateau"  # it trained
+
+
+def test_every_run_that_trained_gets_the_learning_check_and_no_other():
+    spec = load_spec("positional_encoding")  # its check: max_drop 0.05
+    still_falling = {"train_tokens": 1000.0, "val_loss_drop_last_quarter": 0.2}
+    assert run_learning_check(spec, "finished", still_falling) == "failed"
+    assert run_learning_check(spec, "finished", still_falling | {"val_loss_drop_last_quarter": 0.01}) == "passed"
+    assert run_learning_check(spec, "finished", still_falling | {"train_tokens": 0.0}) == ""  # evaluated only
+    assert run_learning_check(spec, "diverged", still_falling) == ""
+    assert run_learning_check(replace(spec, learning_check={}), "finished", still_falling) == ""

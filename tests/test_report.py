@@ -185,13 +185,14 @@ def test_an_effects_caption_explains_hollow_dots_only_where_verdicts_await_runs(
     assert "A hollow dot" in entry["caption"]
 
 
-def test_the_setup_row_gives_the_range_of_parameters_and_tokens_over_the_experiments_own_arms():
+def test_the_setup_row_gives_the_range_of_parameters_and_tokens_over_own_arms_and_along_the_scale_axis():
     """E25's pruned arms train no tokens and its base 1.5 M: the first run's 0 stood for all of them."""
     group = pd.DataFrame({"arm": ["prune", "base", "base@d_model=64"], "seed": [0, 0, 0], "n_params": [9e5, 9e5, 3e5],
                           "train_tokens": [0.0, 1_536_000.0, 1_536_000.0], "corpus_sha256": ["ab" * 32] * 3,
                           "tokenizer": ["byte"] * 3, "hardware": ["cpu"] * 3, "wall_seconds": [1.0] * 3})  # fmt: skip
     row = report.settings_row("quick", "prose", group)
-    assert (row["params"], row["tokens"], row["arms"], row["seeds"], row["runs"]) == ("900,000", "0–1,536,000", 3, 1, 3)
+    params = "900,000 (scale axis 300,000–900,000)"  # the scaled arms' own range, as the arms and runs count them
+    assert (row["params"], row["tokens"], row["arms"], row["seeds"], row["runs"]) == (params, "0–1,536,000", 3, 1, 3)
 
 
 @pytest.mark.parametrize(
@@ -640,3 +641,47 @@ def test_an_arm_that_learned_only_the_domain_is_judged_against_the_domains_bigra
 def test_arms_whose_learning_check_could_not_be_made_are_named():
     group = pd.DataFrame({"arm": ["a", "a", "b"], "learning_check": ["unknown", "unknown", "passed"]})
     assert report.unchecked("quick", "prose", group) == ["a (prose, quick): 2 runs"]
+
+
+def test_runs_scored_on_another_target_are_drawn_apart_from_the_language_model():
+    """E10's order arms predict positions (chance ln 64): their baselines and loss axis are not the corpus's."""
+    language = [{"arm": "learned", "baseline_unigram": 3.2979541} for _ in range(3)]
+    order = [{"arm": "order", "baseline_unigram": math.log(64)} for _ in range(2)]
+    benchmark = {"arm": "bench", "baseline_unigram": math.nan}
+    tasks = report.by_task([order[0], *language, benchmark, order[1]])
+    assert [[r["arm"] for r in task] for task in tasks] == [["learned"] * 3 + ["bench"], ["order"] * 2]
+    assert report.by_task([benchmark]) == [[benchmark]]
+
+
+def test_planned_arms_without_runs_are_named_with_the_hypotheses_that_wait_for_them():
+    spec = load_spec("embedding_parameter_reduction")  # 6 arms; H1's scale axis adds tied and rank32 at 64 and 256
+    group = pd.DataFrame({"arm": ["tied", "untied", "rank32", "tied@d_model=64"], "model.d_model": [128, 128, 128, 64]})
+    line = report.not_run(spec, "quick", "prose", group)
+    assert line.startswith("prose (quick tier): 6 of 10 planned arms, rank64 (H2), hash1024 (H3, H4, H5)")
+    assert line.endswith("rank32@d_model=64 (H1 scale trend), tied@d_model=256 (H1 scale trend), "
+                         "rank32@d_model=256 (H1 scale trend)")  # fmt: skip
+    assert report.not_run(spec, "quick", "prose", group[group.arm != "tied@d_model=64"]).count("@") == 4
+    everything = pd.DataFrame({"arm": report.planned_arms(spec, "quick", group), "model.d_model": 128})
+    assert report.not_run(spec, "quick", "prose", everything) == ""
+
+
+def test_what_it_means_says_which_hypotheses_have_no_verdict_because_an_arm_has_not_run():
+    spec = load_spec("embedding_parameter_reduction")
+    rows = pd.DataFrame({"hypothesis": ["H6"], "corpus": ["a"], "verdict_adjusted": ["refuted"], "awaiting": [""]})
+    text = report.meaning(spec, rows, frozenset({"rank64", "hash256"}))
+    assert "H2 has no verdict yet: an arm it measures has not run." in text
+    assert "H4 has no verdict yet" in text and "H1 has no verdict" not in text  # H1: tied vs rank32, both ran
+    assert "no verdict yet" not in report.meaning(spec, rows)
+
+
+def test_losses_are_labelled_in_the_unit_of_their_tokenizer_and_ranges_name_the_scale_axis():
+    assert report.loss_unit(pd.DataFrame({"tokenizer": ["bpe"]})) == "nats per BPE token"
+    assert report.loss_unit(pd.DataFrame({"tokenizer": ["byte"]})) == "nats per byte"
+    assert report.with_scale_axis("820,352", "820,352") == "820,352"
+    assert report.with_scale_axis("820,352", "206,080–3,232,512") == "820,352 (scale axis 206,080–3,232,512)"
+
+
+def test_an_effect_panel_names_the_level_of_each_interval_it_draws():
+    assert figures.interval_label(pd.Series([0.95, 0.95])) == ", 95% CI"
+    assert figures.interval_label(pd.Series([0.95, 0.90, math.nan])) == ", 95% CI (equivalence: 90%)"
+    assert figures.interval_label(pd.Series([math.nan])) == ""

@@ -114,7 +114,7 @@ def arm_comparison_figure(
     draw_reference_lines(ax, lines, value_axis)
     ax.set_title(title)
     ax.legend(title="seed", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside
-    if across and len(order) > 4:  # slanted names end under their own arm
+    if across and (len(order) > 4 or max(map(len, order)) > 14):  # slanted names end under their own arm
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
     return save_figure(fig, path)
 
@@ -488,6 +488,13 @@ def effects_figure(verdicts: pd.DataFrame, title: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def interval_label(levels: pd.Series) -> str:
+    """The intervals a panel draws, by their levels: 90 % for an equivalence (TOST), 95 % for the other tests."""
+    shown = sorted(levels.dropna().unique(), reverse=True)
+    label = f", {shown[0]:.0%} CI" if shown else ""
+    return label + (f" (equivalence: {shown[-1]:.0%})" if len(shown) > 1 else "")
+
+
 def literature_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
     """Our effect with its interval beside the published effect of the same comparison, one row per hypothesis and
     corpus, in two panels: each in its own units (a byte-level loss and a paper's word-piece PPL do not share a
@@ -501,7 +508,7 @@ def literature_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
         ours.plot([low, high], [i, i], color=colour, linewidth=3, solid_capstyle="butt")
         ours.plot(r.effect, i, "o", color=colour, fillstyle="none" if r.awaiting != "" else "full")
         paper.plot(r.literature_effect, i, "*", color="black", markersize=9)
-    for ax, label in ((ours, f"this suite: {rows.metric.iloc[0]} effect, 95% CI"),
+    for ax, label in ((ours, f"this suite: {rows.metric.iloc[0]} effect{interval_label(rows.ci_level)}"),
                       (paper, f"published: {rows.literature_units.iloc[0]}")):  # fmt: skip
         ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xlabel(label, fontsize=8)

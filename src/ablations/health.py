@@ -22,8 +22,9 @@ plateau   it finished, but its final validation loss is not at least PLATEAU_MAR
 learned   otherwise
 unknown   no baseline was logged for the run
 
-An experiment may also ask its healthy arms for a learning check: over the last quarter of training their
-validation loss fell by less than a stated amount, so they ended near their plateau, not mid-descent.
+Every run that trained also gets a learning check: over the last quarter of training its validation loss fell by
+less than the experiment's stated amount (0.05 nats unless it sets another), so it ended near its plateau, not
+mid-descent.
 """
 
 from __future__ import annotations

@@ -221,12 +221,15 @@ def refuted_because(v: pd.Series) -> str:
     }[found]
 
 
-def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> str:
-    """What the verdicts say taken together: per hypothesis, across corpora, against the literature."""
+def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, unrun: frozenset[str] = frozenset()) -> str:
+    """What the verdicts say taken together: per hypothesis, across corpora, against the literature; and which
+    hypotheses have no verdict yet because an arm they measure has not run (`unrun`, arm names)."""
     sentences = []
     for h in spec.hypotheses:
         rows = exp_verdicts[exp_verdicts.hypothesis == h.id]
         if rows.empty:
+            if unrun & set(h.measured_arms):
+                sentences.append(f"{h.id} has no verdict yet: an arm it measures has not run.")
             continue
         waiting = ", ".join(sorted(set(rows[rows.awaiting != ""].corpus)))
         if (rows := rows[rows.awaiting == ""]).empty:
@@ -291,6 +294,11 @@ def own_arms(group: pd.DataFrame) -> pd.DataFrame:
     return group[~scaled(group.arm)]
 
 
+def with_scale_axis(own: str, everything: str) -> str:
+    """A value over the experiment's own arms, and in brackets its range with the scale axis's arms where wider."""
+    return own + (f" (scale axis {everything})" if everything != own else "")
+
+
 PRECISIONS = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16 autocast"}
 
 
@@ -303,8 +311,7 @@ def setup_line(group: pd.DataFrame) -> str:
     fields = []
     for column, label in SETUP_FIELDS:
         if column in group:
-            main, everything = spread(own[column]), spread(group[column])
-            fields.append(f"{label} {main}" + (f" (scale axis {everything})" if everything != main else ""))
+            fields.append(f"{label} {with_scale_axis(spread(own[column]), spread(group[column]))}")
     precision = str(group.iloc[0]["trainer.precision"])
     return ", ".join(fields + [PRECISIONS.get(precision, precision)])
 
@@ -334,11 +341,16 @@ def plain_math(text: str) -> str:
 
 
 def experiment_section(
-    spec: ExperimentSpec, runs: pd.DataFrame, verdicts: pd.DataFrame, curves: pd.DataFrame, work: Path
+    spec: ExperimentSpec,
+    runs: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    curves: pd.DataFrame,
+    trends: list[dict],
+    work: Path,
 ) -> dict:
     """One experiment's part of report.json: the claim and its hypotheses, then per tier x corpus the setup, the arm
-    table, the figures and the run ids; the verdicts in words and what they mean together. Figures are drawn in
-    `work`."""
+    table, the figures and the run ids; the verdicts in words, its rows of the scale-axis table, and what they mean
+    together. Figures are drawn in `work`."""
     groups = list(runs.groupby(["tier", "corpus"], sort=True))
     exp_verdicts = verdicts[verdicts.experiment == spec.name]
     figures = [
@@ -359,8 +371,10 @@ def experiment_section(
         "learning_max_drop": f"{spec.learning_check['max_drop']:g}" if spec.learning_check else "",
         "budget_axis": spec.scale is not None and spec.scale.axis.startswith("optim.max_"),
         "verdicts": verdict_rows(spec, exp_verdicts),
+        "trends": [t for t in trends if t["experiment"] == f"{spec.id} {spec.name}"],  # trend_rows
         "awaiting": awaiting_groups(exp_verdicts),
-        "meaning": meaning(spec, exp_verdicts),
+        "not_run": [line for (tier, corpus), group in groups if (line := not_run(spec, tier, corpus, group))],
+        "meaning": meaning(spec, exp_verdicts, frozenset(a for (t, _), g in groups for a in missing_arms(spec, t, g))),
         "figures": figures + effects_figures(spec, exp_verdicts, work) + literature_figures(spec, exp_verdicts, work),
         "run_ids": [run_ids_row(tier, corpus, group) for (tier, corpus), group in groups],
     }
@@ -371,6 +385,36 @@ def awaiting_groups(exp_verdicts: pd.DataFrame) -> list[str]:
     waiting = exp_verdicts[exp_verdicts.awaiting != ""]
     groups = sorted(set(zip(waiting.corpus, waiting.tier, waiting.code_version.astype(str), strict=True)))
     return [f"{corpus} ({tier} tier, numerics version {version})" for corpus, tier, version in groups]
+
+
+def planned_arms(spec: ExperimentSpec, tier: str, group: pd.DataFrame) -> list[str]:
+    """The arms one invocation at this tier trains (as ablations.plan plans them): the experiment's own, then the scale
+    axis's at the other values, the tier's value read from the runs of its own arms."""
+    arms = list(spec.arms_for(tier))
+    if spec.scale is not None and spec.scale.axis in group:
+        values = own_arms(group)[spec.scale.axis].dropna().unique()
+        arms += list(spec.scale_arms(tier, values[0])) if len(values) == 1 else []
+    return arms
+
+
+def missing_arms(spec: ExperimentSpec, tier: str, group: pd.DataFrame) -> list[str]:
+    """The planned arms of a tier x corpus without a single run (a chain stopped part-way)."""
+    return [arm for arm in planned_arms(spec, tier, group) if arm not in set(group.arm)]
+
+
+def not_run(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> str:
+    """The missing arms of a tier x corpus, each with the hypotheses that measure it and so have no verdict there
+    yet; "" when every arm has runs."""
+    if not (missing := missing_arms(spec, tier, group)):
+        return ""
+    planned = planned_arms(spec, tier, group)
+    named = []
+    for arm in missing:
+        name, at, _ = arm.partition("@")  # a scaled arm serves the trends of the scaled hypotheses alone
+        users = [h.id for h in spec.hypotheses if name in h.measured_arms and (not at or h.id in spec.scale.slope)]
+        kind = " scale trend" if at else ""
+        named.append(arm + (f" ({', '.join(users)}{kind})" if users else ""))
+    return f"{corpus} ({tier} tier): {len(missing)} of {len(planned)} planned arms, " + ", ".join(named)
 
 
 def still_learning(tier: str, corpus: str, group: pd.DataFrame) -> list[str]:
@@ -449,7 +493,7 @@ def settings_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
         "sha256": first.corpus_sha256[:16],
         "tokenizer": first.tokenizer,
         "setup": setup_line(group),
-        "params": counted_spread(own.n_params),
+        "params": with_scale_axis(counted_spread(own.n_params), counted_spread(group.n_params)),
         "tokens": counted_spread(own.train_tokens),  # E25's pruned arms train none, its base 1.5 M
         "seeds": int(group.seed.nunique()),
         "arms": int(group.arm.nunique()),
@@ -475,6 +519,7 @@ def arm_table(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame)
         "tier": tier,
         "corpus": corpus,
         "metric": primary,
+        "unit": loss_unit(group),
         "rows": arm_rows(spec, tier, group, primary),
         "measures": {"metrics": spec.report_metrics, "rows": measure_rows(spec, tier, group)},
     }
@@ -584,23 +629,43 @@ def figure_entry(path: Path, caption: str) -> dict:
     return {"path": path.name, "caption": caption, "width": round(width, 1)}
 
 
+LOSS_UNITS = {"byte": "nats per byte", "char": "nats per character", "bpe": "nats per BPE token"}
+
+
+def loss_unit(group: pd.DataFrame) -> str:
+    """What a loss of this tier x corpus counts: nats per token of its tokenizer ("" for an unknown tokenizer)."""
+    return LOSS_UNITS.get(str(group.iloc[0].tokenizer), "")
+
+
+def by_task(rows: list[dict]) -> list[list[dict]]:
+    """A tier x corpus's runs split by the target they predict: runs whose unigram baselines differ are scored on
+    different targets (E10's order arms predict positions, chance ln 64) and share no loss axis or baseline line.
+    The task with the most runs first; runs without a baseline (benchmarks) go with it."""
+    tasks: dict[float | None, list[dict]] = {}
+    for row in rows:
+        unigram = row.get("baseline_unigram", math.nan)
+        tasks.setdefault(round(unigram, 6) if math.isfinite(unigram) else None, []).append(row)
+    unknown = tasks.pop(None, [])
+    ordered = sorted(tasks.values(), key=len, reverse=True) or [[]]
+    ordered[0] = ordered[0] + unknown
+    return ordered
+
+
 def group_figures(
     spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame, curves: pd.DataFrame, work: Path
 ) -> list[dict]:
-    """The figures of one tier x corpus: per-arm values, loss curves, the experiment file's own figures, weight and
-    activation tails, reliability; each only where its data exist."""
+    """The figures of one tier x corpus: per task, per-arm values and loss curves; then the experiment file's own
+    figures, weight and activation tails, reliability; each only where its data exist."""
     tag = f"{spec.name}-{tier}-{corpus}"
     rows = group.to_dict("records")
     as_runs = [(r["arm"], r["seed"], r["status"], _metrics_of(r)) for r in rows]
-    loss_lines = reference_lines("final_val_loss", [metrics for *_, metrics in as_runs])
     run_curves = curves[(curves.experiment == spec.name) & (curves.tier == tier) & (curves.corpus == corpus)]
-    where = f"{corpus}, {tier}"
-    entries = [arms_figure(spec, tier, corpus, rows, loss_lines, work / f"{tag}-arms{FIGURE}")]
-    if not run_curves[run_curves.metric.isin(["val_loss", "train_loss"])].empty:
-        lines = loss_lines | ({"bigram baseline": float(group.baseline_bigram.mean())} if loss_lines else {})
-        path = curves_figure(run_curves, list(spec.arms_for(tier)), where, work / f"{tag}-curves{FIGURE}", lines)
-        domain = DOMAIN_CURVE_METRIC in set(run_curves.metric)
-        entries.append(figure_entry(path, CURVES_CAPTION + DOMAIN_PANEL_CAPTION * domain))
+    where, unit = f"{corpus}, {tier}", f" Losses in {loss_unit(group)}." if loss_unit(group) else ""
+    entries = []
+    for i, task in enumerate(by_task(rows)):
+        prefix = work / (tag if i == 0 else f"{tag}-task{i}")
+        note = unit if i == 0 else OTHER_TASK_CAPTION.format(unigram=task[0]["baseline_unigram"])
+        entries += task_figures(spec, tier, corpus, task, run_curves, prefix, note)
     for i, spec_figure in enumerate(spec.figures):
         if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}{FIGURE}")) is not None:
             title = spec_figure.get("title", spec_figure.get("y", ", ".join(spec_figure.get("metrics", []))))
@@ -618,6 +683,32 @@ def group_figures(
     if not (reliability := run_curves[run_curves.metric.str.startswith("reliability_")]).empty:
         path = reliability_figure(reliability, list(spec.arms_for(tier)), where, work / f"{tag}-reliability{FIGURE}")
         entries.append(figure_entry(path, RELIABILITY_CAPTION))
+    return entries
+
+
+OTHER_TASK_CAPTION = (
+    " These arms predict another target than the experiment's others (their unigram baseline, {unigram:.3f} nats, is "
+    "the chance level of that target; their losses are in nats per target class), so they are drawn apart, against "
+    "their own baselines."
+)
+
+
+def task_figures(
+    spec: ExperimentSpec, tier: str, corpus: str, rows: list[dict], curves: pd.DataFrame, prefix: Path, note: str
+) -> list[dict]:
+    """The per-arm values and the loss curves of the runs of one task, against that task's baselines; `note` ends
+    each caption (the loss unit, and for a second task why it is drawn apart)."""
+    loss_lines = reference_lines("final_val_loss", [_metrics_of(r) for r in rows])
+    entries = [arms_figure(spec, tier, corpus, rows, loss_lines, prefix.with_name(f"{prefix.name}-arms{FIGURE}"))]
+    entries[0]["caption"] += note
+    arms = [arm for arm in spec.arms_for(tier) if arm in {r["arm"] for r in rows}]
+    if not curves[curves.metric.isin(["val_loss", "train_loss"]) & curves.arm.isin(arms)].empty:
+        bigram = pd.Series([r.get("baseline_bigram") for r in rows], dtype=float).mean()
+        lines = loss_lines | ({"bigram baseline": float(bigram)} if loss_lines and math.isfinite(bigram) else {})
+        where = f"{corpus}, {tier}"
+        path = curves_figure(curves, arms, where, prefix.with_name(f"{prefix.name}-curves{FIGURE}"), lines)
+        domain = DOMAIN_CURVE_METRIC in set(curves[curves.arm.isin(arms)].metric)
+        entries.append(figure_entry(path, CURVES_CAPTION + DOMAIN_PANEL_CAPTION * domain + note))
     return entries
 
 
@@ -1064,6 +1155,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
     runs, verdicts = frames["runs"], frames["verdicts"]
     names = sorted(set(runs.experiment), key=lambda n: (load_spec(n).id, n))
     specs = {name: load_spec(name) for name in names}
+    trends = trend_rows(frames["trends"], frames["current"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = {
@@ -1074,12 +1166,12 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "scorecard": scorecard(verdicts, runs, specs),
             "counts": counts(frames["current"]),
             "plateau_margin": f"{PLATEAU_MARGIN:.0%}",
-            "trends": trend_rows(frames["trends"], frames["current"]),
+            "trends": trends,
             "amendments": amendment_rows(specs),
             "reruns": rerun_rows(frames["verdicts_before_rerun"]) if "verdicts_before_rerun" in frames else [],
             "superseded": summary_rows(frames["superseded"], specs, statements=True),
             "experiments": [
-                experiment_section(specs[n], runs[runs.experiment == n], verdicts, frames["curves"], work)
+                experiment_section(specs[n], runs[runs.experiment == n], verdicts, frames["curves"], trends, work)
                 for n in names
             ],
             "environment": environment(runs),

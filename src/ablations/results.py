@@ -92,7 +92,9 @@ def finished_runs(
     frame = frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
     specs = {name: load_spec(name) for name in frame["experiment"].unique()}
     frame["health"] = [run_health(r.status, _metrics(r)) for r in frame.itertuples(index=False)]
-    frame["learning_check"] = [_learning_check(specs[r.experiment], r.arm, _metrics(r)) for r in frame.itertuples()]
+    frame["learning_check"] = [
+        run_learning_check(specs[r.experiment], r.status, _metrics(r)) for r in frame.itertuples(index=False)
+    ]
     metrics = sorted(set(frame.columns) - set(RUN_COLUMNS) - set(PROVENANCE))
     return frame[RUN_COLUMNS + metrics + PROVENANCE]
 
@@ -117,9 +119,10 @@ def _metrics(row: tuple) -> dict[str, float]:
     return {k: v for k, v in row._asdict().items() if pd.notna(v)}
 
 
-def _learning_check(spec: ExperimentSpec, arm: str, metrics: dict[str, float]) -> str:
-    """passed, failed or unknown for an arm the experiment asks to check (a scaled arm as its base arm); else ""."""
-    if not spec.learning_check or arm.split("@")[0] not in spec.learning_check["arms"]:
+def run_learning_check(spec: ExperimentSpec, status: str, metrics: dict[str, float]) -> str:
+    """passed, failed or unknown for a finished run that trained, in an experiment with a learning check; "" for a
+    run that trained nothing (a decoded, quantized or pruned model, evaluated), a diverged one, or no check."""
+    if not spec.learning_check or status != "finished" or not metrics.get("train_tokens"):
         return ""
     return learning_check(metrics, spec.learning_check["max_drop"])
 
