@@ -338,7 +338,7 @@ def test_a_hypothesis_whose_arms_lack_seeds_of_their_group_awaits_them():
     rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.1 * (arm == "h1")) for arm in ("h1", "h2", "h4", "h8", "h32")
             for s in range(3) if (arm, s) != ("h32", 2)]  # fmt: skip
     table = results.verdicts(runs_table(rows)).set_index("hypothesis")
-    assert table.loc["H2", "awaiting"] == "its runs are in progress: 2 of the 3 seeds of its group so far"
+    assert table.loc["H2", "awaiting"] == "its runs are incomplete: 2 of the 3 seeds of its group so far"
     assert (table.loc["H2", "verdict_adjusted"], table.loc["H1", "awaiting"]) == ("awaiting runs", "")
     assert table.loc["H1", "verdict_adjusted"] in ("supported", "inconclusive", "refuted")
 
@@ -351,7 +351,7 @@ def test_an_experiment_stopped_part_way_awaits_the_seeds_it_planned():
     complete = runs_table(rows).assign(seeds_planned=3, copied_from="")
     stopped = complete[complete.seed < 2]
     current = results.verdicts(stopped).query("superseded == ''")
-    assert set(current.awaiting) == {"its runs are in progress: 2 of the 3 seeds of its group so far"}
+    assert set(current.awaiting) == {"its runs are incomplete: 2 of the 3 seeds of its group so far"}
     assert set(current.verdict_adjusted) == {"awaiting runs"}
     assert set(results.verdicts(complete).awaiting) == {""}
     copied = complete.iloc[:1].assign(seeds_planned=5, copied_from="2/a-run-of-another-experiment")

@@ -214,7 +214,7 @@ def test_the_export_carries_scale_superseded_and_adjusted_verdicts(monkeypatch):
     assert trend_rows[["hypothesis", "trend", "matches", "awaiting"]].values.tolist() == [["H1", "weakens", True, ""]]
     mid_rerun = pd.DataFrame([r for r in rows if r["run_id"] != "big@d_model=2562"])  # one scaled seed to go
     assert results.trend_table(mid_rerun).awaiting.tolist() == [
-        "its runs are in progress: 2 of the 3 seeds of its group so far"
+        "its runs are incomplete: 2 of the 3 seeds of its group so far"
     ]
 
 

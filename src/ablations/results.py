@@ -195,7 +195,7 @@ def awaiting(version: str, current_version: str | None, n_seeds: int, planned: i
     if current_version is not None and version != current_version:
         return f"its runs are of numerics version {version}, made before the rerun at the current code and design"
     if n_seeds < planned:
-        return f"its runs are in progress: {n_seeds} of the {planned} seeds of its group so far"
+        return f"its runs are incomplete: {n_seeds} of the {planned} seeds of its group so far"
     return ""
 
 
