@@ -685,3 +685,10 @@ def test_an_effect_panel_names_the_level_of_each_interval_it_draws():
     assert figures.interval_label(pd.Series([0.95, 0.95])) == ", 95% CI"
     assert figures.interval_label(pd.Series([0.95, 0.90, math.nan])) == ", 95% CI (equivalence: 90%)"
     assert figures.interval_label(pd.Series([math.nan])) == ""
+
+
+def test_a_corpus_of_the_report_on_which_an_experiment_has_no_run_is_named():
+    runs = pd.DataFrame({"tier": ["quick", "quick"], "corpus": ["prose", "prose"]})
+    corpora = {"quick": ["prose", "shakespeare"], "full": ["prose"]}
+    assert report.absent_corpora(runs, corpora) == ["shakespeare (quick tier): no run yet"]  # full: not run at all
+    assert report.absent_corpora(runs, {"quick": ["prose"]}) == []

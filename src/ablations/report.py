@@ -346,11 +346,12 @@ def experiment_section(
     verdicts: pd.DataFrame,
     curves: pd.DataFrame,
     trends: list[dict],
+    corpora: dict[str, list[str]],
     work: Path,
 ) -> dict:
     """One experiment's part of report.json: the claim and its hypotheses, then per tier x corpus the setup, the arm
     table, the figures and the run ids; the verdicts in words, its rows of the scale-axis table, and what they mean
-    together. Figures are drawn in `work`."""
+    together; what has not run (`corpora`: each tier's corpora in the report). Figures are drawn in `work`."""
     groups = list(runs.groupby(["tier", "corpus"], sort=True))
     exp_verdicts = verdicts[verdicts.experiment == spec.name]
     figures = [
@@ -373,7 +374,8 @@ def experiment_section(
         "verdicts": verdict_rows(spec, exp_verdicts),
         "trends": [t for t in trends if t["experiment"] == f"{spec.id} {spec.name}"],  # trend_rows
         "awaiting": awaiting_groups(exp_verdicts),
-        "not_run": [line for (tier, corpus), group in groups if (line := not_run(spec, tier, corpus, group))],
+        "not_run": [line for (tier, corpus), group in groups if (line := not_run(spec, tier, corpus, group))]
+        + absent_corpora(runs, corpora),
         "meaning": meaning(spec, exp_verdicts, frozenset(a for (t, _), g in groups for a in missing_arms(spec, t, g))),
         "figures": figures + effects_figures(spec, exp_verdicts, work) + literature_figures(spec, exp_verdicts, work),
         "run_ids": [run_ids_row(tier, corpus, group) for (tier, corpus), group in groups],
@@ -395,6 +397,13 @@ def planned_arms(spec: ExperimentSpec, tier: str, group: pd.DataFrame) -> list[s
         values = own_arms(group)[spec.scale.axis].dropna().unique()
         arms += list(spec.scale_arms(tier, values[0])) if len(values) == 1 else []
     return arms
+
+
+def absent_corpora(runs: pd.DataFrame, corpora: dict[str, list[str]]) -> list[str]:
+    """The corpora of the report (`corpora`, per tier) on which an experiment has no run at a tier it ran at."""
+    ran = set(zip(runs.tier, runs.corpus, strict=True))
+    return [f"{corpus} ({tier} tier): no run yet" for tier in sorted(set(runs.tier)) for corpus in corpora[tier]
+            if (tier, corpus) not in ran]  # fmt: skip
 
 
 def missing_arms(spec: ExperimentSpec, tier: str, group: pd.DataFrame) -> list[str]:
@@ -1156,6 +1165,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
     names = sorted(set(runs.experiment), key=lambda n: (load_spec(n).id, n))
     specs = {name: load_spec(name) for name in names}
     trends = trend_rows(frames["trends"], frames["current"])
+    corpora = {tier: sorted(set(runs[runs.tier == tier].corpus)) for tier in set(runs.tier)}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = {
@@ -1171,7 +1181,9 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "reruns": rerun_rows(frames["verdicts_before_rerun"]) if "verdicts_before_rerun" in frames else [],
             "superseded": summary_rows(frames["superseded"], specs, statements=True),
             "experiments": [
-                experiment_section(specs[n], runs[runs.experiment == n], verdicts, frames["curves"], trends, work)
+                experiment_section(
+                    specs[n], runs[runs.experiment == n], verdicts, frames["curves"], trends, corpora, work
+                )
                 for n in names
             ],
             "environment": environment(runs),
