@@ -157,28 +157,41 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
         text += f"{OUTCOMES[(v.test, v.verdict)]}: {v.verdict}{refuted_because(v)}."
     if v.verdict_adjusted != v.verdict:
         text += f" After the false-discovery adjustment over the report's tests: {v.verdict_adjusted}."
-    return text + document_sentence(h, v.verdict_adjusted, v.metric)
+    found = refutation(v) if v.verdict_adjusted == v.verdict else ""
+    return text + document_sentence(h, v.verdict_adjusted, v.metric, found)
 
 
-def scope(metric: str) -> str:
-    """What a verdict on metric is bounded by: a benchmark's time, speed or memory by the sizes it ran at and the
-    hardware it ran on; anything trained by the model's size and training budget."""
+def scope(metric: str, test: str = "") -> str:
+    """What a verdict on metric is bounded by: a fixed fact (a parameter count) by the shapes it was counted on; a
+    benchmark's time, speed or memory by the sizes it ran at and the hardware it ran on; anything trained by the
+    model's size and training budget."""
+    if test == "fact":
+        return "for the shapes counted here"
     if metric.startswith("bench_") or "per_sec" in metric:
         return "at these model and input sizes on this hardware"
     return "at this model size and budget"
 
 
-def document_sentence(h: Hypothesis, verdict: str, metric: str) -> str:
-    """What a decided verdict says about the handbook: a refuted statement of its own is refuted; a supported
-    statement of the opposite contradicts it; a refuted opposite does not refute it."""
+def only_smaller(h: Hypothesis, found: str) -> str:
+    """What a refutation of the document's statement leaves standing when the effect went its way (`found`:
+    refutation's "smaller"): the direction, without the size the hypothesis asked for."""
+    if found != "smaller":
+        return ""
+    return f"; the effect goes the way the statement says, but by less than {h.id}'s minimum effect ({h.min_effect:g})"
+
+
+def document_sentence(h: Hypothesis, verdict: str, metric: str, found: str = "") -> str:
+    """What a decided verdict says about the handbook: a refuted statement of its own is refuted (in its size only
+    when the effect went its way: `found`, refutation's finding); a supported statement of the opposite contradicts
+    it; a refuted opposite does not refute it."""
     if not h.from_document:
         return ""
     if not h.opposes_document:
         return (f" The document's statement ({h.source}), as {h.id} tests it on {metric}, is refuted "
-                f"{scope(metric)}.") if verdict == "refuted" else ""  # fmt: skip
+                f"{scope(metric, h.test)}{only_smaller(h, found)}.") if verdict == "refuted" else ""  # fmt: skip
     if verdict == "supported":
         return (f" {h.id} states the opposite of the document's statement ({h.source}): supported, it contradicts that "
-                f"statement on {metric} {scope(metric)}.")  # fmt: skip
+                f"statement on {metric} {scope(metric, h.test)}.")  # fmt: skip
     if verdict == "refuted" and h.direction == "equal":  # "no difference" refuted: a difference, of either sign
         return (f" {h.id} states the opposite of the document's statement ({h.source}): refuted, the arms differ by "
                 "more than the margin; whether in the way the document claims, the effect's sign says (treatment "
@@ -253,10 +266,14 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, unrun: frozenset[s
         against = "supported" if h.opposes_document else "refuted"
         if h.from_document and (where := [c for c, v in by_corpus.items() if v == against]):
             how = "contradicted" if h.opposes_document else "refuted"
+            if h.opposes_document:
+                ending = f" ({h.id} states its opposite)."
+            else:  # refuted in size only where every refutation found an effect its way, below the minimum
+                found = {refutation(r) for r in rows.itertuples() if r.corpus in where}
+                ending = only_smaller(h, "smaller" if found == {"smaller"} else "") + "."
             sentences.append(
                 f"The handbook's statement behind {h.id} ({h.source}), as {h.id} tests it on {h.metric}, is {how} on "
-                f"{', '.join(where)} {scope(h.metric)}"
-                + (f" ({h.id} states its opposite)." if h.opposes_document else ".")
+                f"{', '.join(where)} {scope(h.metric, h.test)}{ending}"
             )
     return " ".join(sentences)
 
@@ -673,7 +690,7 @@ def group_figures(
     entries = []
     for i, task in enumerate(by_task(rows)):
         prefix = work / (tag if i == 0 else f"{tag}-task{i}")
-        note = unit if i == 0 else OTHER_TASK_CAPTION.format(unigram=task[0]["baseline_unigram"])
+        note = (unit, "") if i == 0 else ("", OTHER_TASK_CAPTION.format(unigram=task[0]["baseline_unigram"]))
         entries += task_figures(spec, tier, corpus, task, run_curves, prefix, note)
     for i, spec_figure in enumerate(spec.figures):
         if (path := figure_from_spec(spec, spec_figure, as_runs, work / f"{tag}-figure{i}{FIGURE}")) is not None:
@@ -703,13 +720,20 @@ OTHER_TASK_CAPTION = (
 
 
 def task_figures(
-    spec: ExperimentSpec, tier: str, corpus: str, rows: list[dict], curves: pd.DataFrame, prefix: Path, note: str
+    spec: ExperimentSpec,
+    tier: str,
+    corpus: str,
+    rows: list[dict],
+    curves: pd.DataFrame,
+    prefix: Path,
+    note: tuple[str, str],
 ) -> list[dict]:
     """The per-arm values and the loss curves of the runs of one task, against that task's baselines; `note` ends
-    each caption (the loss unit, and for a second task why it is drawn apart)."""
+    the captions: the loss unit (where a loss is drawn), and for a second task why it is drawn apart."""
     loss_lines = reference_lines("final_val_loss", [_metrics_of(r) for r in rows])
     entries = [arms_figure(spec, tier, corpus, rows, loss_lines, prefix.with_name(f"{prefix.name}-arms{FIGURE}"))]
-    entries[0]["caption"] += note
+    unit, apart = note
+    entries[0]["caption"] += (unit if "loss" in spec.hypotheses[0].metric else "") + apart
     arms = [arm for arm in spec.arms_for(tier) if arm in {r["arm"] for r in rows}]
     if not curves[curves.metric.isin(["val_loss", "train_loss"]) & curves.arm.isin(arms)].empty:
         bigram = pd.Series([r.get("baseline_bigram") for r in rows], dtype=float).mean()
@@ -717,7 +741,7 @@ def task_figures(
         where = f"{corpus}, {tier}"
         path = curves_figure(curves, arms, where, prefix.with_name(f"{prefix.name}-curves{FIGURE}"), lines)
         domain = DOMAIN_CURVE_METRIC in set(curves[curves.arm.isin(arms)].metric)
-        entries.append(figure_entry(path, CURVES_CAPTION + DOMAIN_PANEL_CAPTION * domain + note))
+        entries.append(figure_entry(path, CURVES_CAPTION + DOMAIN_PANEL_CAPTION * domain + unit + apart))
     return entries
 
 
