@@ -638,6 +638,18 @@ def test_an_arm_that_learned_only_the_domain_is_judged_against_the_domains_bigra
     assert report.bigram_level("quick", "prose", group) == [expected]
 
 
+def test_an_arm_that_trained_on_the_domain_alone_is_not_judged_on_the_general_corpus():
+    """E24's scratch arms learn some prose from code (2.8 nats, below the plateau line 2.97): that is no finding about
+    a corpus they did not train on. A mixed arm (E09's 1:5) trained on both and is judged on both."""
+    group = pd.DataFrame({"arm": ["scratch", "mixed"], "status": ["finished"] * 2, "health": ["learned"] * 2,
+                          "final_val_loss": [2.8, 2.8], "baseline_unigram": [3.3] * 2, "baseline_bigram": [2.6] * 2,
+                          "final_domain_val_loss": [1.5, 1.5], "baseline_domain_unigram": [3.4] * 2,
+                          "baseline_domain_bigram": [2.55] * 2, "data.mix": [math.nan, "1:5"]})  # fmt: skip
+    assert [r["arm"] for r in report.bigram_level("quick", "prose", group)] == ["mixed"]
+    assert report.domain_only(group[group.arm == "scratch"]) and not report.domain_only(group[group.arm == "mixed"])
+    assert not report.domain_only(group.drop(columns=["baseline_domain_unigram"]))  # no domain: the corpus itself
+
+
 def test_arms_whose_learning_check_could_not_be_made_are_named():
     group = pd.DataFrame({"arm": ["a", "a", "b"], "learning_check": ["unknown", "unknown", "passed"]})
     assert report.unchecked("quick", "prose", group) == ["a (prose, quick): 2 runs"]

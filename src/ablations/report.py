@@ -31,6 +31,7 @@ from pylatexenc.latex2text import LatexNodes2Text
 from scipy import stats
 
 from ablations import settings, tracking
+from ablations.data import parse_mix
 from ablations.figures import (
     DOMAIN_CURVE_METRIC,
     arm_comparison_figure,
@@ -469,18 +470,27 @@ BIGRAM_CHECKED = (  # (loss, its corpus's unigram and bigram baselines, the corp
 )
 
 
+def domain_only(runs: pd.DataFrame) -> bool:
+    """Whether an arm's runs trained on the domain corpus alone (data.mix 1:0, the default with a domain): such an
+    arm (E24's scratch and fine-tuned stages) is judged on the domain, not on a general corpus it did not train on."""
+    if "baseline_domain_unigram" not in runs or runs.baseline_domain_unigram.isna().any():
+        return False
+    mixes = runs["data.mix"] if "data.mix" in runs else pd.Series([None] * len(runs))
+    return all(parse_mix(mix if isinstance(mix, str) else "1:0") == 1.0 for mix in mixes)
+
+
 def bigram_level(tier: str, corpus: str, group: pd.DataFrame) -> list[dict]:
     """The arms of a tier x corpus whose runs all learned but whose mean final loss is not below the bigram baseline
     on a corpus where they learned (mean loss below the plateau line): they learned more than token frequencies, but
-    no more than what the previous token alone predicts. An arm that learned only the domain (E24's scratch arms) is
-    judged there, not on the general corpus it never saw. (An arm with a run that did not learn is named as such
-    elsewhere.)"""
+    no more than what the previous token alone predicts. An arm that trained on the domain alone (domain_only) is
+    judged there, not on the general corpus it did not train on. (An arm with a run that did not learn is named as
+    such elsewhere.)"""
     finished = group[group.status == "finished"]
     rows = []
     for arm, runs in finished.groupby("arm", sort=True):
         if not runs.health.eq("learned").all():
             continue
-        for loss_name, unigram_name, bigram_name, where in BIGRAM_CHECKED:
+        for loss_name, unigram_name, bigram_name, where in BIGRAM_CHECKED[domain_only(runs) :]:
             if not {loss_name, unigram_name, bigram_name} <= set(runs) or runs[loss_name].isna().any():
                 continue
             loss, unigram, bigram = (runs[name].mean() for name in (loss_name, unigram_name, bigram_name))

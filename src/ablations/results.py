@@ -38,7 +38,7 @@ KEY = [*GROUP, "arm", "seed"]
 RUN_COLUMNS = KEY + ["seeds_planned", "status", "health", "learning_check", "corpus_sha256", "tokenizer"]
 # The params a reader needs beside the metrics (the full config stays in MLflow).
 # Every experiment's scale axis among them: the trend reads the axis's value of each run from here.
-EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "data.packing", "data.max_tokens",
+EXPORTED_PARAMS = ("model.", "optim.", "data.batch_size", "data.packing", "data.max_tokens", "data.mix",
                    "data.domain_tokens_limit", "data.train_tokens_limit", "train.keep_best", "trainer.precision",
                    "trainer.accelerator")  # fmt: skip
 PROVENANCE = ["run_id", "parent_run_id", "git_commit", "code_version", "hardware", "start_time", "copied_from"]
