@@ -555,7 +555,7 @@ def arm_table(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame)
         "tier": tier,
         "corpus": corpus,
         "metric": primary,
-        "unit": loss_unit(group),
+        "unit": loss_unit(group) if "loss" in primary else "",
         "rows": arm_rows(spec, tier, group, primary),
         "measures": {"metrics": spec.report_metrics, "rows": measure_rows(spec, tier, group)},
     }
