@@ -718,3 +718,29 @@ def test_a_refutation_by_an_effect_that_went_the_documents_way_says_so_and_a_cou
     assert "is refuted on a at this model size and budget; the effect goes the way the statement says" in meaning
     fact = replace(h4, test="fact")
     assert report.document_sentence(fact, "refuted", "n_params").endswith("is refuted for the shapes counted here.")
+    bound = next(h for h in report.load_spec("causal_and_padding_masks").hypotheses if h.id == "H3")  # an identity
+    assert bound.test == "bound"
+    assert report.document_sentence(bound, "supported", bound.metric).endswith("in every run checked here.")
+
+
+def test_a_verdict_that_compares_an_arm_no_better_than_a_bigram_model_says_so():
+    weak = [{"arm": "lora_r8", "corpus": "shakespeare's domain", "tier": "quick", "loss": "2.545", "bigram": "2.447"}]
+    verdict = pd.Series({"treatment": "lora_r8", "control": "full", "corpus": "shakespeare", "tier": "quick"})
+    caution = report.bigram_caution(verdict, weak)
+    assert caution.startswith(" Caution: lora_r8 is no better than the bigram baseline on shakespeare's domain (2.545")
+    assert report.bigram_caution(verdict.replace("shakespeare", "prose"), weak) == ""
+    assert report.bigram_caution(verdict.replace("lora_r8", "lora_r32"), weak) == ""
+
+
+def test_a_timing_decided_differently_on_corpora_that_ran_on_different_machines_names_the_machines():
+    """E19 H5: the corpora's runs ran on an Intel and an AMD CPU; a benchmark times the model, not the text."""
+    spec = report.load_spec("attention_cost_vs_length")
+    h5 = next(h for h in spec.hypotheses if h.id == "H5")
+    by_corpus = {"prose": "supported", "shakespeare": "refuted"}
+    text = report.depends_on(h5, by_corpus, {"prose": "Intel Xeon", "shakespeare": "AMD EPYC"})
+    assert "whose runs ran on different machines (prose on Intel Xeon; shakespeare on AMD EPYC)" in text
+    assert report.depends_on(h5, by_corpus, {"prose": "AMD EPYC", "shakespeare": "AMD EPYC"}).endswith(
+        "depends on the corpus (supported on prose, refuted on shakespeare)"
+    )
+    loss = next(h for h in report.load_spec("attention_heads").hypotheses if h.id == "H1")  # a trained quality
+    assert "depends on the corpus" in report.depends_on(loss, by_corpus, {"prose": "Intel", "shakespeare": "AMD"})

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,13 +164,20 @@ def verdict_sentence(v: pd.Series, h, spec: ExperimentSpec) -> str:
 
 def scope(metric: str, test: str = "") -> str:
     """What a verdict on metric is bounded by: a fixed fact (a parameter count) by the shapes it was counted on; a
-    benchmark's time, speed or memory by the sizes it ran at and the hardware it ran on; anything trained by the
-    model's size and training budget."""
+    bound (an identity) by the runs it was checked on; a benchmark's time, speed or memory by the sizes it ran at and
+    the hardware it ran on; anything trained by the model's size and training budget."""
     if test == "fact":
         return "for the shapes counted here"
-    if metric.startswith("bench_") or "per_sec" in metric:
+    if test == "bound":  # an identity each run must meet: the runs checked, not a size or budget, bound it
+        return "in every run checked here"
+    if timed(metric):
         return "at these model and input sizes on this hardware"
     return "at this model size and budget"
+
+
+def timed(metric: str) -> bool:
+    """Whether a metric is a benchmark's time, speed or memory, which the hardware sets as much as the model."""
+    return metric.startswith("bench_") or "per_sec" in metric
 
 
 def only_smaller(h: Hypothesis, found: str) -> str:
@@ -234,9 +242,15 @@ def refuted_because(v: pd.Series) -> str:
     }[found]
 
 
-def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, unrun: frozenset[str] = frozenset()) -> str:
-    """What the verdicts say taken together: per hypothesis, across corpora, against the literature; and which
-    hypotheses have no verdict yet because an arm they measure has not run (`unrun`, arm names)."""
+def meaning(
+    spec: ExperimentSpec,
+    exp_verdicts: pd.DataFrame,
+    unrun: frozenset[str] = frozenset(),
+    machines: Mapping[str, str] | None = None,
+) -> str:
+    """What the verdicts say taken together: per hypothesis, across corpora (`machines`: the hardware each corpus's
+    runs ran on), against the literature; and which hypotheses have no verdict yet because an arm they measure has not
+    run (`unrun`, arm names)."""
     sentences = []
     for h in spec.hypotheses:
         rows = exp_verdicts[exp_verdicts.hypothesis == h.id]
@@ -254,7 +268,7 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, unrun: frozenset[s
             where = f"on {' and '.join(by_corpus)}"  # "not decided on every corpus" read as "on some"
             text = f"{h.id} is {verdict} {where}"
         else:
-            text = f"{h.id} depends on the corpus (" + ", ".join(f"{v} on {c}" for c, v in by_corpus.items()) + ")"
+            text = depends_on(h, by_corpus, machines or {})
         text += f" (awaiting runs on {waiting})" if waiting else ""
         decided = {v for v in by_corpus.values() if v in ("supported", "refuted")}
         if h.literature_expects and decided:
@@ -276,6 +290,19 @@ def meaning(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, unrun: frozenset[s
                 f"{', '.join(where)} {scope(h.metric, h.test)}{ending}"
             )
     return " ".join(sentences)
+
+
+def depends_on(h: Hypothesis, by_corpus: dict[str, str], machines: Mapping[str, str]) -> str:
+    """A hypothesis decided differently on the corpora. A timing whose corpora ran on different machines names them:
+    a benchmark times the model, not the text, so the machine is the likelier cause."""
+    verdicts = ", ".join(f"{v} on {c}" for c, v in by_corpus.items())
+    ran_on = {c: machines.get(c, "") for c in by_corpus}
+    if not timed(h.metric) or len(set(ran_on.values())) < 2:
+        return f"{h.id} depends on the corpus ({verdicts})"
+    where = "; ".join(f"{c} on {m}" for c, m in ran_on.items())
+    return (f"{h.id} differs between the corpora ({verdicts}), whose runs ran on different machines ({where}): "
+            "a timing measures the machine as well as the model, so the difference is not shown to be the "
+            "corpus's")  # fmt: skip
 
 
 def _metrics_of(row: dict) -> dict[str, float]:
@@ -371,6 +398,7 @@ def experiment_section(
     together; what has not run (`corpora`: each tier's corpora in the report). Figures are drawn in `work`."""
     groups = list(runs.groupby(["tier", "corpus"], sort=True))
     exp_verdicts = verdicts[verdicts.experiment == spec.name]
+    bigram_rows = [row for (tier, corpus), group in groups for row in bigram_level(tier, corpus, group)]
     figures = [
         entry for (tier, corpus), group in groups for entry in group_figures(spec, tier, corpus, group, curves, work)
     ]
@@ -385,15 +413,20 @@ def experiment_section(
         "tables": [arm_table(spec, tier, corpus, group) for (tier, corpus), group in groups],
         "still_learning": [line for (tier, corpus), group in groups for line in still_learning(tier, corpus, group)],
         "unchecked": [line for (tier, corpus), group in groups for line in unchecked(tier, corpus, group)],
-        "bigram_level": [line for (tier, corpus), group in groups for line in bigram_level(tier, corpus, group)],
+        "bigram_level": bigram_rows,
         "learning_max_drop": f"{spec.learning_check['max_drop']:g}" if spec.learning_check else "",
         "budget_axis": spec.scale is not None and spec.scale.axis.startswith("optim.max_"),
-        "verdicts": verdict_rows(spec, exp_verdicts),
+        "verdicts": verdict_rows(spec, exp_verdicts, bigram_rows),
         "trends": [t for t in trends if t["experiment"] == f"{spec.id} {spec.name}"],  # trend_rows
         "awaiting": awaiting_groups(exp_verdicts),
         "not_run": [line for (tier, corpus), group in groups if (line := not_run(spec, tier, corpus, group))]
         + absent_corpora(runs, corpora),
-        "meaning": meaning(spec, exp_verdicts, frozenset(a for (t, _), g in groups for a in missing_arms(spec, t, g))),
+        "meaning": meaning(
+            spec,
+            exp_verdicts,
+            frozenset(a for (t, _), g in groups for a in missing_arms(spec, t, g)),
+            {corpus: hardware_counts(runs_there) for corpus, runs_there in runs.groupby("corpus")},
+        ),
         "figures": figures + effects_figures(spec, exp_verdicts, work) + literature_figures(spec, exp_verdicts, work),
         "run_ids": [run_ids_row(tier, corpus, group) for (tier, corpus), group in groups],
     }
@@ -907,7 +940,9 @@ def literature_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: P
     return [figure_entry(path, caption)]
 
 
-def verdict_rows(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> list[dict]:
+def verdict_rows(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, bigram_rows: Sequence[dict] = ()) -> list[dict]:
+    """Each verdict in words, with a caution where an arm it compares is no better than a bigram model there
+    (`bigram_rows`, as bigram_level finds them)."""
     hypotheses = {h.id: h for h in spec.hypotheses}
     return [
         {
@@ -915,10 +950,22 @@ def verdict_rows(spec: ExperimentSpec, exp_verdicts: pd.DataFrame) -> list[dict]
             "tier": v.tier,
             "hypothesis": v.hypothesis,
             "verdict": v.verdict_adjusted,  # the badge: the verdict to read; the sentence gives both
-            "text": verdict_sentence(pd.Series(v._asdict()), hypotheses[v.hypothesis], spec),
+            "text": verdict_sentence(pd.Series(v._asdict()), hypotheses[v.hypothesis], spec)
+            + bigram_caution(v, bigram_rows),
         }
         for v in exp_verdicts.itertuples()
     ]
+
+
+def bigram_caution(v, bigram_rows: Sequence[dict]) -> str:
+    """A verdict's warning that an arm it compares learned no more than a bigram model on its corpus ("" if none)."""
+    weak = [r for r in bigram_rows if r["arm"] in (v.treatment, v.control) and r["tier"] == v.tier
+            and r["corpus"] in (v.corpus, f"{v.corpus}'s domain")]  # fmt: skip
+    return "".join(
+        f" Caution: {r['arm']} is no better than the bigram baseline on {r['corpus']} ({r['loss']} against "
+        f"{r['bigram']}): this comparison involves a model that used its context no better than pair statistics."
+        for r in weak
+    )
 
 
 def run_ids_row(tier: str, corpus: str, group: pd.DataFrame) -> dict:
