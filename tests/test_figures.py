@@ -243,6 +243,16 @@ def test_the_scatter_figures_legend_lies_outside_the_axes(tmp_path, drawn):
     assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
 
+def test_a_scatter_figure_asked_for_log_axes_draws_both_on_a_log_scale(tmp_path, drawn):
+    """E22's loss against size: a power law is a straight line only on log-log axes."""
+    points = [(arm, 0, 10.0 ** (i + 5), 2.0 - 0.1 * i) for i, arm in enumerate("abc")]
+    figures.scatter_figure("t", "x", "y", points, tmp_path / "linear.svg")
+    figures.scatter_figure("t", "x", "y", points, tmp_path / "log.svg", log=True)
+    linear, log = (fig.axes[0] for fig in drawn)
+    assert (linear.get_xscale(), linear.get_yscale()) == ("linear", "linear")
+    assert (log.get_xscale(), log.get_yscale()) == ("log", "log")
+
+
 def test_cost_against_length_is_read_from_the_runs_and_drawn_with_the_logged_exponents(drawn, tmp_path):
     """Per-length seconds and FLOPs of the length_scaling benchmark become two log-log panels; each cost's legend
     gives, per fitted range, the mean of its logged exponents over seeds with their t interval, and its fitted line

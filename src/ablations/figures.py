@@ -151,8 +151,11 @@ def grid_figure(
     return save_figure(fig, path)
 
 
-def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, float, float]], path: Path) -> Path:
-    """Two metrics against each other: every seed as a faint dot, each arm's mean as a labelled marker."""
+def scatter_figure(
+    title: str, x: str, y: str, points: list[tuple[str, int, float, float]], path: Path, log: bool = False
+) -> Path:
+    """Two metrics against each other: every seed as a faint dot, each arm's mean as a labelled marker; with `log`,
+    on log-log axes, where a power law is a straight line."""
     frame = pd.DataFrame(points, columns=["arm", "seed", x, y])
     order = list(dict.fromkeys(frame.arm))
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
@@ -161,6 +164,8 @@ def scatter_figure(title: str, x: str, y: str, points: list[tuple[str, int, floa
     sns.scatterplot(means.reset_index(), x=x, y=y, hue="arm", hue_order=order, s=90, marker="D", ax=ax)
     for arm, row in means.iterrows():
         ax.annotate(arm, (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if log:
+        ax.set(xscale="log", yscale="log")
     ax.set_title(title)
     # every arm is labelled beside its marker; the legend goes outside, where it covers no point
     ax.legend(title="arm (mean)", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -244,7 +249,9 @@ def figure_from_spec(
             if status == "finished" and figure["x"] in metrics and figure["y"] in metrics
         ]
         title = figure.get("title", f"{spec.id}: {figure['y']} against {figure['x']}")
-        return scatter_figure(title, figure["x"], figure["y"], points, path) if points else None
+        if not points:
+            return None
+        return scatter_figure(title, figure["x"], figure["y"], points, path, log=figure.get("log", False))
     values = [
         (spec.axes_of(arm), seed, value_of(status, metrics, figure["y"]))
         for arm, seed, status, metrics in runs

@@ -94,7 +94,7 @@ class ExperimentSpec:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     full_tier_arms: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # {x, hue, y, title}: a metric against axes of the grid; {kind: scatter, x, y}: two metrics; {kind: layers,
+    # {x, hue, y, title}: a metric against axes of the grid; {kind: scatter, x, y, log}: two metrics; {kind: layers,
     # metrics}: per-block metrics (prefix0, prefix1, ...) against the block; {kind: series, metrics, x, x_values,
     # y_label, arms}: several metrics as one line per arm (of `arms`, if named), each metric at its x
     figures: list[dict[str, Any]] = field(default_factory=list)
