@@ -744,3 +744,11 @@ def test_a_timing_decided_differently_on_corpora_that_ran_on_different_machines_
     )
     loss = next(h for h in report.load_spec("attention_heads").hypotheses if h.id == "H1")  # a trained quality
     assert "depends on the corpus" in report.depends_on(loss, by_corpus, {"prose": "Intel", "shakespeare": "AMD"})
+
+
+def test_a_power_laws_effect_is_labelled_as_the_exponent_it_tests_not_as_the_loss():
+    spec = report.load_spec("depth_vs_width")  # H1: loss ∝ N^-k fitted over eight shapes
+    fitted = report.tested_quantity(spec, "H1", "final_val_loss")
+    assert fitted == "exponent k of final_val_loss ∝ non_embedding_params^-k"
+    plain = next(h.id for h in spec.hypotheses if not h.fit_arms)
+    assert report.tested_quantity(spec, plain, "final_val_loss") == "final_val_loss"

@@ -910,7 +910,9 @@ def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path
     """The effect of each hypothesis against the threshold of its test, over all tiers and corpora (if any)."""
     if exp_verdicts.empty:
         return []
-    path = effects_figure(exp_verdicts, f"{spec.id}: effects", work / f"{spec.name}-effects{FIGURE}")
+    quantities = [tested_quantity(spec, v.hypothesis, v.metric) for v in exp_verdicts.itertuples()]
+    shown = exp_verdicts.assign(metric=quantities)
+    path = effects_figure(shown, f"{spec.id}: effects", work / f"{spec.name}-effects{FIGURE}")
     caption = (
         "Effect of each hypothesis with its interval (colour = verdict after the false-discovery adjustment; grey: not "
         "decided, an arm did not learn) and the threshold of its test."
@@ -919,6 +921,12 @@ def effects_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path
         caption += (' A hollow dot and "awaiting runs": its raw verdict, decided on runs that predate the rerun or '
                     "lack seeds, counted nowhere.")  # fmt: skip
     return [figure_entry(path, caption)]
+
+
+def tested_quantity(spec: ExperimentSpec, hypothesis: str, metric: str) -> str:
+    """What a hypothesis's effect is a difference of: its metric, or for a power law the exponent fitted to it."""
+    h = next(h for h in spec.hypotheses if h.id == hypothesis)
+    return f"exponent k of {metric} ∝ {h.fit_size}^-k" if h.fit_arms else metric
 
 
 def literature_figures(spec: ExperimentSpec, exp_verdicts: pd.DataFrame, work: Path) -> list[dict]:
