@@ -752,3 +752,13 @@ def test_a_power_laws_effect_is_labelled_as_the_exponent_it_tests_not_as_the_los
     assert fitted == "exponent k of final_val_loss ∝ non_embedding_params^-k"
     plain = next(h.id for h in spec.hypotheses if not h.fit_arms)
     assert report.tested_quantity(spec, plain, "final_val_loss") == "final_val_loss"
+
+
+def test_a_second_stage_is_drawn_after_the_steps_of_its_base_and_a_scratch_arm_from_zero():
+    spec = report.load_spec("pretrain_then_finetune")  # base 2,000 steps; finetuned from it; scratch from init
+    rows = [{"arm": "base", "optim.max_steps": 2000.0}, {"arm": "finetuned", "optim.max_steps": 1000.0}]
+    curves = pd.DataFrame({"arm": ["base", "finetuned", "scratch"], "step": [100, 100, 100]})
+    shifted, offset = report.after_their_base(spec, curves, rows)
+    assert offset == 2000 and list(shifted.step) == [100, 2100, 100]
+    one_stage = report.load_spec("attention_heads")
+    assert report.after_their_base(one_stage, curves, rows) == (curves, 0)

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ablations.health import reference_lines  # noqa: E402
@@ -164,8 +164,10 @@ def scatter_figure(
     sns.scatterplot(means.reset_index(), x=x, y=y, hue="arm", hue_order=order, s=90, marker="D", ax=ax)
     for arm, row in means.iterrows():
         ax.annotate(arm, (row[x], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    if log:
+    if log:  # a loss spans less than a decade: plain numbers, not 2 x 10^0
         ax.set(xscale="log", yscale="log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_title(title)
     # every arm is labelled beside its marker; the legend goes outside, where it covers no point
     ax.legend(title="arm (mean)", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -51,7 +51,7 @@ from ablations.metrics import SCALING_FITS, value_of
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
-from ablations.spec import ExperimentSpec, experiment_names, load_spec
+from ablations.spec import BASE, ExperimentSpec, experiment_names, load_spec
 from ablations.verdict import NOT_DECIDED, Hypothesis
 
 TEMPLATE = Path(__file__).with_name("report.typ")
@@ -782,10 +782,30 @@ def task_figures(
         bigram = pd.Series([r.get("baseline_bigram") for r in rows], dtype=float).mean()
         lines = loss_lines | ({"bigram baseline": float(bigram)} if loss_lines and math.isfinite(bigram) else {})
         where = f"{corpus}, {tier}"
-        path = curves_figure(curves, arms, where, prefix.with_name(f"{prefix.name}-curves{FIGURE}"), lines)
+        shifted, offset = after_their_base(spec, curves, rows)
+        path = curves_figure(shifted, arms, where, prefix.with_name(f"{prefix.name}-curves{FIGURE}"), lines)
         domain = DOMAIN_CURVE_METRIC in set(curves[curves.arm.isin(arms)].metric)
-        entries.append(figure_entry(path, CURVES_CAPTION + DOMAIN_PANEL_CAPTION * domain + unit + apart))
+        second_stage = SECOND_STAGE_CAPTION.format(steps=offset) if offset else ""
+        entries.append(figure_entry(path, CURVES_CAPTION + DOMAIN_PANEL_CAPTION * domain + second_stage + unit + apart))
     return entries
+
+
+SECOND_STAGE_CAPTION = (
+    " Arms that start from the base's weights are drawn from the step where the base ended ({steps:,}), so that "
+    "each curve continues its base's; arms trained from scratch start at 0."
+)
+
+
+def after_their_base(spec: ExperimentSpec, curves: pd.DataFrame, rows: list[dict]) -> tuple[pd.DataFrame, int]:
+    """The curves with the second stage of a two-stage experiment moved past its base's training (its steps), and
+    that offset (0 where no arm starts from a base, or the base's runs are not among `rows`)."""
+    base_steps = [r.get("optim.max_steps", math.nan) for r in rows if r["arm"] == BASE]
+    base_steps = [steps for steps in base_steps if math.isfinite(steps)]
+    offset = int(max(base_steps)) if spec.base is not None and base_steps else 0
+    if not offset:
+        return curves, 0
+    continued = curves.arm.map(lambda arm: spec.base_arm(arm) is not None)
+    return curves.assign(step=curves.step + offset * continued), offset
 
 
 SCALING_METRIC = re.compile(r"bench_(?P<cost>\w+?)_(?P<unit>seconds|flops)_n(?P<n>\d+)")
