@@ -251,12 +251,11 @@ def meaning(
     """What the verdicts say taken together: per hypothesis, across corpora (`machines`: the hardware each corpus's
     runs ran on), against the literature; and which hypotheses have no verdict yet because an arm they measure has not
     run (`unrun`, arm names)."""
-    sentences = []
+    sentences, waiting_for_arms = [], []
     for h in spec.hypotheses:
         rows = exp_verdicts[exp_verdicts.hypothesis == h.id]
         if rows.empty:
-            if unrun & set(h.measured_arms):
-                sentences.append(f"{h.id} has no verdict yet: an arm it measures has not run.")
+            waiting_for_arms += [h.id] if unrun & set(h.measured_arms) else []
             continue
         waiting = ", ".join(sorted(set(rows[rows.awaiting != ""].corpus)))
         if (rows := rows[rows.awaiting == ""]).empty:
@@ -289,6 +288,10 @@ def meaning(
                 f"The handbook's statement behind {h.id} ({h.source}), as {h.id} tests it on {h.metric}, is {how} on "
                 f"{', '.join(where)} {scope(h.metric, h.test)}{ending}"
             )
+    if waiting_for_arms:
+        several = len(waiting_for_arms) > 1
+        sentences.append(f"{', '.join(waiting_for_arms)} {'have' if several else 'has'} no verdict yet: an arm "
+                         f"{'each' if several else 'it'} measures has not run.")  # fmt: skip
     return " ".join(sentences)
 
 
