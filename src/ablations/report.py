@@ -467,9 +467,9 @@ def missing_arms(spec: ExperimentSpec, tier: str, group: pd.DataFrame) -> list[s
 def not_run(spec: ExperimentSpec, tier: str, corpus: str, group: pd.DataFrame) -> str:
     """The missing arms of a tier x corpus, each with the hypotheses that measure it and so have no verdict there
     yet; "" when every arm has runs."""
-    if not (missing := missing_arms(spec, tier, group)):
-        return ""
     planned = planned_arms(spec, tier, group)
+    if not (missing := [arm for arm in planned if arm not in set(group.arm)]):
+        return ""
     named = []
     for arm in missing:
         name, at, _ = arm.partition("@")  # a scaled arm serves the trends of the scaled hypotheses alone
