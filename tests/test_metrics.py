@@ -20,7 +20,7 @@ from ablations import tracking
 from ablations.data import TextDataModule
 from ablations.model import ModelConfig
 from ablations.quantization import QuantizeConfig, quantize
-from ablations.run import restore_best, trainer_options
+from ablations.run import restore_best, score_start, trainer_options
 from ablations.run_logger import RunLogger
 from ablations.training import IGNORE, LanguageModelTask, OptimConfig
 
@@ -393,6 +393,35 @@ def test_gradient_accumulation_counts_updates_and_budgets_the_sequences_of_an_up
     optim = budget(settings, data, 16)
     assert optim.max_steps == 10  # updates of 4 x 3 sequences of 16 tokens
     assert optim.lr == pytest.approx(1e-3)  # scaled by the update's 12 sequences, not the micro-batch's 3
+
+
+@pytest.mark.parametrize(("trained", "lr"), [(True, 3.0), (False, 0.01)], ids=["trained start, lr 3", "init, lr 0.01"])
+def test_keep_best_start_keeps_the_starting_weights_when_no_later_evaluation_scores_lower(
+    corpus, tmp_path, trained_state, trained, lr
+):
+    """train.keep_best_start (E24's amendment of 2026-12-05): the starting weights are scored before the first
+    update. From trained weights at lr 3 every later evaluation is worse, so the run ends on its starting weights,
+    unchanged, at best_step 0; from the initialization at lr 0.01 training helps and a later evaluation wins."""
+    data = data_module(corpus, tmp_path)
+    optim = OptimConfig(max_steps=20, warmup_steps=0, lr=lr, min_lr=lr)
+    task = task_for(data, optim, trained_state if trained else None, keep_best="val_loss", keep_best_start=True)
+    client = tracking.client()
+    run_id = client.create_run(tracking.experiment_id(client, "metrics")).info.run_id
+    cfg = {"optim": {"max_steps": 20, "grad_accumulation": 1}, "val_every": 5, "train": {"keep_best": "val_loss"}}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=RunLogger(run_id=run_id,
+                         tracking_uri=client.tracking_uri), **trainer_options(OmegaConf.create(cfg)))  # fmt: skip
+    start = score_start(task, trainer, data)
+    trainer.fit(task, datamodule=data)
+    trainer.logger.finalize("success")
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "val_loss")}
+    assert sorted(history) == [0, 5, 10, 15, 20] and history[0] == pytest.approx(start.loss)
+    restore_best(task, trainer, start)
+    lowest = min(history, key=history.get)
+    assert (lowest == 0) == trained
+    assert task.final_metrics["best_step"] == lowest
+    assert task.final_metrics["best_eval_loss"] == pytest.approx(history[lowest])
+    kept = task.state_dict()
+    assert all(torch.equal(kept[k], start.state_dict[k]) for k in kept) == trained
 
 
 def test_a_position_target_replaces_every_batchs_targets_with_the_positions():

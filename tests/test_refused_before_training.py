@@ -57,6 +57,10 @@ def keep_best_by_a_domain_without_one(cfg):
     cfg.train.keep_best = "domain_val_loss"  # label_smoothing trains on one corpus
 
 
+def keep_the_start_without_early_stopping(cfg):
+    cfg.train.keep_best_start = True
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -69,6 +73,7 @@ def keep_best_by_a_domain_without_one(cfg):
         (unknown_prune_criterion, "prune.criterion='variance' must be one of"),
         (keep_best_by_an_unknown_loss, "train.keep_best='train_loss' must be one of"),
         (keep_best_by_a_domain_without_one, "train.keep_best=domain_val_loss needs a domain corpus"),
+        (keep_the_start_without_early_stopping, "train.keep_best_start needs train.keep_best"),
         (time_on_a_gpu, "benchmark.name times the trained model on the CPU"),
     ],
     ids=[
@@ -81,6 +86,7 @@ def keep_best_by_a_domain_without_one(cfg):
         "prune criterion",
         "keep_best unknown loss",
         "keep_best without a domain",
+        "keep_best_start without keep_best",
         "benchmark on a GPU",
     ],
 )

@@ -318,7 +318,12 @@ def test_a_second_stage_can_start_from_scratch_or_adapt_with_lora(cache_dir):
         return {r.data.tags["arm"]: r for r in runs}
 
     e24 = arms("pretrain_then_finetune")
-    assert set(e24) == {"base", "finetuned", "scratch", "finetuned_es", "scratch_es"}
+    assert set(e24) == {"base", "finetuned", "scratch"} | {f"{arm}_es{start}" for arm in ("finetuned", "scratch")
+                                                          for start in ("", "_start")}  # fmt: skip
+    # The smoke tier's one update comes before any periodic evaluation: early stopping keeps the starting weights.
+    kept = e24["finetuned_es_start"].data.metrics
+    assert kept["best_step"] == 0
+    assert kept["final_domain_val_loss"] == pytest.approx(e24["base"].data.metrics["final_domain_val_loss"])
     assert e24["scratch_es"].data.params["train.keep_best"] == "domain_val_loss"
     assert e24["scratch_es"].data.params["init_from"] == "None"
     assert e24["finetuned"].data.params["init_from"] == e24["base"].data.tags["ablations.run_key"]

@@ -41,4 +41,5 @@ ADDED_SETTINGS = {
     "finetune": ("finetune.method", "full"),
     "prune": ("prune.criterion", None),
     "train.keep_best": ("train.keep_best", None),
+    "train.keep_best_start": ("train.keep_best_start", False),
 }

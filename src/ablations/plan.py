@@ -69,6 +69,8 @@ def check_config(run_cfg: DictConfig) -> None:
         raise ValueError("train.keep_best selects among the evaluations of one process: trainer.devices=1")
     if run_cfg.train.keep_best == "domain_val_loss" and run_cfg.data.domain is None:
         raise ValueError("train.keep_best=domain_val_loss needs a domain corpus (data.domain)")
+    if run_cfg.train.keep_best_start and run_cfg.train.keep_best is None:
+        raise ValueError("train.keep_best_start needs train.keep_best")
     if run_cfg.data.epochs is not None and run_cfg.optim.grad_accumulation > 1:
         raise ValueError("optim.grad_accumulation counts updates in micro-batches: use it with data.epochs=null")
     decoding = dict(run_cfg.evaluation.decoding)

@@ -15,6 +15,7 @@ FINISHED, so a killed run is trained again next time instead of being trusted.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -113,19 +114,36 @@ def trainer_options(run_cfg: DictConfig) -> dict[str, Any]:
     } | best
 
 
-def restore_best(task: LanguageModelTask, trainer: pl.Trainer) -> None:
-    """Early stopping (train.keep_best): load the weights of the evaluation where the loss was lowest, record where
-    that was, and remove the checkpoint."""
+@dataclass(frozen=True)
+class Candidate:
+    """Weights early stopping may keep: the loss that scored them, at the step they were reached."""
+
+    loss: float
+    step: int
+    state_dict: dict[str, torch.Tensor]
+
+
+def score_start(task: LanguageModelTask, trainer: pl.Trainer, data: TextDataModule) -> Candidate:
+    """train.keep_best_start: the starting weights, scored by the periodic evaluation before the first update
+    (logged at step 0 like any other; the checkpoint callback saves only while fitting)."""
+    trainer.validate(task, datamodule=data, verbose=False)
+    return Candidate(float(trainer.callback_metrics[task.keep_best]), 0, copy.deepcopy(task.state_dict()))
+
+
+def restore_best(task: LanguageModelTask, trainer: pl.Trainer, start: Candidate | None = None) -> None:
+    """Early stopping (train.keep_best): load the weights of the evaluation where the loss was lowest (the start's
+    among them when it was scored, and kept on a tie), record where that was, and remove the checkpoint."""
     checkpoint = trainer.checkpoint_callback
     if not isinstance(checkpoint, ModelCheckpoint):
         return
-    if checkpoint.best_model_path:  # none if no evaluation came before the end: the final weights stay
+    best = start
+    if checkpoint.best_model_path:  # none if no evaluation came before the end
         saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-        task.load_state_dict(saved["state_dict"])
-        task.final_metrics |= {
-            "best_step": float(saved["global_step"]),
-            "best_eval_loss": float(checkpoint.best_model_score),
-        }
+        trained = Candidate(float(checkpoint.best_model_score), int(saved["global_step"]), saved["state_dict"])
+        best = trained if start is None or trained.loss < start.loss else start
+    if best is not None:  # else the final weights stay
+        task.load_state_dict(best.state_dict)
+        task.final_metrics |= {"best_step": float(best.step), "best_eval_loss": best.loss}
     shutil.rmtree(checkpoint.dirpath, ignore_errors=True)
 
 
@@ -275,8 +293,9 @@ def fit(run: Resolved, task: LanguageModelTask, trainer: pl.Trainer, run_id: str
     if data_parallel(run.cfg):
         fit_data_parallel(run.cfg, run_id, task, tracking_uri)
     else:
+        start = score_start(task, trainer, run.data) if task.keep_best_start else None
         trainer.fit(task, datamodule=run.data)
-        restore_best(task, trainer)
+        restore_best(task, trainer, start)
 
 
 def fit_data_parallel(run_cfg: DictConfig, run_id: str, task: LanguageModelTask, tracking_uri: str) -> None:

@@ -141,6 +141,8 @@ class LanguageModelTask(pl.LightningModule):
     keep_best: early stopping by a periodic evaluation's loss ("val_loss" or "domain_val_loss"): the run's
         ModelCheckpoint (ablations.run.trainer_options) keeps the weights where it was lowest, and those are
         evaluated at the end.
+    keep_best_start: with keep_best, the weights the run starts from are a candidate too, scored by the same
+        evaluation before the first update (ablations.run.fit): early stopping may then choose not to train.
 
     With a domain corpus (data.domain) every evaluation scores both corpora: `val_loss` and
     `domain_val_loss`. After `evaluate_with(other)`, evaluation runs `other` (e.g. a quantized copy)
@@ -159,11 +161,14 @@ class LanguageModelTask(pl.LightningModule):
         calibration: bool = False,
         target: str = "next_token",
         keep_best: str | None = None,
+        keep_best_start: bool = False,
     ):
         super().__init__()
         if keep_best not in KEEP_BEST:
             raise ValueError(f"train.keep_best={keep_best!r} must be one of {KEEP_BEST}")
-        self.keep_best = keep_best
+        if keep_best_start and keep_best is None:
+            raise ValueError("train.keep_best_start needs train.keep_best")
+        self.keep_best, self.keep_best_start = keep_best, keep_best_start
         if target not in TARGETS or (target == "position" and model.block_size > model.vocab_size):
             raise ValueError(f"train.target={target!r} must be one of {TARGETS} (position: block_size <= vocab_size)")
         self.target = target
