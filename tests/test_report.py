@@ -597,18 +597,35 @@ def test_the_trend_table_gives_each_values_effect_and_does_not_call_an_open_slop
                               "scale": f"d_model={d}", "effect": e, "ci_low": e - 0.01, "ci_high": e + 0.01,
                               "verdict_adjusted": "inconclusive"}
                              for d, e in ((256, 0.03), (64, 0.01))])  # fmt: skip
-    (row,) = report.trend_rows(trends, verdicts)
+    specs = {"e": load_spec("attention_heads")}  # whose H1 was on its scale axis from the start
+    (row,) = report.trend_rows(trends, verdicts, specs)
+    assert row["hypothesis"] == "H1"
     assert row["effects"] == ["64: +0.01 [+0, +0.02] inconclusive", "256: +0.03 [+0.02, +0.04] inconclusive"]
     assert (row["trend"], row["matches"]) == ("no trend detected", "not shown")
-    (row,) = report.trend_rows(trends.assign(slope_high=-0.001, trend="weakens"), verdicts)
+    (row,) = report.trend_rows(trends.assign(slope_high=-0.001, trend="weakens"), verdicts, specs)
     assert (row["expected"], row["trend"], row["matches"]) == ("rises", "falls", "no")  # one vocabulary
     flat = trends.assign(expected="zero", matches=True)  # a zero slope shown by its equivalence test
-    (row,) = report.trend_rows(flat, verdicts)
+    (row,) = report.trend_rows(flat, verdicts, specs)
     assert (row["expected"], row["trend"], row["matches"]) == ("flat", "flat (within the margin)", "yes")
-    (row,) = report.trend_rows(flat.assign(trend="weakens"), verdicts)  # E08 H1: a slope below 0, inside the margin
+    # E08 H1: a slope below 0, inside the margin
+    (row,) = report.trend_rows(flat.assign(trend="weakens"), verdicts, specs)
     assert (row["trend"], row["matches"]) == ("falls, by less than the margin", "yes")
     # a superseded hypothesis has no current verdicts: its trend leaves the table (it stopped the report: E24's H1)
-    assert report.trend_rows(trends.assign(hypothesis="H2"), verdicts) == []
+    assert report.trend_rows(trends.assign(hypothesis="H2"), verdicts, specs) == []
+    # E23's amendment of 2026-12-05 put H1 on the scale axis after its runs there had been seen
+    (row,) = report.trend_rows(trends, verdicts, {"e": load_spec("causal_and_padding_masks")})
+    assert row["hypothesis"] == "H1†"
+
+
+def test_a_verdict_is_marked_not_pre_registered_at_the_scale_values_an_amendment_added():
+    e23 = load_spec("causal_and_padding_masks")
+
+    def row(hypothesis: str, treatment: str):
+        return pd.Series({"hypothesis": hypothesis, "treatment": treatment})
+
+    assert report.after_data(row("H1", "unmasked@d_model=64"), e23)  # put on the axis after the runs
+    assert not report.after_data(row("H1", "unmasked"), e23)  # the registered size
+    assert not report.after_data(row("H2", "unmasked@d_model=64"), e23)  # registered on the axis beforehand
 
 
 def test_a_hypothesis_an_amendment_added_is_marked_in_the_summary_and_its_section(pdf):

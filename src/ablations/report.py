@@ -547,6 +547,7 @@ def hypothesis_rows(spec: ExperimentSpec) -> list[dict]:
             "test": h.test.replace("_", "-"),
             "superseded": spec.superseded(h.id),
             "added": spec.added(h.id),
+            "scaled": spec.scaled(h.id),
             "arms": f"{h.treatment} vs {h.control}",
             "min_effect": f"{h.min_effect:g}",
             "literature": h.literature,
@@ -1025,7 +1026,7 @@ def summary_rows(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec], state
         rows.append(
             {
                 "experiment": f"{v.experiment_id} {v.experiment}",
-                "hypothesis": f"{v.hypothesis}{ADDED_MARK if specs[v.experiment].added(h.id) else ''}: "
+                "hypothesis": f"{v.hypothesis}{ADDED_MARK if after_data(v, specs[v.experiment]) else ''}: "
                 + (h.statement if statements else f"{v.treatment} vs {v.control},"),
                 "metric": "" if statements else f"{v.metric}",
                 "direction": "" if statements else v.direction,
@@ -1051,9 +1052,16 @@ VERDICTS = ("supported", "refuted", "inconclusive", "not decided", AWAITING)
 ADDED_MARK = "†"  # a hypothesis an amendment added after runs had been seen: not pre-registered
 
 
+def after_data(verdict, spec: ExperimentSpec) -> bool:
+    """Whether a verdict (a row of verdicts.csv) is not pre-registered: its hypothesis was added by an amendment, or
+    it is at another value of a scale axis an amendment put the hypothesis on (its arms are named arm@axis=value)."""
+    off_scale = "@" in verdict.treatment
+    return bool(spec.added(verdict.hypothesis) or (off_scale and spec.scaled(verdict.hypothesis)))
+
+
 def added_after_data(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> pd.Series:
-    """Per verdict, whether its hypothesis was added by an amendment (after earlier runs had been seen)."""
-    return pd.Series([bool(specs[v.experiment].added(v.hypothesis)) for v in verdicts.itertuples()], verdicts.index)
+    """Per verdict, whether it is not pre-registered (after_data)."""
+    return pd.Series([after_data(v, specs[v.experiment]) for v in verdicts.itertuples()], verdicts.index)
 
 
 def scorecard(verdicts: pd.DataFrame, runs: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> dict:
@@ -1111,9 +1119,10 @@ def trend_reason(t) -> str:
     return f" (an arm did not learn at {', '.join(unlearned)})" if unlearned else f" ({t.reason})"
 
 
-def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
-    """Per scaled hypothesis: the slope against the sign written down before the runs, and the effect and adjusted
-    verdict at each axis value (those verdicts are tests of the report's family too)."""
+def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> list[dict]:
+    """Per scaled hypothesis: the slope against the sign written down before the runs (marked † where an amendment
+    wrote it after them), and the effect and adjusted verdict at each axis value (those verdicts are tests of the
+    report's family too)."""
     rows = []
     for t in trends.sort_values(["experiment_id", "hypothesis", "corpus", "tier"], key=numbered).itertuples():
         at = verdicts[(verdicts.experiment == t.experiment) & (verdicts.hypothesis == t.hypothesis)
@@ -1131,7 +1140,8 @@ def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame) -> list[dict]:
         else:  # a slope whose interval holds 0 neither shows nor contradicts a predicted sign
             matches = "not shown" if t.trend == "holds" else "no"
         rows.append({
-            "experiment": f"{t.experiment_id} {t.experiment}", "hypothesis": t.hypothesis, "corpus": t.corpus,
+            "experiment": f"{t.experiment_id} {t.experiment}", "corpus": t.corpus,
+            "hypothesis": t.hypothesis + (ADDED_MARK if specs[t.experiment].scaled(t.hypothesis) else ""),
             "tier": t.tier, "axis": t.axis, "effects": effects,
             "slope": "—" if pd.isna(t.slope) else f"{fmt(t.slope)} [{fmt(t.slope_low)}, {fmt(t.slope_high)}]",
             "expected": EXPECTED_WORDS.get(t.expected, t.expected),
@@ -1276,7 +1286,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
     runs, verdicts = frames["runs"], frames["verdicts"]
     names = sorted(set(runs.experiment), key=lambda n: (load_spec(n).id, n))
     specs = {name: load_spec(name) for name in names}
-    trends = trend_rows(frames["trends"], frames["current"])
+    trends = trend_rows(frames["trends"], frames["current"], specs)
     corpora = {tier: sorted(set(runs[runs.tier == tier].corpus)) for tier in set(runs.tier)}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -24,14 +24,16 @@ TIERS = tuple(sorted(path.stem for path in (ROOT / "conf" / "tier").glob("*.yaml
 @dataclass(frozen=True)
 class Amendment:
     """A design change made after data was seen: when, what, why, the hypotheses it supersedes (whose verdicts
-    stay in results/, marked superseded) and those it adds (not pre-registered: written after earlier runs of the
-    experiment had been seen, and marked so wherever their verdicts appear)."""
+    stay in results/, marked superseded), those it adds (not pre-registered: written after earlier runs of the
+    experiment had been seen, and marked so wherever their verdicts appear) and those it puts on the scale axis
+    (`scales`: their verdicts at the axis's other values and their trend are not pre-registered, and marked so)."""
 
     date: str
     change: str
     reason: str
     supersedes: list[str] = field(default_factory=list)
     adds: list[str] = field(default_factory=list)
+    scales: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         try:
@@ -167,6 +169,9 @@ class ExperimentSpec:
             if unknown := set(amendment.adds) - ids:
                 raise ValueError(f"the amendment of {amendment.date} in {self.name} adds {sorted(unknown)}, "
                                  "which it does not define")  # fmt: skip
+            if unscaled := set(amendment.scales) - set(self.scale.slope if self.scale else {}):
+                raise ValueError(f"the amendment of {amendment.date} in {self.name} puts {sorted(unscaled)} on the "
+                                 "scale axis, and scale.slope does not name them")  # fmt: skip
         arms = self.arms_for("full")
         if self.from_scratch and (self.base is None or not set(self.from_scratch) <= set(arms) - {BASE}):
             raise ValueError(f"from_scratch of {self.name} must name second-stage arms of a two-stage experiment")
@@ -209,6 +214,11 @@ class ExperimentSpec:
     def added(self, hypothesis: str) -> str:
         """The date of the amendment that added a hypothesis after runs had been seen, or "" (pre-registered)."""
         return next((a.date for a in self.amendments if hypothesis in a.adds), "")
+
+    def scaled(self, hypothesis: str) -> str:
+        """The date of the amendment that put a hypothesis on the scale axis after its runs there had been seen, or
+        "" (its scale axis, if any, was pre-registered)."""
+        return next((a.date for a in self.amendments if hypothesis in a.scales), "")
 
     def scale_arms(self, tier: str, tier_value: float) -> dict[str, dict[str, Any]]:
         """The arms of the scaled hypotheses at every other value of the scale axis at this tier."""
