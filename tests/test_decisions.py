@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from ablations import results, tracking
 from ablations.decisions import ArmRun, unmeasured, verdicts_for
@@ -286,8 +287,8 @@ VERDICT_COLUMNS = [
     "experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source", "statement",
     "metric", "treatment", "control", "direction", "min_effect", "test", "n_seeds", "control_mean", "treatment_mean",
     "effect", "ci_low", "ci_high", "ci_level", "p_value", "verdict", "interval", "control_health", "treatment_health",
-    "reason", "p_adjusted", "verdict_adjusted", "superseded", "code_version", "awaiting", "wall_seconds",
-    "evidence",
+    "reason", "p_adjusted", "verdict_adjusted", "superseded", "pre_registered", "code_version", "awaiting",
+    "wall_seconds", "evidence",
 ]  # fmt: skip
 
 
@@ -331,6 +332,19 @@ def test_verdicts_on_runs_older_than_the_code_await_their_rerun_and_join_no_fami
     # the verdicts a rerun replaced are decided as they were, in their own family, for the before/after table
     before = results.verdicts(older, current_version=None)
     assert set(before.awaiting) == {""} and "awaiting runs" not in set(before.verdict_adjusted)
+
+
+def test_verdicts_written_after_the_data_are_adjusted_apart_from_the_pre_registered_ones():
+    """E01's amendments added H4, H5 and H6 after runs had been seen: they form a family of their own, so that the
+    pre-registered verdicts' adjusted p values are Benjamini-Hochberg's over the pre-registered p values alone."""
+    rows = [(arm, s, "finished", 2.0 + 0.01 * s + 0.03 * (arm == "h1") + 0.02 * (arm == "h32"))
+            for arm in ("h1", "h2", "h4", "h8", "h32") for s in range(3)]  # fmt: skip
+    table = results.verdicts(runs_table(rows))
+    assert table.pre_registered.tolist() == [h not in ("H4", "H5", "H6") for h in table.hypothesis]
+    for pre_registered, family in table[table.superseded == ""].groupby("pre_registered"):
+        tested = family[family.p_value.notna()]
+        expected = multipletests(tested.p_value, alpha=0.05, method="fdr_bh")[1]
+        assert tested.p_adjusted.to_numpy() == pytest.approx(expected), pre_registered
 
 
 def test_a_hypothesis_whose_arms_lack_seeds_of_their_group_awaits_them():

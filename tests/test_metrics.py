@@ -424,6 +424,26 @@ def test_keep_best_start_keeps_the_starting_weights_when_no_later_evaluation_sco
     assert all(torch.equal(kept[k], start.state_dict[k]) for k in kept) == trained
 
 
+def test_scoring_the_start_leaves_training_as_it_would_be_without_it(corpus, tmp_path):
+    """score_start evaluates before the fit and restores the random state: every later evaluation is the same."""
+
+    def curve(score_first: bool) -> dict[int, float]:
+        data = data_module(corpus, tmp_path)
+        task = task_for(data, OptimConfig(max_steps=10, warmup_steps=0, lr=0.01, min_lr=0.01),
+                        keep_best="val_loss", keep_best_start=score_first, model={"dropout": 0.2})  # fmt: skip
+        client = tracking.client()
+        run_id = client.create_run(tracking.experiment_id(client, "metrics")).info.run_id
+        cfg = {"optim": {"max_steps": 10, "grad_accumulation": 1}, "val_every": 5, "train": {"keep_best": "val_loss"}}
+        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=RunLogger(run_id=run_id,
+                             tracking_uri=client.tracking_uri), **trainer_options(OmegaConf.create(cfg)))  # fmt: skip
+        if score_first:
+            score_start(task, trainer, data)
+        trainer.fit(task, datamodule=data)
+        return {m.step: m.value for m in client.get_metric_history(run_id, "val_loss") if m.step > 0}
+
+    assert curve(score_first=True) == curve(score_first=False)
+
+
 def test_a_position_target_replaces_every_batchs_targets_with_the_positions():
     """E10's order task: each token predicts its index in the window (padding stays ignored)."""
     task = LanguageModelTask(ModelConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, d_model=16),

@@ -595,12 +595,13 @@ def test_the_trend_table_gives_each_values_effect_and_does_not_call_an_open_slop
     )
     verdicts = pd.DataFrame([{"experiment": "e", "hypothesis": "H1", "corpus": "c", "tier": "quick",
                               "scale": f"d_model={d}", "effect": e, "ci_low": e - 0.01, "ci_high": e + 0.01,
-                              "verdict_adjusted": "inconclusive"}
-                             for d, e in ((256, 0.03), (64, 0.01))])  # fmt: skip
+                              "verdict_adjusted": "inconclusive", "treatment": "t" if d == 128 else f"t@d_model={d}"}
+                             for d, e in ((256, 0.03), (64, 0.01), (128, 0.02))])  # fmt: skip
     specs = {"e": load_spec("attention_heads")}  # whose H1 was on its scale axis from the start
     (row,) = report.trend_rows(trends, verdicts, specs)
     assert row["hypothesis"] == "H1"
-    assert row["effects"] == ["64: +0.01 [+0, +0.02] inconclusive", "256: +0.03 [+0.02, +0.04] inconclusive"]
+    assert row["effects"] == ["64: +0.01 [+0, +0.02] inconclusive", "128: +0.02 [+0.01, +0.03] inconclusive",
+                              "256: +0.03 [+0.02, +0.04] inconclusive"]  # fmt: skip
     assert (row["trend"], row["matches"]) == ("no trend detected", "not shown")
     (row,) = report.trend_rows(trends.assign(slope_high=-0.001, trend="weakens"), verdicts, specs)
     assert (row["expected"], row["trend"], row["matches"]) == ("rises", "falls", "no")  # one vocabulary
@@ -612,9 +613,11 @@ def test_the_trend_table_gives_each_values_effect_and_does_not_call_an_open_slop
     assert (row["trend"], row["matches"]) == ("falls, by less than the margin", "yes")
     # a superseded hypothesis has no current verdicts: its trend leaves the table (it stopped the report: E24's H1)
     assert report.trend_rows(trends.assign(hypothesis="H2"), verdicts, specs) == []
-    # E23's amendment of 2026-12-05 put H1 on the scale axis after its runs there had been seen
+    # E23's amendment of 2026-12-05 put H1 on the scale axis after its runs there had been seen: the other values'
+    # verdicts and the expected sign are marked, and the sign is not scored against the slope it was written after
     (row,) = report.trend_rows(trends, verdicts, {"e": load_spec("causal_and_padding_masks")})
-    assert row["hypothesis"] == "H1†"
+    assert row["hypothesis"] == "H1" and [e.split(":")[0] for e in row["effects"]] == ["64†", "128", "256†"]
+    assert (row["expected"], row["matches"]) == ("rises†", "—")
 
 
 def test_a_verdict_is_marked_not_pre_registered_at_the_scale_values_an_amendment_added():

@@ -51,7 +51,7 @@ from ablations.metrics import SCALING_FITS, value_of
 from ablations.numerics import NUMERICS_VERSION
 from ablations.quantization import TAIL_QUANTILES
 from ablations.results import AWAITING, trained_here
-from ablations.spec import BASE, ExperimentSpec, experiment_names, load_spec
+from ablations.spec import BASE, ExperimentSpec, experiment_names, load_spec, off_scale
 from ablations.verdict import NOT_DECIDED, Hypothesis
 
 TEMPLATE = Path(__file__).with_name("report.typ")
@@ -1053,10 +1053,8 @@ ADDED_MARK = "†"  # a hypothesis an amendment added after runs had been seen: 
 
 
 def after_data(verdict, spec: ExperimentSpec) -> bool:
-    """Whether a verdict (a row of verdicts.csv) is not pre-registered: its hypothesis was added by an amendment, or
-    it is at another value of a scale axis an amendment put the hypothesis on (its arms are named arm@axis=value)."""
-    off_scale = "@" in verdict.treatment
-    return bool(spec.added(verdict.hypothesis) or (off_scale and spec.scaled(verdict.hypothesis)))
+    """Whether a verdict (a row of verdicts.csv) is not pre-registered (ExperimentSpec.pre_registered)."""
+    return not spec.pre_registered(verdict.hypothesis, off_scale(verdict.treatment))
 
 
 def added_after_data(verdicts: pd.DataFrame, specs: dict[str, ExperimentSpec]) -> pd.Series:
@@ -1128,23 +1126,26 @@ def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame, specs: dict[str, Ex
         at = verdicts[(verdicts.experiment == t.experiment) & (verdicts.hypothesis == t.hypothesis)
                       & (verdicts.corpus == t.corpus) & (verdicts.tier == t.tier)]  # fmt: skip
         at = at[at.scale != ""]
-        if at.empty:  # a superseded hypothesis (E24's H1): its verdicts are in the appendix, its trend with them
+        if at.empty:  # a hypothesis of the other kind (current or superseded): its trend goes with its verdicts
             continue
         at = at.assign(value=at.scale.str.partition("=")[2].astype(float)).sort_values("value")
-        effects = [f"{v.value:g}: {fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}] {v.verdict_adjusted}"
+        spec = specs[t.experiment]
+        effects = [f"{v.value:g}{'' if spec.pre_registered(t.hypothesis, off_scale(v.treatment)) else ADDED_MARK}: "
+                   f"{fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}] {v.verdict_adjusted}"
                    for v in at.itertuples()]  # fmt: skip
-        if t.awaiting or t.trend == NOT_DECIDED:  # no slope to compare with the expectation
-            matches = "—"
+        expected = EXPECTED_WORDS.get(t.expected, t.expected) + (ADDED_MARK if spec.scaled(t.hypothesis) else "")
+        if t.awaiting or t.trend == NOT_DECIDED or spec.scaled(t.hypothesis):  # no slope to compare, or a sign
+            matches = "—"  # written down after the values that decide it had been seen
         elif t.matches:
             matches = "yes"
         else:  # a slope whose interval holds 0 neither shows nor contradicts a predicted sign
             matches = "not shown" if t.trend == "holds" else "no"
         rows.append({
             "experiment": f"{t.experiment_id} {t.experiment}", "corpus": t.corpus,
-            "hypothesis": t.hypothesis + (ADDED_MARK if specs[t.experiment].scaled(t.hypothesis) else ""),
+            "hypothesis": t.hypothesis + (ADDED_MARK if spec.added(t.hypothesis) else ""),
             "tier": t.tier, "axis": t.axis, "effects": effects,
             "slope": "—" if pd.isna(t.slope) else f"{fmt(t.slope)} [{fmt(t.slope_low)}, {fmt(t.slope_high)}]",
-            "expected": EXPECTED_WORDS.get(t.expected, t.expected),
+            "expected": expected,
             "trend": f"awaiting runs ({t.awaiting})" if t.awaiting else trend_words(t),
             "matches": matches,
         })  # fmt: skip
@@ -1194,9 +1195,15 @@ def compute_rows(runs: pd.DataFrame) -> list[dict]:
 
 
 def amendment_rows(specs: dict[str, ExperimentSpec]) -> list[dict]:
+    """Every amendment, with the hypotheses it supersedes, adds and puts on the scale axis ("supersedes H3, H4")."""
+
+    def touched(a) -> str:
+        named = {"supersedes": a.supersedes, "adds": a.adds, "puts on the scale axis": a.scales}
+        return "; ".join(f"{how} {', '.join(ids)}" for how, ids in named.items() if ids) or "—"
+
     return [
         {"experiment": f"{spec.id} {spec.name}", "date": a.date, "change": a.change, "reason": a.reason,
-         "supersedes": ", ".join(a.supersedes) or "—"}
+         "hypotheses": touched(a)}
         for spec in specs.values()
         for a in spec.amendments
     ]  # fmt: skip
@@ -1302,6 +1309,7 @@ def build(results_dir: Path, out: Path, tiers: tuple[str, ...] = ("quick", "full
             "amendments": amendment_rows(specs),
             "reruns": rerun_rows(frames["verdicts_before_rerun"]) if "verdicts_before_rerun" in frames else [],
             "superseded": summary_rows(frames["superseded"], specs, statements=True),
+            "superseded_trends": trend_rows(frames["trends"], frames["superseded"], specs),
             "experiments": [
                 experiment_section(
                     specs[n], runs[runs.experiment == n], verdicts, frames["curves"], trends, corpora, work

@@ -14,6 +14,7 @@ tests.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
 from dataclasses import dataclass, fields, replace
@@ -30,7 +31,7 @@ from ablations.health import learning_check, run_health
 from ablations.metrics import curves_csv_metrics, per_step
 from ablations.numerics import NUMERICS_VERSION
 from ablations.parent_run import is_evidence
-from ablations.spec import ExperimentSpec, experiment_names, load_spec
+from ablations.spec import ExperimentSpec, experiment_names, load_spec, off_scale
 from ablations.verdict import Hypothesis, Verdict, adjust
 
 GROUP = ["experiment", "tier", "corpus"]
@@ -201,10 +202,11 @@ def awaiting(version: str, current_version: str | None, n_seeds: int, planned: i
 
 def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION) -> pd.DataFrame:
     """Every hypothesis of every experiment x tier x corpus that has runs (and the scaled ones at each axis value),
-    with the Benjamini-Hochberg adjustment over each family: the evidence tiers' current hypotheses, and apart
-    from them the smoke tier's. A superseded hypothesis keeps its raw verdict and joins no family; so does one that
-    awaits runs (`awaiting`: made before a rerun, or with seeds still missing), whose adjusted verdict reads
-    "awaiting runs" until they exist."""
+    with the Benjamini-Hochberg adjustment over each family: the evidence tiers' current pre-registered verdicts,
+    apart from them those written after runs had been seen (ExperimentSpec.pre_registered: a post-hoc test must not
+    move the threshold of the registered ones), and apart again the smoke tier's. A superseded hypothesis keeps its
+    raw verdict and joins no family; so does one that awaits runs (`awaiting`: made before a rerun, or with seeds
+    still missing), whose adjusted verdict reads "awaiting runs" until they exist."""
     rows, decided = [], []
     for (name, tier, corpus), group in runs.groupby(GROUP, sort=True):
         spec = load_spec(name)
@@ -216,13 +218,14 @@ def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION)
                 "experiment": name, "experiment_id": spec.id, "tier": tier, "corpus": corpus,
                 "hypothesis": h.id, "scale": scale, "claim_lines": spec.claim["lines"], "source": h.source,
                 "statement": h.statement, "superseded": spec.superseded(h.id), "code_version": version,
+                "pre_registered": spec.pre_registered(h.id, off_scale=off_scale(v.treatment)),
                 "awaiting": awaiting(version, current_version, v.n_seeds, group_seeds(group)),
                 "wall_seconds": float(trained_here(group)["wall_seconds"].sum()),
                 "evidence": is_evidence(tier),  # False: a smoke-tier verdict, a plumbing check
             })  # fmt: skip
             decided.append(v)
-    for evidence in (True, False):
-        family = [i for i, row in enumerate(rows) if row["evidence"] == evidence and _counted(row)]
+    for kind in itertools.product((True, False), repeat=2):  # (evidence, pre_registered)
+        family = [i for i, row in enumerate(rows) if (row["evidence"], row["pre_registered"]) == kind and _counted(row)]
         for i, v in zip(family, adjust([decided[i] for i in family]), strict=True):
             decided[i] = v
     for row, v in zip(rows, decided, strict=True):
@@ -231,7 +234,7 @@ def verdicts(runs: pd.DataFrame, current_version: str | None = NUMERICS_VERSION)
         row |= {k: val for k, val in v.as_dict().items() if k != "hypothesis"}
     columns = ["experiment", "experiment_id", "tier", "corpus", "hypothesis", "scale", "claim_lines", "source",
                "statement", *[f.name for f in fields(Verdict) if f.name != "hypothesis"], "superseded",
-               "code_version", "awaiting", "wall_seconds", "evidence"]  # fmt: skip
+               "pre_registered", "code_version", "awaiting", "wall_seconds", "evidence"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 

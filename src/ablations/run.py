@@ -125,8 +125,10 @@ class Candidate:
 
 def score_start(task: LanguageModelTask, trainer: pl.Trainer, data: TextDataModule) -> Candidate:
     """train.keep_best_start: the starting weights, scored by the periodic evaluation before the first update
-    (logged at step 0 like any other; the checkpoint callback saves only while fitting)."""
-    trainer.validate(task, datamodule=data, verbose=False)
+    (logged at step 0 like any other; the checkpoint callback saves only while fitting). The random state is
+    restored after it (an evaluation's data loader draws a seed), so that training goes as it would without it."""
+    with torch.random.fork_rng():
+        trainer.validate(task, datamodule=data, verbose=False)
     return Candidate(float(trainer.callback_metrics[task.keep_best]), 0, copy.deepcopy(task.state_dict()))
 
 

@@ -77,6 +77,11 @@ class ScaleAxis:
         return f"{arm}@{self.label}={value:g}"
 
 
+def off_scale(arm: str) -> bool:
+    """Whether an arm's name is a scaled arm's (ScaleAxis.arm_name): the arm at another value of the scale axis."""
+    return "@" in arm
+
+
 @dataclass
 class ExperimentSpec:
     """What an experiment file declares. Arms come from `arms` (name -> overrides) and from `grid`,
@@ -219,6 +224,11 @@ class ExperimentSpec:
         """The date of the amendment that put a hypothesis on the scale axis after its runs there had been seen, or
         "" (its scale axis, if any, was pre-registered)."""
         return next((a.date for a in self.amendments if hypothesis in a.scales), "")
+
+    def pre_registered(self, hypothesis: str, off_scale: bool = False) -> bool:
+        """Whether a verdict was written down before its runs: its hypothesis not added by an amendment, and, at
+        another value of the scale axis than the tier's own (`off_scale`), not put on the axis by one."""
+        return not self.added(hypothesis) and not (off_scale and self.scaled(hypothesis))
 
     def scale_arms(self, tier: str, tier_value: float) -> dict[str, dict[str, Any]]:
         """The arms of the scaled hypotheses at every other value of the scale axis at this tier."""
