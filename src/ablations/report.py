@@ -333,7 +333,7 @@ def counted_spread(values: pd.Series) -> str:
 
 def scaled(arms: pd.Series) -> pd.Series:
     """Whether each arm name is a scale axis's arm (arm@axis=value)."""
-    return arms.str.contains("@", regex=False)
+    return arms.map(off_scale).astype(bool)
 
 
 def own_arms(group: pd.DataFrame) -> pd.DataFrame:
@@ -1130,7 +1130,7 @@ def trend_rows(trends: pd.DataFrame, verdicts: pd.DataFrame, specs: dict[str, Ex
             continue
         at = at.assign(value=at.scale.str.partition("=")[2].astype(float)).sort_values("value")
         spec = specs[t.experiment]
-        effects = [f"{v.value:g}{'' if spec.pre_registered(t.hypothesis, off_scale(v.treatment)) else ADDED_MARK}: "
+        effects = [f"{v.value:g}{ADDED_MARK if after_data(v, spec) else ''}: "
                    f"{fmt(v.effect)} [{fmt(v.ci_low)}, {fmt(v.ci_high)}] {v.verdict_adjusted}"
                    for v in at.itertuples()]  # fmt: skip
         expected = EXPECTED_WORDS.get(t.expected, t.expected) + (ADDED_MARK if spec.scaled(t.hypothesis) else "")

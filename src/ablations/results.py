@@ -136,7 +136,7 @@ def _tier_value(spec: ExperimentSpec, group: pd.DataFrame) -> float | None:
     """The scale axis's value of the experiment's own arms in this group (their param)."""
     if spec.scale is None or spec.scale.axis not in group:
         return None
-    own = group.loc[~group["arm"].str.contains("@", regex=False), spec.scale.axis].dropna()
+    own = group.loc[~group["arm"].map(off_scale).astype(bool), spec.scale.axis].dropna()
     return float(own.iloc[0]) if len(own) else None
 
 
